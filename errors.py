@@ -1,0 +1,28 @@
+"""The project's exceptions. Library code raises these; only the CLI edge turns them into exits.
+
+A message is one line that names the file/URL/field, shows the bad value and says the fix.
+"""
+
+
+class ProjectError(Exception):
+    """Base of every user-facing error: tasks print ``str(err)`` on one line and exit 1."""
+
+
+class ConfigError(ProjectError):
+    """A config, matrix, experiment YAML or command-line option is wrong."""
+
+
+class StagingError(ProjectError):
+    """Data could not be staged (missing source, bucket, object, disk space, …)."""
+
+
+class CorruptDataError(StagingError):
+    """Bytes that arrived do not match their source's size or checksum, or COCO JSON is malformed."""
+
+
+class BuildError(ProjectError):
+    """An image build, smoke test or compatibility rule failed."""
+
+
+class TrainingError(ProjectError):
+    """A training run could not start or finish (bad model name, missing cluster, …)."""
