@@ -1,0 +1,318 @@
+"""The node-local cache: one write protocol for every object, correct even when locks no-op.
+
+Write order for an object (see STYLE.md §4): (1) final path exists -> hit. (2) best-effort lock
+under ``<cache>/.locks`` with a "still waiting" log, re-check (1). (3) free-space check.
+(4) download into ``<name>.<uuid8>.incomplete`` in the same directory (adopting a dead writer's
+leftover to resume), fsync. (5) verify size and crc32c (retry with backoff), validate content.
+(6) chmod read-only, write the ``.meta.json`` sidecar, ``os.replace`` into place. (7) ``finally``:
+delete our temp file.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import json
+import logging
+import os
+import shutil
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from errors import CorruptDataError, StagingError
+from staging.paths import INCOMPLETE, human_bytes, lock_path, object_path
+from staging.sources import CHUNK, ObjectInfo, Source, is_transient
+
+log = logging.getLogger(__name__)
+
+RESERVE_ENV = "STAGING_RESERVE_BYTES"
+DEFAULT_RESERVE = 256 << 20
+RETRIES = 5
+BACKOFF_INITIAL_S = 0.1
+BACKOFF_MAX_S = 2.0
+LOCK_POLL_S = 10.0
+LOCK_TIMEOUT_S = 3600.0
+META = ".meta.json"
+READ_ONLY = 0o444
+
+
+@dataclass(frozen=True)
+class Fetched:
+    """The outcome for one object: where it is and whether this call downloaded it."""
+
+    path: Path
+    downloaded: bool
+    size: int
+    crc32c: str
+
+
+def crc32c_b64(checksum) -> str:
+    """google_crc32c.Checksum -> base64 big-endian, the way GCS reports it."""
+    return base64.b64encode(checksum.digest()).decode()
+
+
+def file_crc32c(path: Path) -> str:
+    """crc32c of a whole file (only for --verify and adopting a leftover temp file)."""
+    import google_crc32c
+
+    crc = google_crc32c.Checksum()
+    with open(path, "rb") as f:
+        while chunk := f.read(CHUNK):
+            crc.update(chunk)
+    return crc32c_b64(crc)
+
+
+def check_space(directory: Path, need: int) -> None:
+    """Raise StagingError when ``need`` bytes plus the reserve do not fit in ``directory``."""
+    reserve = int(os.environ.get(RESERVE_ENV, DEFAULT_RESERVE))
+    probe = directory
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    free = shutil.disk_usage(probe).free
+    if need + reserve > free:
+        raise StagingError(
+            f"not enough disk space in {directory}: need {human_bytes(need)} + reserve "
+            f"{human_bytes(reserve)}, free {human_bytes(free)}; free space, point data.cache "
+            f"elsewhere, or lower {RESERVE_ENV}"
+        )
+
+
+class _HashingWriter:
+    """Writes to a file and updates crc32c and a progress callback with exactly those bytes."""
+
+    def __init__(self, f, crc, on_bytes: Callable[[int], None] | None) -> None:
+        self.f, self.crc, self.on_bytes = f, crc, on_bytes
+
+    def write(self, data) -> int:
+        self.f.write(data)
+        self.crc.update(bytes(data) if isinstance(data, memoryview) else data)
+        if self.on_bytes is not None:
+            self.on_bytes(len(data))
+        return len(data)
+
+
+class Cache:
+    """A cache root shared by every process on the node."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+
+    def final_path(self, info: ObjectInfo) -> Path:
+        return object_path(self.root, info.url, info.ident)
+
+    def lookup(self, info: ObjectInfo) -> Path | None:
+        """The cached path for ``info`` if it is complete (metadata check only)."""
+        path = self.final_path(info)
+        return path if path.exists() else None
+
+    def meta(self, final: Path) -> dict:
+        """The sidecar record written with ``final`` (size, crc32c, url, ident)."""
+        try:
+            return json.loads((final.parent / META).read_text())
+        except (OSError, ValueError):
+            return {}
+
+    def ensure(
+        self,
+        info: ObjectInfo,
+        source: Source,
+        *,
+        validate: Callable[[Path], None] | None = None,
+        verify: bool = False,
+        on_bytes: Callable[[int], None] | None = None,
+    ) -> Fetched:
+        """Return the cached copy of ``info``, downloading it once if needed."""
+        final = self.final_path(info)
+        hit = self._hit(final, info, verify=verify)
+        if hit is not None:
+            return hit
+        final.parent.mkdir(parents=True, exist_ok=True)
+        with self.locked(final):
+            hit = self._hit(final, info, verify=verify)
+            if hit is not None:
+                return hit
+            check_space(final.parent, info.size)
+            return self._fetch(info, source, final, validate=validate, on_bytes=on_bytes)
+
+    def _hit(self, final: Path, info: ObjectInfo, *, verify: bool) -> Fetched | None:
+        if not final.exists():
+            return None
+        expected = info.crc32c or self.meta(final).get("crc32c", "")
+        if verify:
+            actual = file_crc32c(final)
+            if actual != expected:
+                log.warning(
+                    "cached %s is corrupt (crc32c %s != %s); re-fetching", final, actual, expected
+                )
+                return None
+        return Fetched(final, False, info.size, expected)
+
+    @contextlib.contextmanager
+    def locked(self, final: Path) -> Iterator[None]:
+        """Best-effort per-path lock with a timeout and a periodic "still waiting" log."""
+        from filelock import FileLock, Timeout
+
+        path = lock_path(self.root, final)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        lock = FileLock(str(path))
+        waited = 0.0
+        while True:
+            try:
+                lock.acquire(timeout=LOCK_POLL_S)
+                break
+            except Timeout:
+                waited += LOCK_POLL_S
+                log.info("still waiting for %s (%.0f s): another process stages it", path, waited)
+                if waited >= LOCK_TIMEOUT_S:
+                    raise StagingError(
+                        f"timed out after {waited:.0f} s waiting for lock {path}; if no other "
+                        "staging process runs, delete that lock file"
+                    ) from None
+        try:
+            yield
+        finally:
+            lock.release()
+
+    def _fetch(self, info, source, final, *, validate, on_bytes) -> Fetched:
+        tmp = final.with_name(f"{final.name}.{uuid.uuid4().hex[:8]}{INCOMPLETE}")
+        try:
+            crc = _download_with_retries(info, source, tmp, _adopt_leftover(final, tmp), on_bytes)
+            if validate is not None:
+                validate(tmp)
+            tmp.chmod(READ_ONLY)
+            record = {"url": info.url, "ident": info.ident, "size": info.size, "crc32c": crc}
+            write_atomic(final.parent / META, json.dumps(record).encode())
+            os.replace(tmp, final)
+            _fsync_dir(final.parent)
+            return Fetched(final, True, info.size, crc)
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                tmp.unlink()
+            _rmdir_empty(final.parent, stop=self.root)
+
+
+def _adopt_leftover(final: Path, tmp: Path) -> bool:
+    """Take over a dead writer's ``*.incomplete`` (we hold the lock) so the download resumes.
+
+    Returns True when ``tmp`` now holds the leftover's bytes. Other leftovers are deleted.
+    """
+    leftovers = sorted(final.parent.glob(f"{final.name}.*{INCOMPLETE}"), key=_size, reverse=True)
+    adopted = False
+    for path in leftovers:
+        with contextlib.suppress(FileNotFoundError):
+            if not adopted:
+                os.rename(path, tmp)  # atomic: a racing adopter gets FileNotFoundError
+                adopted = True
+            else:
+                path.unlink()
+    return adopted
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except FileNotFoundError:
+        return -1
+
+
+def _download_with_retries(
+    info: ObjectInfo, source: Source, tmp: Path, resume: bool, on_bytes
+) -> str:
+    """Fill ``tmp`` with exactly the object's bytes; return its crc32c. Retries transient errors."""
+    import google_crc32c
+    from google.api_core.retry import exponential_sleep_generator
+
+    crc = google_crc32c.Checksum()
+    if resume:
+        with open(tmp, "rb") as f:
+            while chunk := f.read(CHUNK):
+                crc.update(chunk)
+    delays = exponential_sleep_generator(BACKOFF_INITIAL_S, BACKOFF_MAX_S, multiplier=2.0)
+    for attempt in range(1, RETRIES + 1):
+        try:
+            _one_attempt(info, source, tmp, crc, on_bytes)
+            return _checked(info, tmp, crc)
+        except Exception as err:
+            if not is_transient(err) or attempt == RETRIES:
+                _raise_final(info, attempt, err)
+            log.warning(
+                "retrying %s (attempt %d/%d): %s",
+                info.url,
+                attempt + 1,
+                RETRIES,
+                str(err).splitlines()[0][:200],
+            )
+            if isinstance(err, CorruptDataError) or _size(tmp) > info.size:
+                tmp.unlink(missing_ok=True)  # bad bytes somewhere: start over
+                crc = google_crc32c.Checksum()
+            time.sleep(next(delays))
+    raise AssertionError("unreachable")
+
+
+def _one_attempt(info: ObjectInfo, source: Source, tmp: Path, crc, on_bytes) -> None:
+    start = max(_size(tmp), 0)
+    if start >= info.size > 0:
+        return
+    tmp.parent.mkdir(parents=True, exist_ok=True)
+    with open(tmp, "ab") as f:
+        try:
+            source.read_into(info, _HashingWriter(f, crc, on_bytes), start=start)
+        finally:
+            f.flush()
+            os.fsync(f.fileno())
+
+
+def _checked(info: ObjectInfo, tmp: Path, crc) -> str:
+    size = tmp.stat().st_size if tmp.exists() else 0
+    if size != info.size:
+        raise CorruptDataError(f"{info.url}: got {size} bytes, expected {info.size}")
+    actual = crc32c_b64(crc)
+    if info.crc32c and actual != info.crc32c:
+        raise CorruptDataError(f"{info.url}: crc32c {actual} != {info.crc32c} from the source")
+    return actual
+
+
+def _raise_final(info: ObjectInfo, attempt: int, err: Exception) -> None:
+    if isinstance(err, StagingError) and not isinstance(err, CorruptDataError):
+        raise err
+    first = str(err).splitlines()[0][:300] if str(err) else type(err).__name__
+    cls = CorruptDataError if isinstance(err, CorruptDataError) else StagingError
+    raise cls(
+        f"giving up on {info.url} after {attempt} attempt(s): {first}; the cache is unchanged, "
+        "check the network or the source object and rerun"
+    ) from err
+
+
+def write_atomic(path: Path, data: bytes, *, mode: int = 0o644) -> None:
+    """Write ``data`` to ``path`` via a unique temp file, fsync and ``os.replace``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f"{path.name}.{uuid.uuid4().hex[:8]}{INCOMPLETE}")
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        tmp.chmod(mode)
+        os.replace(tmp, path)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _rmdir_empty(path: Path, *, stop: Path) -> None:
+    """Remove ``path`` and its parents up to ``stop`` while they are empty (after a failure)."""
+    with contextlib.suppress(OSError):
+        while path != stop and stop in path.parents:
+            path.rmdir()
+            path = path.parent

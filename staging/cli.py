@@ -1,0 +1,96 @@
+"""Command line of ``python -m staging`` (and the option merging ``invoke stage-coco`` shares)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from typing import Any
+
+from errors import ConfigError, ProjectError
+
+OPTION_HELP = {
+    "source": "COCO 2017 folder: a local/NFS path or gs://bucket/prefix (data.source)",
+    "cache": "node-local cache directory shared by every trial and rank (data.cache)",
+    "dest": "where to build the COCO-layout view the trial reads (data.dest)",
+    "splits": "comma-separated splits to stage, e.g. train,val (data.splits)",
+    "with_images": "also stage the images (otherwise gs:// images are read through the cache)",
+    "subset": "N images per split, chosen deterministically by --seed (for CI)",
+    "seed": "seed that chooses the --subset images",
+    "workers": "parallel downloads",
+    "verify": "re-hash cached files against their recorded crc32c and re-fetch bad ones",
+    "dry_run": "print what would be fetched and exit without writing anything",
+    "experiment_config": "read the data: section from this experiment YAML ('-' = stdin)",
+}
+
+
+def merge_options(base: dict[str, Any] | None, **options: Any) -> dict[str, Any]:
+    """``data:`` from a config overlaid by explicit options (None/False/'' mean "not given")."""
+    data = dict(base or {})
+    for key, value in options.items():
+        if value is None or value == "" or value is False:
+            continue
+        data[key] = value
+    return data
+
+
+def build_spec(experiment_config: str | None = None, *, base: dict | None = None, **options: Any):
+    """DataSpec from an optional experiment config (or its loaded ``base``) plus options."""
+    from staging.spec import DataSpec, load_data_section
+
+    if base is None and experiment_config:
+        base = load_data_section(experiment_config)
+        if base is None and not options.get("source"):
+            raise ConfigError(
+                f"{experiment_config} has no data: section; add data.source/cache/dest"
+            )
+    return DataSpec.from_dict(merge_options(base, **options))
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m staging", description=__doc__)
+    for name in ("source", "cache", "dest", "splits", "experiment_config"):
+        p.add_argument(f"--{name.replace('_', '-')}", help=OPTION_HELP[name])
+    p.add_argument("--subset", type=int, help=OPTION_HELP["subset"])
+    p.add_argument("--seed", type=int, help=OPTION_HELP["seed"])
+    p.add_argument("--workers", type=int, help=OPTION_HELP["workers"])
+    for name in ("with_images", "verify", "dry_run"):
+        p.add_argument(f"--{name.replace('_', '-')}", action="store_true", help=OPTION_HELP[name])
+    p.add_argument(
+        "--if-configured",
+        action="store_true",
+        help="exit 0 quietly when the experiment config has no data.source (hook)",
+    )
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse, stage, print the summary line; ProjectError -> one line on stderr, exit 1."""
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="staging: %(message)s", stream=sys.stderr)
+    try:
+        return _run(args)
+    except ProjectError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+
+
+def _run(args: argparse.Namespace) -> int:
+    from staging.spec import load_data_section
+    from staging.stage import stage_coco
+
+    base = load_data_section(args.experiment_config) if args.experiment_config else None
+    if args.if_configured and not (base and base.get("source")):
+        print(
+            f"staging: no data.source in {args.experiment_config}; nothing to stage",
+            file=sys.stderr,
+        )
+        return 0
+    skip = ("experiment_config", "dry_run")
+    options = {k: getattr(args, k) for k in OPTION_HELP if k not in skip}
+    spec = build_spec(args.experiment_config, base=base, **options)
+    result = stage_coco(spec, progress=not args.quiet, dry_run=args.dry_run)
+    if not args.dry_run:
+        print(result.summary())
+    return 0

@@ -1,0 +1,125 @@
+"""Pure path logic: parse a source URL, check object names, map an object to its cache path.
+
+No I/O here. Every function that turns untrusted names into paths raises StagingError when the
+result would leave its root (``..``, absolute names, empty segments).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+from errors import ConfigError, StagingError
+
+GS = "gs"
+LOCAL = "local"
+OBJECTS_DIR = "objects"
+LOCKS_DIR = ".locks"
+DERIVED_DIR = "derived"
+MANIFESTS_DIR = "manifests"
+REFS_DIR = "refs"
+INCOMPLETE = ".incomplete"
+
+
+@dataclass(frozen=True)
+class SourceRef:
+    """Where COCO lives: a local/NFS directory or ``gs://bucket/prefix``."""
+
+    kind: str
+    url: str
+    bucket: str = ""
+    prefix: str = ""
+    path: Path | None = None
+
+    def object_url(self, relpath: str) -> str:
+        """The URL of ``relpath`` below this source (used as the cache key's first half)."""
+        return f"{self.url.rstrip('/')}/{relpath}"
+
+    def object_name(self, relpath: str) -> str:
+        """The GCS object name of ``relpath`` (bucket-relative)."""
+        return f"{self.prefix}/{relpath}" if self.prefix else relpath
+
+
+def parse_source(url: str, *, field: str = "data.source") -> SourceRef:
+    """Parse ``gs://bucket/prefix`` or a local path into a SourceRef; raise ConfigError if bad."""
+    if not isinstance(url, str) or not url.strip():
+        raise ConfigError(f"{field} is empty; set it to a local path or gs://bucket/prefix")
+    if url.startswith("gs://"):
+        rest = url[len("gs://") :].strip("/")
+        bucket, _, prefix = rest.partition("/")
+        if not bucket:
+            raise ConfigError(f"{field}={url!r} has no bucket; write gs://bucket/prefix")
+        if prefix:
+            check_relpath(prefix, what=f"{field}={url!r}")
+        return SourceRef(GS, f"gs://{bucket}/{prefix}".rstrip("/"), bucket=bucket, prefix=prefix)
+    if "://" in url:
+        raise ConfigError(f"{field}={url!r}: unsupported scheme; use a local path or gs://")
+    path = Path(url).expanduser().absolute()
+    return SourceRef(LOCAL, str(path), path=path)
+
+
+def check_relpath(name: str, *, what: str) -> str:
+    """Return ``name`` if it is a clean relative POSIX path, else raise StagingError naming it."""
+    parts = PurePosixPath(name).parts
+    bad = (
+        not name
+        or name.startswith("/")
+        or "\\" in name
+        or "\x00" in name
+        or any(p in ("..", ".") for p in name.split("/"))
+        or "//" in name
+        or not parts
+    )
+    if bad:
+        raise StagingError(
+            f"unsafe object name {name!r} in {what}: names must be relative without '..'; "
+            "fix or remove that object"
+        )
+    return name
+
+
+def safe_join(root: Path, relpath: str, *, what: str) -> Path:
+    """Join ``relpath`` under ``root``; raise StagingError if the result would leave ``root``."""
+    check_relpath(relpath, what=what)
+    path = Path(os.path.normpath(root / relpath))
+    if os.path.commonpath([path, os.path.normpath(root)]) != os.path.normpath(root):
+        raise StagingError(f"object name {relpath!r} in {what} leaves {root}; remove it")
+    return path
+
+
+def short_hash(*parts: str, n: int = 16) -> str:
+    """A short stable hex digest of ``parts`` (joined with NUL)."""
+    return hashlib.sha256("\0".join(parts).encode()).hexdigest()[:n]
+
+
+def object_path(cache_root: Path, url: str, ident: str) -> Path:
+    """The one mapping from (source object URL, identity) to its final path in the cache.
+
+    Layout: ``<cache>/objects/<urlhash[:2]>/<urlhash>/<identhash>/<basename>``; a new generation
+    or mtime gets a new path, so readers of the old one are never disturbed.
+    """
+    base = url.rstrip("/").rsplit("/", 1)[-1]
+    check_relpath(base, what=url)
+    urlhash = short_hash(url)
+    return cache_root / OBJECTS_DIR / urlhash[:2] / urlhash / short_hash(ident) / base
+
+
+def lock_path(cache_root: Path, final: Path) -> Path:
+    """The lock file guarding writers of ``final`` (best effort; correctness never needs it)."""
+    return cache_root / LOCKS_DIR / f"{short_hash(str(final))}.lock"
+
+
+def derived_path(cache_root: Path, key: str, name: str) -> Path:
+    """Where a derived file (a subset JSON, an extracted archive) lives, keyed by its inputs."""
+    return cache_root / DERIVED_DIR / short_hash(key) / name
+
+
+def human_bytes(n: float) -> str:
+    """1234567 -> '1.2 MB' (decimal units, like the summary line promises)."""
+    for unit in ("B", "kB", "MB", "GB", "TB"):
+        if abs(n) < 1000 or unit == "TB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    return f"{n:.1f} TB"

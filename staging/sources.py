@@ -1,0 +1,241 @@
+"""Where bytes come from: a local/NFS directory or a GCS bucket (google-cloud-storage).
+
+A source lists objects with their identity (size+mtime on disk; generation+crc32c on GCS) using
+metadata calls only, and streams one object into a writer from a byte offset (one attempt; the
+cache owns retries, resume and verification).
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from errors import StagingError
+from staging.paths import GS, SourceRef, check_relpath, safe_join
+
+CHUNK = 1 << 20
+ANON_PROJECT = "test"
+
+
+@dataclass(frozen=True)
+class ObjectInfo:
+    """One source object: its path below the source, URL, size and identity (the cache key)."""
+
+    relpath: str
+    url: str
+    size: int
+    ident: str
+    crc32c: str | None = None  # base64 big-endian, as GCS reports it; None on disk (computed)
+    generation: int | None = None
+
+
+class Writer(Protocol):
+    def write(self, data: bytes | memoryview, /) -> int | None: ...
+
+
+class Source(Protocol):
+    ref: SourceRef
+
+    def list_dir(self, reldir: str) -> list[ObjectInfo]: ...
+
+    def exists_dir(self, reldir: str) -> bool: ...
+
+    def read_into(self, info: ObjectInfo, writer: Writer, *, start: int) -> None: ...
+
+
+def open_source(ref: SourceRef, *, workers: int = 16) -> Source:
+    """The Source for ``ref``; raises StagingError when a local path does not exist."""
+    if ref.kind == GS:
+        return GcsSource(ref, workers=workers)
+    assert ref.path is not None
+    if not ref.path.is_dir():
+        raise StagingError(
+            f"data.source {ref.url} does not exist or is not a directory; "
+            "point it at a COCO 2017 folder (annotations/, train2017/, val2017/)"
+        )
+    return LocalSource(ref)
+
+
+class LocalSource:
+    """A directory on local disk or NFS."""
+
+    def __init__(self, ref: SourceRef) -> None:
+        assert ref.path is not None
+        self.ref = ref
+        self.root: Path = ref.path
+
+    def stat(self, relpath: str) -> ObjectInfo:
+        """Metadata for one file (size and mtime_ns are its identity)."""
+        path = safe_join(self.root, relpath, what=self.ref.url)
+        st = path.stat()
+        return ObjectInfo(
+            relpath=relpath,
+            url=self.ref.object_url(relpath),
+            size=st.st_size,
+            ident=f"size={st.st_size},mtime_ns={st.st_mtime_ns}",
+        )
+
+    def list_dir(self, reldir: str) -> list[ObjectInfo]:
+        """Every regular file below ``reldir`` (empty when the folder does not exist)."""
+        base = safe_join(self.root, reldir, what=self.ref.url)
+        out: list[ObjectInfo] = []
+        for dirpath, dirnames, filenames in os.walk(base):
+            dirnames.sort()
+            rel_dir = os.path.relpath(dirpath, self.root).replace(os.sep, "/")
+            out.extend(self.stat(f"{rel_dir}/{name}") for name in sorted(filenames))
+        return out
+
+    def exists_dir(self, reldir: str) -> bool:
+        return safe_join(self.root, reldir, what=self.ref.url).is_dir()
+
+    def read_into(self, info: ObjectInfo, writer: Writer, *, start: int) -> None:
+        """Copy the file from byte ``start`` into ``writer``."""
+        path = safe_join(self.root, info.relpath, what=self.ref.url)
+        buf = bytearray(CHUNK)
+        view = memoryview(buf)
+        with open(path, "rb", buffering=0) as src:
+            src.seek(start)
+            while n := src.readinto(buf):
+                writer.write(view[:n])
+
+
+class GcsSource:
+    """``gs://bucket/prefix`` through google-cloud-storage (ADC, or the emulator's host)."""
+
+    def __init__(self, ref: SourceRef, *, workers: int = 16) -> None:
+        self.ref = ref
+        self.client = get_client(pool_size=max(workers, 10))
+        self.bucket = self.client.bucket(ref.bucket)
+
+    def _info(self, blob) -> ObjectInfo:
+        name: str = blob.name
+        relpath = name[len(self.ref.prefix) + 1 :] if self.ref.prefix else name
+        check_relpath(relpath, what=f"gs://{self.ref.bucket}/{name}")
+        return ObjectInfo(
+            relpath=relpath,
+            url=self.ref.object_url(relpath),
+            size=int(blob.size or 0),
+            ident=f"generation={blob.generation},crc32c={blob.crc32c}",
+            crc32c=blob.crc32c,
+            generation=blob.generation,
+        )
+
+    def list_dir(self, reldir: str) -> list[ObjectInfo]:
+        """Every object below ``reldir/`` (metadata only; pages of up to 1000)."""
+        prefix = self.ref.object_name(reldir).rstrip("/") + "/"
+        with gcs_errors(self.ref, reldir):
+            blobs = list(self.client.list_blobs(self.ref.bucket, prefix=prefix))
+        return sorted(
+            (self._info(b) for b in blobs if not b.name.endswith("/")), key=lambda i: i.relpath
+        )
+
+    def exists_dir(self, reldir: str) -> bool:
+        prefix = self.ref.object_name(reldir).rstrip("/") + "/"
+        with gcs_errors(self.ref, reldir):
+            return any(
+                True for _ in self.client.list_blobs(self.ref.bucket, prefix=prefix, max_results=1)
+            )
+
+    def stat(self, relpath: str) -> ObjectInfo:
+        """Metadata for one object; StagingError when it does not exist."""
+        with gcs_errors(self.ref, relpath):
+            blob = self.bucket.get_blob(self.ref.object_name(relpath))
+        if blob is None:
+            raise StagingError(
+                f"missing object {self.ref.object_url(relpath)}; check data.source and the bucket"
+            )
+        return self._info(blob)
+
+    def read_into(self, info: ObjectInfo, writer: Writer, *, start: int) -> None:
+        """Download the object's pinned generation from byte ``start`` (no client retries)."""
+        blob = self.bucket.blob(self.ref.object_name(info.relpath), generation=info.generation)
+        with gcs_errors(self.ref, info.relpath):
+            blob.download_to_file(
+                writer, start=start or None, checksum=None, raw_download=True, retry=None
+            )
+
+
+_client_lock = threading.Lock()
+
+
+def get_client(*, pool_size: int = 16):
+    """One google-cloud-storage Client per process (and per emulator host)."""
+    with _client_lock:
+        return _make_client(os.environ.get("STORAGE_EMULATOR_HOST", ""), pool_size)
+
+
+@functools.lru_cache(maxsize=4)
+def _make_client(emulator_host: str, pool_size: int):
+    import google.auth.exceptions
+    import requests.adapters
+    from google.auth.credentials import AnonymousCredentials
+    from google.cloud import storage
+
+    try:
+        if emulator_host:
+            client = storage.Client(project=ANON_PROJECT, credentials=AnonymousCredentials())
+        else:
+            client = storage.Client()
+    except google.auth.exceptions.DefaultCredentialsError as err:
+        raise StagingError(
+            "no Google credentials for gs:// sources; run `gcloud auth application-default "
+            "login` or set GOOGLE_APPLICATION_CREDENTIALS"
+        ) from err
+    adapter = requests.adapters.HTTPAdapter(pool_connections=4, pool_maxsize=pool_size)
+    for scheme in ("http://", "https://"):
+        client._http.mount(scheme, adapter)
+    return client
+
+
+class gcs_errors:
+    """Map google.api_core NotFound/Forbidden to one-line StagingErrors; let transient ones by."""
+
+    def __init__(self, ref: SourceRef, relpath: str) -> None:
+        self.ref, self.relpath = ref, relpath
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, etype, err, tb) -> bool:
+        if err is None:
+            return False
+        from google.api_core import exceptions as gexc
+
+        url = self.ref.object_url(self.relpath)
+        if isinstance(err, gexc.NotFound):
+            what = "bucket or object" if "bucket" not in str(err).lower() else "bucket"
+            raise StagingError(
+                f"{what} not found for {url} (gs://{self.ref.bucket}); check data.source"
+            ) from err
+        if isinstance(err, gexc.Forbidden | gexc.Unauthorized):
+            raise StagingError(
+                f"access denied to {url}; grant storage.objects.get/list to these credentials"
+            ) from err
+        return False
+
+
+def is_transient(err: BaseException) -> bool:
+    """True for errors worth a retry: dropped connections, 429/5xx, timeouts, bad checksums."""
+    import requests
+    import urllib3.exceptions
+    from google.api_core import exceptions as gexc
+
+    from errors import CorruptDataError
+
+    transient = (
+        ConnectionError,
+        TimeoutError,
+        requests.exceptions.RequestException,
+        urllib3.exceptions.HTTPError,
+        gexc.TooManyRequests,
+        gexc.ServerError,
+        CorruptDataError,
+    )
+    if isinstance(err, transient):
+        return True
+    cause = err.__cause__ or err.__context__
+    return cause is not None and cause is not err and is_transient(cause)
