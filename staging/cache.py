@@ -179,7 +179,8 @@ class Cache:
     def _fetch(self, info, source, final, *, validate, on_bytes) -> Fetched:
         tmp = final.with_name(f"{final.name}.{uuid.uuid4().hex[:8]}{INCOMPLETE}")
         try:
-            crc = _download_with_retries(info, source, tmp, _adopt_leftover(final, tmp), on_bytes)
+            resume = _adopt_leftover(final, tmp, resumable=bool(info.crc32c))
+            crc = _download_with_retries(info, source, tmp, resume, on_bytes)
             if validate is not None:
                 validate(tmp)
             tmp.chmod(READ_ONLY)
@@ -194,16 +195,17 @@ class Cache:
             _rmdir_empty(final.parent, stop=self.root)
 
 
-def _adopt_leftover(final: Path, tmp: Path) -> bool:
+def _adopt_leftover(final: Path, tmp: Path, *, resumable: bool) -> bool:
     """Take over a dead writer's ``*.incomplete`` (we hold the lock) so the download resumes.
 
-    Returns True when ``tmp`` now holds the leftover's bytes. Other leftovers are deleted.
+    Only when the source gives a checksum that will vet the joined bytes (GCS); otherwise the
+    leftovers are deleted. Returns True when ``tmp`` now holds the leftover's bytes.
     """
     leftovers = sorted(final.parent.glob(f"{final.name}.*{INCOMPLETE}"), key=_size, reverse=True)
     adopted = False
     for path in leftovers:
         with contextlib.suppress(FileNotFoundError):
-            if not adopted:
+            if resumable and not adopted:
                 os.rename(path, tmp)  # atomic: a racing adopter gets FileNotFoundError
                 adopted = True
             else:

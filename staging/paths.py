@@ -47,7 +47,7 @@ def parse_source(url: str, *, field: str = "data.source") -> SourceRef:
     if not isinstance(url, str) or not url.strip():
         raise ConfigError(f"{field} is empty; set it to a local path or gs://bucket/prefix")
     if url.startswith("gs://"):
-        rest = url[len("gs://") :].strip("/")
+        rest = url[len("gs://") :].rstrip("/")
         bucket, _, prefix = rest.partition("/")
         if not bucket:
             raise ConfigError(f"{field}={url!r} has no bucket; write gs://bucket/prefix")

@@ -127,7 +127,7 @@ class GcsSource:
     def list_dir(self, reldir: str) -> list[ObjectInfo]:
         """Every object below ``reldir/`` (metadata only; pages of up to 1000)."""
         prefix = self.ref.object_name(reldir).rstrip("/") + "/"
-        with gcs_errors(self.ref, reldir):
+        with gcs_errors(self.ref, reldir, listing=True):
             blobs = list(self.client.list_blobs(self.ref.bucket, prefix=prefix))
         return sorted(
             (self._info(b) for b in blobs if not b.name.endswith("/")), key=lambda i: i.relpath
@@ -135,7 +135,7 @@ class GcsSource:
 
     def exists_dir(self, reldir: str) -> bool:
         prefix = self.ref.object_name(reldir).rstrip("/") + "/"
-        with gcs_errors(self.ref, reldir):
+        with gcs_errors(self.ref, reldir, listing=True):
             return any(
                 True for _ in self.client.list_blobs(self.ref.bucket, prefix=prefix, max_results=1)
             )
@@ -194,8 +194,8 @@ def _make_client(emulator_host: str, pool_size: int):
 class gcs_errors:
     """Map google.api_core NotFound/Forbidden to one-line StagingErrors; let transient ones by."""
 
-    def __init__(self, ref: SourceRef, relpath: str) -> None:
-        self.ref, self.relpath = ref, relpath
+    def __init__(self, ref: SourceRef, relpath: str, *, listing: bool = False) -> None:
+        self.ref, self.relpath, self.listing = ref, relpath, listing
 
     def __enter__(self) -> None:
         return None
@@ -206,11 +206,13 @@ class gcs_errors:
         from google.api_core import exceptions as gexc
 
         url = self.ref.object_url(self.relpath)
-        if isinstance(err, gexc.NotFound):
-            what = "bucket or object" if "bucket" not in str(err).lower() else "bucket"
+        if isinstance(err, gexc.NotFound) and self.listing:
             raise StagingError(
-                f"{what} not found for {url} (gs://{self.ref.bucket}); check data.source"
+                f"bucket gs://{self.ref.bucket} not found (data.source={self.ref.url}); check "
+                "the bucket name and project"
             ) from err
+        if isinstance(err, gexc.NotFound):
+            raise StagingError(f"object {url} not found; check data.source") from err
         if isinstance(err, gexc.Forbidden | gexc.Unauthorized):
             raise StagingError(
                 f"access denied to {url}; grant storage.objects.get/list to these credentials"

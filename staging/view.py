@@ -16,6 +16,7 @@ from pathlib import Path
 from errors import StagingError
 from staging.paths import INCOMPLETE
 
+VIEW_MARKER = ".staging-view"  # in directories that staging made, so it may replace them
 HARDLINK = "hardlink"
 SYMLINK = "symlink"
 COPY = "copy"
@@ -57,6 +58,9 @@ def link_dir(target: Path, link: Path) -> bool:
         return False
     link.parent.mkdir(parents=True, exist_ok=True)
     tmp = link.with_name(f".{link.name}.{uuid.uuid4().hex[:8]}{INCOMPLETE}")
+    if not link.is_symlink() and (link / VIEW_MARKER).exists():
+        os.rename(link, tmp)  # a per-file view from an earlier --with-images run
+        shutil.rmtree(tmp)
     try:
         os.symlink(target, tmp)
         _replace(tmp, link)
@@ -71,6 +75,7 @@ def real_dir(path: Path) -> None:
     if path.is_symlink():
         path.unlink()
     path.mkdir(parents=True, exist_ok=True)
+    (path / VIEW_MARKER).touch()
 
 
 def _replace(tmp: Path, link: Path) -> None:

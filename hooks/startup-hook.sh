@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# Determined startup hook: stage the experiment's `data:` section into the node cache before the
+# workload starts, with the same code as `invoke stage-coco` (python -m staging).
+#
+# Determined runs `startup-hook.sh` from the root of the uploaded context directory before every
+# workload, uncached; the node cache makes every run after the first a metadata check.
+#
+# Where the experiment config comes from (first match wins):
+#   1. $MMDET_DET_EXPERIMENT_CONFIG: an explicit experiment YAML/JSON path (tests, local use);
+#   2. $DET_EXPERIMENT_CONFIG: the experiment config as JSON, which Determined sets in trial
+#      containers (determined._info.TrialInfo._from_env reads it);
+#   3. /run/determined/info/trial.json (key "config"), which Determined writes early in every
+#      trial container (TrialInfo._to_file; DEFAULT_TRIAL_INFO_PATH). Override with
+#      $MMDET_DET_TRIAL_INFO.
+# No config, or a config without data.source: nothing to stage, exit 0.
+#
+# The interpreter is $MMDET_PYTHON, else `python3` (what the trial's entrypoint runs). The staging
+# package is found through the context directory (PYTHONPATH), so it need not be pip-installed.
+set -euo pipefail
+
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+if [[ -d "$here/staging" ]]; then
+    context_dir="$here"          # the hook sits at the root of the context directory
+elif [[ -d "$here/../staging" ]]; then
+    context_dir="$(cd "$here/.." && pwd)"  # the hook sits in hooks/ of a checkout
+else
+    context_dir="$PWD"
+fi
+export PYTHONPATH="$context_dir${PYTHONPATH:+:$PYTHONPATH}"
+python="${MMDET_PYTHON:-python3}"
+trial_info="${MMDET_DET_TRIAL_INFO:-/run/determined/info/trial.json}"
+
+stage() {
+    echo "startup-hook: staging data from $1" >&2
+    "$python" -m staging --if-configured --experiment-config "$1"
+}
+
+if [[ -n "${MMDET_DET_EXPERIMENT_CONFIG:-}" ]]; then
+    stage "$MMDET_DET_EXPERIMENT_CONFIG"
+elif [[ -n "${DET_EXPERIMENT_CONFIG:-}" ]]; then
+    printf '%s' "$DET_EXPERIMENT_CONFIG" | stage -
+elif [[ -f "$trial_info" ]]; then
+    stage "$trial_info"
+else
+    echo "startup-hook: no experiment config found; nothing to stage" >&2
+fi

@@ -1,0 +1,31 @@
+"""Staging fixtures: a real GCS emulator over HTTP with coco-tiny uploaded, a fault proxy, and
+helpers that run ``python -m staging`` as a real process."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from gcs_fault_proxy import FaultProxy
+from staging_helpers import GS_SOURCE
+
+from staging.emulator import ENV, running_emulator, upload_dir
+
+
+@pytest.fixture(scope="session")
+def emulator(coco_tiny: Path) -> Iterator[str]:
+    """gcp-storage-emulator on loopback (own process) holding coco-tiny at gs://coco/coco2017."""
+    with running_emulator() as url:
+        upload_dir(coco_tiny, GS_SOURCE)
+        yield url
+
+
+@pytest.fixture
+def proxy(emulator: str, monkeypatch) -> Iterator[FaultProxy]:
+    """A fault-injecting, request-counting proxy; STORAGE_EMULATOR_HOST points at it."""
+    port = int(emulator.rsplit(":", 1)[1])
+    p = FaultProxy(port)
+    monkeypatch.setenv(ENV, p.url)
+    yield p
+    p.close()
