@@ -28,6 +28,55 @@ def user_errors() -> Iterator[None]:
 
 # --- staging (owner: staging/) -----------------------------------------------------------------
 # BEGIN staging tasks
+@task(
+    help={
+        "source": "COCO 2017 folder: a local/NFS path or gs://bucket/prefix (data.source)",
+        "cache": "node-local cache directory shared by every trial and rank (data.cache)",
+        "dest": "where to build the COCO-layout view the trial reads (data.dest)",
+        "splits": "comma-separated splits, e.g. train,val (default: both)",
+        "with_images": "also stage the images (else gs:// images are read through the cache)",
+        "subset": "N images per split, chosen deterministically by --seed (CI)",
+        "seed": "seed that chooses the --subset images (default 0)",
+        "workers": "parallel downloads (default 16)",
+        "verify": "re-hash cached files against their crc32c and re-fetch bad ones",
+        "dry_run": "print what would be fetched and exit without writing",
+        "experiment_config": "read defaults from this experiment YAML's data: section",
+    },
+)
+def stage_coco(
+    c,
+    source=None,
+    cache=None,
+    dest=None,
+    splits=None,
+    with_images=False,
+    subset=None,
+    seed=None,
+    workers=None,
+    verify=False,
+    dry_run=False,
+    experiment_config=None,
+):
+    """Stage COCO annotations (and images) from disk or gs:// into the node cache and a dest view.
+
+    A warm cache costs metadata checks only. Example:
+    invoke stage-coco --source gs://bucket/coco2017 --cache /mnt/node-cache/coco --dest /tmp/coco
+    """
+    with user_errors():
+        from staging.cli import build_spec
+        from staging.stage import stage_coco as run_stage
+
+        spec = build_spec(
+            experiment_config, source=source, cache=cache, dest=dest, splits=splits,
+            with_images=with_images, subset=None if subset is None else int(subset),
+            seed=None if seed is None else int(seed),
+            workers=None if workers is None else int(workers), verify=verify,
+        )  # fmt: skip
+        result = run_stage(spec, progress=True, dry_run=dry_run)
+        if not dry_run:
+            print(result.summary())
+
+
 # END staging tasks
 
 
