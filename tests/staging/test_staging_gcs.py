@@ -1,0 +1,139 @@
+"""Staging from the GCS emulator over real HTTP, through the tests' own fault proxy on loopback."""
+
+from __future__ import annotations
+
+import filecmp
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from gcs_fault_proxy import Rule
+from staging_helpers import (
+    GS_SOURCE,
+    REPO,
+    incomplete_files,
+    run_staging,
+    snapshot,
+    stage_args,
+)
+
+pytestmark = pytest.mark.gcs
+
+VAL_JSON = "instances_val2017.json"
+
+
+def _same_tree(dest: Path, coco_tiny: Path, rels: list[str]) -> None:
+    for rel in rels:
+        assert filecmp.cmp(dest / rel, coco_tiny / rel, shallow=False), rel
+
+
+def test_stage_twice_second_run_downloads_nothing(proxy, tmp_path, coco_tiny):
+    first = run_staging(*stage_args(GS_SOURCE, tmp_path, "--with-images", "--subset", "3"))
+    assert first.returncode == 0, first.stderr
+    assert "8 files" in first.stdout and "8 downloaded, 0 cache hits" in first.stdout
+    media = len(proxy.media_requests())
+    assert media == 8
+    second = run_staging(*stage_args(GS_SOURCE, tmp_path, "--with-images", "--subset", "3"))
+    assert second.returncode == 0, second.stderr
+    assert "0 downloaded, 8 cache hits" in second.stdout
+    assert len(proxy.media_requests()) == media  # metadata listings only
+    dest = tmp_path / "dest"
+    images = sorted(p.relative_to(dest).as_posix() for p in dest.glob("*2017/*.jpg"))
+    assert len(images) == 6
+    _same_tree(dest, coco_tiny, images)
+    assert (dest / "annotations" / VAL_JSON).stat().st_size < (
+        coco_tiny / "annotations" / VAL_JSON
+    ).stat().st_size
+
+
+def test_eight_processes_download_each_object_once(proxy, tmp_path, coco_tiny):
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+
+    def args(i: int) -> list[str]:
+        dest = str(tmp_path / f"dest{i}")
+        return ["--source", GS_SOURCE, "--cache", str(tmp_path / "cache"),
+                "--dest", dest, "--with-images", "--workers", "4"]  # fmt: skip
+
+    cmd = [sys.executable, "-m", "staging", "--quiet"]
+    procs = [
+        subprocess.Popen(
+            [*cmd, *args(i)],
+            cwd=REPO,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for i in range(8)
+    ]
+    outs = [p.communicate(timeout=300) for p in procs]
+    assert [p.returncode for p in procs] == [0] * 8, [o[1][-500:] for o in outs]
+    media = [r.line.split()[1].split("?")[0] for r in proxy.media_requests()]
+    assert len(media) == 30 and len(set(media)) == 30  # 2 JSON + 28 images, once each
+    assert sum(int(o[0].split(": ")[1].split()[0]) for o in outs) == 30  # downloads over all
+    rels = [p.relative_to(coco_tiny).as_posix() for p in coco_tiny.glob("*2017/*.jpg")]
+    for i in range(8):
+        _same_tree(tmp_path / f"dest{i}", coco_tiny, rels)
+    _same_tree(tmp_path / "dest0", coco_tiny, [f"annotations/{VAL_JSON}"])
+    assert incomplete_files(tmp_path) == []
+
+
+def test_cut_connection_is_resumed_with_a_range_request(proxy, tmp_path, coco_tiny):
+    proxy.rules.append(Rule("cut", match=VAL_JSON, times=1, at=50_000))
+    done = run_staging(*stage_args(GS_SOURCE, tmp_path, "--splits", "val"))
+    assert done.returncode == 0, done.stderr
+    tries = proxy.media_requests(VAL_JSON)
+    assert [t.fault for t in tries] == ["cut", ""]
+    assert tries[1].range == "bytes=50000-"
+    _same_tree(tmp_path / "dest", coco_tiny, [f"annotations/{VAL_JSON}"])
+
+
+def test_flipped_bytes_are_detected_and_refetched(proxy, tmp_path, coco_tiny):
+    proxy.rules.append(Rule("flip", match=VAL_JSON, times=1, at=777))
+    done = run_staging(*stage_args(GS_SOURCE, tmp_path, "--splits", "val"))
+    assert done.returncode == 0, done.stderr
+    assert "retrying" in done.stderr and "crc32c" in done.stderr
+    assert [t.fault for t in proxy.media_requests(VAL_JSON)] == ["flip", ""]
+    _same_tree(tmp_path / "dest", coco_tiny, [f"annotations/{VAL_JSON}"])
+
+
+def test_retries_exhausted_clear_error_and_cache_unchanged(proxy, tmp_path):
+    proxy.rules.append(Rule("flip", match=VAL_JSON, times=-1, at=10))
+    failed = run_staging(*stage_args(GS_SOURCE, tmp_path, "--splits", "val"))
+    assert failed.returncode == 1
+    last = failed.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: giving up on gs://coco/coco2017/annotations/instances_val2017")
+    assert "after 5 attempt(s)" in last and "cache is unchanged" in last
+    assert len(proxy.media_requests(VAL_JSON)) == 5
+    assert snapshot(tmp_path / "cache") == {}
+    assert incomplete_files(tmp_path) == []
+
+
+def test_kill_9_mid_download_then_rerun_resumes(proxy, tmp_path, coco_tiny):
+    proxy.rules.append(Rule("slow", match=VAL_JSON, times=1, delay=0.3))
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    cmd = [sys.executable, "-m", "staging", "--quiet",
+           *stage_args(GS_SOURCE, tmp_path, "--splits", "val")]  # fmt: skip
+    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        parts = incomplete_files(tmp_path / "cache")
+        if parts and parts[0].stat().st_size >= 16_384:
+            break
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=10)
+    left = incomplete_files(tmp_path / "cache")
+    assert left, "the kill should leave a temp file behind"
+    assert not any(p.name == VAL_JSON for p in (tmp_path / "cache").rglob("*"))  # no final path
+    assert not (tmp_path / "dest" / "annotations" / VAL_JSON).exists()
+    rerun = run_staging(*stage_args(GS_SOURCE, tmp_path, "--splits", "val"))
+    assert rerun.returncode == 0, rerun.stderr
+    resumed = proxy.media_requests(VAL_JSON)[-1]
+    assert resumed.range.startswith("bytes=") and resumed.range != "bytes=0-"
+    _same_tree(tmp_path / "dest", coco_tiny, [f"annotations/{VAL_JSON}"])
+    assert incomplete_files(tmp_path) == []
