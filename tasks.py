@@ -23,6 +23,74 @@ def user_errors() -> Iterator[None]:
 
 # --- images (owner: images/) -------------------------------------------------------------------
 # BEGIN images tasks
+@task(
+    iterable=["variant"],
+    help={
+        "variant": "variant of images/matrix.yaml to build (repeatable), e.g. --variant cpu",
+        "all": "build every variant of images/matrix.yaml",
+        "builder": "docker (buildx, registry cache) or buildah (daemonless; this machine)",
+        "push": "push both tags to --registry after building",
+        "registry": "registry prefix for the tags, e.g. ghcr.io/acme (default: local only)",
+        "dry_run": "print the plan (tags, build args, command, skip decision); build nothing",
+        "wheelhouse": "dir of ready torch/mmcv wheels, or 'auto' (ci/setup.sh cache, /opt/wheels)",
+        "base_image": "replace the variant's runtime base image (e.g. a mirror of the digest)",
+        "force": "build even when the content-hash tag already exists",
+        "pip_conf": "pip config for the build (private index + token), mounted as a build secret",
+        "check": "only check that README.md's variant table matches images/matrix.yaml",
+        "update_readme": "only regenerate README.md's variant table from images/matrix.yaml",
+    },
+)
+def build_image(
+    c,
+    variant=None,
+    all=False,
+    builder="buildah",
+    push=False,
+    registry=None,
+    dry_run=False,
+    wheelhouse=None,
+    base_image=None,
+    force=False,
+    pip_conf=None,
+    check=False,
+    update_readme=False,
+):
+    """Build mmdet/mmcv/torch/determined images from the checked matrix (images/matrix.yaml).
+
+    Every variant is checked against the compatibility rules first; an image whose content-hash tag
+    already exists (locally or in --registry) is skipped unless --force.
+    """
+    with user_errors():
+        if check or update_readme:
+            from images.readme import sync_readme
+
+            changed = sync_readme(check=check)
+            print("README.md image table " + ("updated" if changed else "is current"))
+            return
+        from images.build import BuildRequest, build_images
+
+        request = BuildRequest(
+            variants=tuple(variant or ()), all=all, builder=builder, registry=registry,
+            push=push, dry_run=dry_run, force=force, wheelhouse=wheelhouse,
+            base_image=base_image, pip_conf=pip_conf,
+        )  # fmt: skip
+        build_images(request)
+
+
+@task(
+    help={
+        "tag": "image reference, e.g. localhost/mmdet-determined:mmdet3.3.0-…-cpu-py3.11",
+        "builder": "buildah (run in a working container) or docker (docker run; GPU when visible)",
+    },
+)
+def test_image(c, tag, builder="buildah"):
+    """Run the smoke checks inside a built image (versions, mmcv ops, CUDA, determined imports)."""
+    with user_errors():
+        from images.smoke import test_image as run_smoke
+
+        print(run_smoke(tag, builder=builder), end="")
+
+
 # END images tasks
 
 

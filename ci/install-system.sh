@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# System packages the image build needs on a Debian/Ubuntu host (CI calls this before the tests):
+#   buildah      daemonless OCI builder (runs as root with --storage-driver=vfs --isolation=chroot)
+#   debootstrap  makes the Debian base image that the buildah build starts from (no registry here)
+#   skopeo       asks a registry whether a content-hash tag exists (build-image skips it then)
+#   ca-certificates  the host bundle is mounted into RUN steps so pip can verify PyPI
+# Idempotent: installs only what is missing, and runs `apt-get update` only when it has to install.
+set -euo pipefail
+
+PACKAGES=(buildah debootstrap skopeo ca-certificates)
+
+log() { printf '[install-system] %s\n' "$*" >&2; }
+
+missing=()
+for pkg in "${PACKAGES[@]}"; do
+  if ! dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed"; then
+    missing+=("$pkg")
+  fi
+done
+
+if [ "${#missing[@]}" -eq 0 ]; then
+  log "already installed: ${PACKAGES[*]}"
+  exit 0
+fi
+
+SUDO=()
+if [ "$(id -u)" -ne 0 ]; then
+  SUDO=(sudo)
+fi
+
+log "installing: ${missing[*]}"
+"${SUDO[@]}" apt-get update -q
+DEBIAN_FRONTEND=noninteractive "${SUDO[@]}" apt-get install -y -q --no-install-recommends "${missing[@]}"
+log "ok: $(buildah --version)"

@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# Runtime stage, one RUN: Python + a venv, torch, the builder's mmcv wheel, mmdet/mmengine/determined
+# and the staging deps; a constraints file that pins torch and mmcv for every later pip install;
+# /opt/mmdet-determined/image.json (what the image must contain); then the build-time checks.
+set -euo pipefail
+: "${VARIANT:?}" "${PYTHON_VERSION:?}" "${CUDA:?}" "${TORCH_PIN:?}" "${MMCV_VERSION:?}"
+: "${MMDET_VERSION:?}" "${MMENGINE_VERSION:?}" "${DETERMINED_VERSION:?}"
+here="$(cd "$(dirname "$0")" && pwd)"
+# shellcheck source=images/scripts/pip-env.sh
+. "$here/pip-env.sh"
+shopt -s nullglob
+
+apt_install python3 python3-venv ca-certificates
+have="$(python3 -c 'import sys; print("%d.%d" % sys.version_info[:2])')"
+if [ "$have" != "$PYTHON_VERSION" ]; then
+  echo "[image] error: the base image's python3 is $have, the matrix says $PYTHON_VERSION" >&2
+  exit 1
+fi
+python3 -m venv /opt/venv
+pip=(/opt/venv/bin/python -m pip)
+
+mmcv_wheels=(/mnt/mmcv/mmcv-"$MMCV_VERSION"-*.whl)
+constraints="$here/constraints.txt"
+printf '%s\nmmcv==%s\n' "$TORCH_PIN" "$MMCV_VERSION" >"$constraints"
+
+torch_src=(--extra-index-url "${TORCH_INDEX_URL:?}")
+torch_wheels=(/mnt/wheelhouse/torch-*.whl)
+[ "${#torch_wheels[@]}" -gt 0 ] && torch_src=(--find-links /mnt/wheelhouse)
+"${pip[@]}" install -c "$constraints" "${torch_src[@]}" "$TORCH_PIN"
+read -r -a extra <<<"${EXTRA_PACKAGES:-}"
+"${pip[@]}" install -c "$constraints" "${mmcv_wheels[@]}" "mmdet==$MMDET_VERSION" \
+  "mmengine==$MMENGINE_VERSION" "determined==$DETERMINED_VERSION" "${extra[@]}"
+
+# mmcv and mmengine require opencv-python, whose cv2 needs libGL (Mesa + LLVM: ~250 MB in every
+# image). opencv-python-headless is the same cv2 without GUI; swap it in at the same version.
+cv_version="$("${pip[@]}" show opencv-python 2>/dev/null | sed -n 's/^Version: //p')"
+if [ -n "$cv_version" ]; then
+  "${pip[@]}" uninstall -y -q opencv-python
+  "${pip[@]}" install -c "$constraints" --no-deps --force-reinstall \
+    "opencv-python-headless==$cv_version"
+  printf 'opencv-python-headless==%s\n' "$cv_version" >>"$constraints"
+fi
+
+cat >"$here/image.json" <<JSON
+{"variant": "$VARIANT", "python": "$PYTHON_VERSION", "cuda": "$CUDA", "torch": "$TORCH_PIN",
+ "mmcv": "$MMCV_VERSION", "mmdet": "$MMDET_VERSION", "mmengine": "$MMENGINE_VERSION",
+ "determined": "$DETERMINED_VERSION"}
+JSON
+/opt/venv/bin/python "$here/smoke_check.py" --build-time

@@ -1,0 +1,79 @@
+"""`invoke test-image TAG`: run images/scripts/smoke_check.py inside a built image.
+
+buildah: a throwaway working container (``buildah from`` / ``run`` / ``rm``); docker: ``docker run
+--rm``, with ``--gpus all`` when ``nvidia-smi`` sees a GPU so the CUDA op check runs too.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+
+from errors import BuildError
+from images import buildah, plan
+
+SMOKE = ("python", "/opt/mmdet-determined/smoke_check.py")
+LABEL_PREFIX = "io.mmdet-determined."
+
+
+def test_image(ref: str, *, builder: str = plan.BUILDAH) -> str:
+    """Run the smoke checks in ``ref``; return their output, raise BuildError when one fails."""
+    if builder not in plan.BUILDERS:
+        raise BuildError(
+            f"--builder {builder!r} unknown; choose one of: {', '.join(plan.BUILDERS)}"
+        )
+    if builder == plan.BUILDAH:
+        return _test_buildah(ref)
+    return _test_docker(ref)
+
+
+def smoke_argv(ref: str, *, builder: str, gpu: bool = False, container: str = "CTR") -> list[str]:
+    """The command that runs the checks (pure; ``container`` is buildah's working container)."""
+    if builder == plan.BUILDAH:
+        return buildah.buildah_cmd("run", "--isolation=chroot", container, "--", *SMOKE)
+    return ["docker", "run", "--rm", *(["--gpus", "all"] if gpu else []), ref, *SMOKE]
+
+
+def _test_buildah(ref: str) -> str:
+    buildah.require_buildah()
+    if not buildah.image_exists(ref):
+        raise BuildError(
+            f"image {ref} not found in buildah's storage; build it with "
+            "invoke build-image --variant V --builder buildah"
+        )
+    labels = buildah.inspect_image(ref).get("OCIv1", {}).get("config", {}).get("Labels") or {}
+    if not any(key.startswith(LABEL_PREFIX) for key in labels):
+        raise BuildError(f"image {ref} has no {LABEL_PREFIX}* labels: not built by build-image")
+    ctr = buildah.run_buildah("from", "--pull-never", ref, capture=True).strip()
+    try:
+        proc = subprocess.run(
+            smoke_argv(ref, builder=plan.BUILDAH, container=ctr),
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+    finally:
+        subprocess.run(buildah.buildah_cmd("rm", ctr), capture_output=True, check=False)
+    return _result(ref, proc)
+
+
+def _test_docker(ref: str) -> str:
+    if shutil.which("docker") is None:
+        raise BuildError("docker not found on PATH; use --builder buildah")
+    gpu = (
+        shutil.which("nvidia-smi") is not None
+        and subprocess.run(["nvidia-smi", "-L"], capture_output=True, check=False).returncode == 0
+    )
+    proc = subprocess.run(
+        smoke_argv(ref, builder=plan.DOCKER, gpu=gpu), capture_output=True, text=True, check=False
+    )
+    return _result(ref, proc)
+
+
+def _result(ref: str, proc: subprocess.CompletedProcess) -> str:
+    out = (proc.stdout or "") + (proc.stderr or "")
+    if proc.returncode != 0:
+        failed = [line for line in out.splitlines() if "FAIL" in line or "Error" in line]
+        detail = (failed or out.strip().splitlines() or ["no output"])[-1]
+        raise BuildError(f"smoke checks failed in {ref}: {detail}")
+    return out

@@ -1,0 +1,111 @@
+"""Wheelhouse: ready wheels (torch, a compiled mmcv) handed to the build instead of downloads.
+
+``--wheelhouse DIR`` uses the wheels in DIR; ``--wheelhouse auto`` looks where this project and
+this machine keep them: ci/setup.sh's mmcv cache ($MMDET_DET_CACHE/wheels/<key>/, the same key),
+$PIP_FIND_LINKS directories and /opt/wheels. Only wheels that fit the variant are used: torch
+``<torch>+<cpu|cuXYZ>`` and mmcv ``<mmcv>`` for its CPython tag. Wheel digests are cached by
+(path, size, mtime) so that an unchanged rebuild does not re-read hundreds of MB.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import re
+import tempfile
+from pathlib import Path
+
+from errors import ConfigError
+from images.matrix import ImageSpec
+
+AUTO = "auto"
+DEFAULT_FIND_LINKS = ("/opt/wheels",)
+
+
+def cache_root() -> Path:
+    """ci/setup.sh's cache root ($MMDET_DET_CACHE, default ~/.cache/mmdet-determined)."""
+    return Path(os.environ.get("MMDET_DET_CACHE", Path.home() / ".cache" / "mmdet-determined"))
+
+
+def mmcv_cache_key(spec: ImageSpec) -> str:
+    """The dir ci/setup.sh caches the mmcv wheel under (mmcv, torch, python tag, cuda)."""
+    return f"mmcv{spec.mmcv}-torch{spec.torch}-{spec.python_tag}-{spec.cuda_tag}"
+
+
+def select_wheels(spec: ImageSpec, names: list[str]) -> list[str]:
+    """The wheel file names (pure) that fit ``spec``: its exact torch build and its mmcv."""
+    torch_re = re.compile(
+        rf"^torch-{re.escape(spec.torch)}\+{spec.cuda_tag}-{spec.python_tag}-[^-]+-[^-]+\.whl$"
+    )
+    mmcv_re = re.compile(rf"^mmcv-{re.escape(spec.mmcv)}-{spec.python_tag}-[^-]+-[^-]+\.whl$")
+    chosen: list[str] = []
+    for pattern in (torch_re, mmcv_re):
+        match = sorted(name for name in names if pattern.match(name))
+        chosen.extend(match[:1])
+    return chosen
+
+
+def find_wheels(spec: ImageSpec, wheelhouse: str | None) -> tuple[Path, ...]:
+    """Resolve ``--wheelhouse`` (None, ``auto`` or a directory) to the wheels used for ``spec``."""
+    if not wheelhouse:
+        return ()
+    if wheelhouse == AUTO:
+        dirs = [cache_root() / "wheels" / mmcv_cache_key(spec), *_find_links_dirs()]
+    else:
+        path = Path(wheelhouse).expanduser()
+        if not path.is_dir():
+            raise ConfigError(f"--wheelhouse {wheelhouse}: not a directory; pass a dir or 'auto'")
+        dirs = [path]
+    found: dict[str, Path] = {}
+    for directory in dirs:
+        if directory.is_dir():
+            for wheel in sorted(directory.glob("*.whl")):
+                found.setdefault(wheel.name, wheel)
+    return tuple(found[name] for name in select_wheels(spec, list(found)))
+
+
+def wheel_digests(wheels: tuple[Path, ...]) -> tuple[tuple[str, str], ...]:
+    """``(path, sha256)`` per wheel, served from the stat-keyed digest cache when unchanged."""
+    cache_file = cache_root() / "wheel-digests.json"
+    try:
+        cache = json.loads(cache_file.read_text())
+    except (OSError, ValueError):
+        cache = {}
+    out, changed = [], False
+    for wheel in wheels:
+        st = wheel.stat()
+        key = f"{wheel.resolve()}|{st.st_size}|{st.st_mtime_ns}"
+        if key not in cache:
+            cache[key] = _sha256(wheel)
+            changed = True
+        out.append((str(wheel), cache[key]))
+    if changed:
+        _write_json_atomic(cache_file, cache)
+    return tuple(out)
+
+
+def _find_links_dirs() -> list[Path]:
+    links = os.environ.get("PIP_FIND_LINKS", "").split()
+    return [Path(p) for p in (*links, *DEFAULT_FIND_LINKS) if "://" not in p]
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _write_json_atomic(path: Path, data: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".incomplete")
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(data, f, indent=0, sort_keys=True)
+        os.replace(tmp, path)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(tmp)
