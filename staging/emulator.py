@@ -136,6 +136,9 @@ def upload_dir(local: str | Path, url: str, *, workers: int = 8) -> int:
 
 
 def upload_bytes(url: str, data: bytes) -> None:
-    """Upload ``data`` as the single object ``gs://bucket/name`` (tests: bad objects)."""
-    ref = parse_source(url)
-    ensure_bucket(ref.bucket).blob(ref.prefix).upload_from_string(data)
+    """Upload ``data`` as the object ``gs://bucket/name``; the name is not checked, so tests can
+    plant hostile names (``..``)."""
+    if not url.startswith("gs://") or "/" not in url[len("gs://") :]:
+        raise StagingError(f"upload target {url!r} must be gs://bucket/name")
+    bucket, name = url[len("gs://") :].split("/", 1)
+    ensure_bucket(bucket).blob(name).upload_from_string(data)

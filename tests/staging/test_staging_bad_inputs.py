@@ -1,0 +1,114 @@
+"""Bad inputs: one clear line on stderr, exit 1, and the cache exactly as it was."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from staging_helpers import incomplete_files, run_staging, snapshot, write_coco
+
+
+@pytest.fixture
+def warm_cache(tmp_path, coco_tiny):
+    """A cache that already holds a staged coco-tiny, so "untouched" means something."""
+    ok = run_staging("--source", str(coco_tiny), "--cache", str(tmp_path / "cache"),
+                     "--dest", str(tmp_path / "dest0"))  # fmt: skip
+    assert ok.returncode == 0, ok.stderr
+    return tmp_path / "cache"
+
+
+def _fails_cleanly(cache, source: str, *extra: str, env=None, expect: str) -> None:
+    before = snapshot(cache)
+    done = run_staging("--source", source, "--cache", str(cache),
+                       "--dest", str(cache.parent / "dest"), *extra, env=env)  # fmt: skip
+    lines = done.stderr.strip().splitlines()
+    assert done.returncode == 1, done.stdout
+    assert len(lines) == 1 and lines[0].startswith("error: "), done.stderr
+    assert expect in lines[0], lines[0]
+    assert snapshot(cache) == before
+    assert incomplete_files(cache) == []
+    assert not (cache.parent / "dest" / "annotations").exists()
+
+
+def test_missing_local_path(warm_cache, tmp_path):
+    _fails_cleanly(warm_cache, str(tmp_path / "nope"), expect="does not exist")
+
+
+def _bad_json_source(tmp_path, text: str):
+    src = write_coco(tmp_path / "src", splits=("val",))
+    (src / "annotations" / "instances_val2017.json").write_text(text)
+    return str(src)
+
+
+def test_malformed_json(warm_cache, tmp_path):
+    src = _bad_json_source(tmp_path, '{"images": [1, 2,, ]}')
+    _fails_cleanly(warm_cache, src, "--splits", "val",
+                   expect="val2017.json is not valid JSON: Expecting value at line 1")  # fmt: skip
+
+
+def test_annotation_pointing_at_a_missing_image(warm_cache, tmp_path):
+    src = write_coco(tmp_path / "src", splits=("val",))
+    path = src / "annotations" / "instances_val2017.json"
+    doc = json.loads(path.read_text())
+    doc["annotations"][1]["image_id"] = 424242
+    path.write_text(json.dumps(doc))
+    _fails_cleanly(warm_cache, str(src), "--splits", "val",
+                   expect="annotations[1] (id=11) names image_id=424242")  # fmt: skip
+
+
+def test_not_enough_disk_space(warm_cache, tmp_path):
+    src = write_coco(tmp_path / "src")
+    _fails_cleanly(warm_cache, str(src), env={"STAGING_RESERVE_BYTES": str(1 << 60)},
+                   expect="not enough disk space")  # fmt: skip
+
+
+@pytest.mark.gcs
+def test_missing_bucket(warm_cache, emulator):
+    _fails_cleanly(
+        warm_cache, "gs://no-such-bucket/coco", expect="bucket gs://no-such-bucket not found"
+    )
+
+
+@pytest.mark.gcs
+def test_missing_object(warm_cache, emulator):
+    _fails_cleanly(warm_cache, "gs://coco/not-there", expect="missing object gs://coco/not-there/")
+
+
+@pytest.mark.gcs
+def test_source_url_with_dotdot(warm_cache, emulator):
+    _fails_cleanly(warm_cache, "gs://coco/coco2017/../other", expect="unsafe object name")
+
+
+def test_image_file_name_with_dotdot(warm_cache, tmp_path):
+    src = write_coco(tmp_path / "src", splits=("val",))
+    path = src / "annotations" / "instances_val2017.json"
+    doc = json.loads(path.read_text())
+    doc["images"][0]["file_name"] = "../../escape.jpg"
+    path.write_text(json.dumps(doc))
+    _fails_cleanly(warm_cache, str(src), "--splits", "val", "--with-images",
+                   expect="unsafe object name '../../escape.jpg'")  # fmt: skip
+
+
+def test_listed_gcs_name_with_dotdot_fake_blob():
+    """The emulator cannot store a '..' name, so a stand-in blob (name/size/generation/crc32c)
+    goes through GcsSource's real listing conversion."""
+    from types import SimpleNamespace
+
+    from errors import StagingError
+    from staging.paths import parse_source
+    from staging.sources import GcsSource
+
+    source = GcsSource.__new__(GcsSource)
+    source.ref = parse_source("gs://b/coco")
+    blob = SimpleNamespace(name="coco/val2017/../../x.jpg", size=1, generation=1, crc32c="A")
+    with pytest.raises(StagingError, match=r"unsafe object name 'val2017/\.\./\.\./x\.jpg'"):
+        source._info(blob)
+
+
+def test_bad_option_names_the_field(tmp_path):
+    done = run_staging("--source", "s3://x/y", "--cache", str(tmp_path), "--dest", str(tmp_path))
+    assert done.returncode == 1
+    assert (
+        done.stderr.strip()
+        == "error: data.source='s3://x/y': unsupported scheme; use a local path or gs://"
+    )
