@@ -297,7 +297,9 @@ def _write_manifest(
         }
         for t, f in zip(plan, done, strict=True)
     ]
-    doc = {"version": MANIFEST_VERSION, "spec": spec.to_dict(), "objects": objects}
+    keep = ("source", "splits", "with_images", "subset", "seed")
+    what = {k: v for k, v in spec.to_dict().items() if k in keep}
+    doc = {"version": MANIFEST_VERSION, "spec": what, "objects": objects}
     write_atomic(path, json.dumps(doc, indent=1, sort_keys=True).encode())
     return path
 
