@@ -1,0 +1,57 @@
+"""The mmengine gs:// backend: first read downloads into the cache, later reads hit local disk."""
+
+from __future__ import annotations
+
+import pytest
+from staging_helpers import GS_SOURCE, snapshot
+
+from errors import StagingError
+from staging import DataSpec, backend
+
+pytestmark = pytest.mark.gcs
+
+IMAGE = "val2017/000000000139.jpg"
+
+
+@pytest.fixture
+def spec(tmp_path) -> DataSpec:
+    return DataSpec.from_dict({"source": GS_SOURCE, "cache": str(tmp_path / "cache"),
+                               "dest": str(tmp_path / "dest")})  # fmt: skip
+
+
+def test_read_through_cache(proxy, spec, coco_tiny, monkeypatch):
+    from mmengine import fileio
+
+    backend.register()
+    backend.register()  # idempotent
+    url = spec.image_prefix("val") + IMAGE.split("/")[1]
+    assert url == f"{GS_SOURCE}/{IMAGE}"
+    want = (coco_tiny / IMAGE).read_bytes()
+    assert fileio.get(url, backend_args=spec.backend_args()) == want
+    assert len(proxy.media_requests()) == 1
+    assert fileio.get(url, backend_args=spec.backend_args()) == want  # same process: memo
+    monkeypatch.setattr(backend, "_memo", {})  # a new process: the cache's refs, no network
+    assert fileio.get(url, backend_args=spec.backend_args()) == want
+    assert len(proxy.media_requests()) == 1
+    files = snapshot(spec.cache)
+    assert any(name.endswith("000000000139.jpg") for name in files)
+    with fileio.get_local_path(url, backend_args=spec.backend_args()) as local:
+        assert str(local).startswith(str(spec.cache))
+
+
+def test_prefix_lookup_uses_cache_from_env(proxy, tmp_path, coco_tiny, monkeypatch):
+    from mmengine import fileio
+
+    backend.register()
+    monkeypatch.setenv(backend.CACHE_ENV, str(tmp_path / "envcache"))
+    assert fileio.get(f"{GS_SOURCE}/{IMAGE}") == (coco_tiny / IMAGE).read_bytes()
+    assert snapshot(tmp_path / "envcache")
+
+
+def test_missing_object_is_one_clear_error(proxy, spec):
+    from mmengine import fileio
+
+    backend.register()
+    with pytest.raises(StagingError, match=r"missing object gs://coco/coco2017/val2017/nope\.jpg"):
+        fileio.get(f"{GS_SOURCE}/val2017/nope.jpg", backend_args=spec.backend_args())
+    assert snapshot(spec.cache) == {}
