@@ -132,6 +132,7 @@ def _execute(one: plan.BuildPlan, *, echo: Callable[[str], None]) -> None:
         if base == buildah.DEBIAN_BASE and buildah.ensure_debian_base(base):
             echo(f"[build-image] made base image {base} with debootstrap")
     echo(f"[build-image] {one.spec.key}: building {one.content_ref}")
+    replaced = _local_ids(one)
     with tempfile.TemporaryDirectory(prefix="mmdet-det-context-") as ctx:
         assemble_context(Path(ctx), wheels=one.wheels)
         _run(
@@ -143,6 +144,7 @@ def _execute(one: plan.BuildPlan, *, echo: Callable[[str], None]) -> None:
         )
     for cmd in one.push_commands:
         _run(list(cmd), what=f"pushing {cmd[-1]}")
+    _drop_untagged(one, replaced)
     echo(f"[build-image] {one.spec.key}: built {one.readable_ref} and {one.content_ref}")
 
 
@@ -172,6 +174,20 @@ def _retag(one: plan.BuildPlan) -> None:
         subprocess.run(
             ["docker", "tag", one.content_ref, one.readable_ref], check=False, capture_output=True
         )
+
+
+def _local_ids(one: plan.BuildPlan) -> set[str]:
+    """IDs of the local images that the new build's tags will move away from (buildah only)."""
+    if one.builder != plan.BUILDAH:
+        return set()
+    return {buildah.image_id(ref) for ref in one.refs if buildah.image_exists(ref)}
+
+
+def _drop_untagged(one: plan.BuildPlan, old_ids: set[str]) -> None:
+    """A forced rebuild leaves the old image untagged; vfs keeps full copies, so remove it."""
+    for image_id in old_ids - {buildah.image_id(ref) for ref in one.refs}:
+        if not buildah.image_names(image_id):
+            buildah.run_buildah("rmi", image_id, capture=True)
 
 
 def _exists_locally(ref: str, builder: str) -> bool:

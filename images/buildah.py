@@ -19,6 +19,7 @@ STORAGE_OPTS = ("--storage-driver=vfs",)
 DEBIAN_BASE = "localhost/debian:bookworm"
 DEBIAN_SUITE = "bookworm"
 DEBIAN_MIRROR = "http://deb.debian.org/debian"
+BASE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
 def buildah_cmd(*args: str) -> list[str]:
@@ -48,6 +49,26 @@ def image_exists(ref: str) -> bool:
     """True when a local image named ``ref`` exists in buildah's storage."""
     argv = buildah_cmd("inspect", "--type", "image", "--format", "{{.FromImageID}}", ref)
     return subprocess.run(argv, capture_output=True, check=False).returncode == 0
+
+
+def image_id(ref: str) -> str:
+    """The full ID of a local image."""
+    return run_buildah(
+        "inspect", "--type", "image", "--format", "{{.FromImageID}}", ref, capture=True
+    ).strip()
+
+
+def image_names(image_id: str) -> list[str]:
+    """The names (tags) a local image still has."""
+    names = run_buildah(
+        "images", "--noheading", "--format", "{{.ID}} {{.Name}}:{{.Tag}}", capture=True
+    )
+    short = image_id[:12]
+    return [
+        line.split()[1]
+        for line in names.splitlines()
+        if line.startswith(short) and "<none>" not in line.split()[1]
+    ]
 
 
 def inspect_image(ref: str) -> dict:
@@ -80,7 +101,8 @@ def ensure_debian_base(ref: str = DEBIAN_BASE, *, mirror: str = DEBIAN_MIRROR) -
         mnt = run_buildah("mount", ctr, capture=True).strip()
         _debootstrap(mnt, mirror=mirror)
         run_buildah("umount", ctr, capture=True)
-        run_buildah("config", "--env", "LANG=C.UTF-8", "--cmd", "/bin/bash", ctr, capture=True)
+        env = ("--env", "LANG=C.UTF-8", "--env", f"PATH={BASE_PATH}")
+        run_buildah("config", *env, "--cmd", "/bin/bash", ctr, capture=True)
         run_buildah("commit", "--quiet", ctr, ref, capture=True)
     finally:
         subprocess.run(buildah_cmd("rm", ctr), capture_output=True, check=False)

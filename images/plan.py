@@ -182,7 +182,7 @@ def _command(builder, args, *, refs, inputs, repo, spec, registry, push) -> tupl
         common += ["--tag", ref]
     if builder == BUILDAH:
         local_base = spec.base_image.startswith(f"{LOCAL_REGISTRY}/")
-        pull = "--pull-never" if local_base else "--pull"
+        pull = "--pull=never" if local_base else "--pull=missing"  # digests never change
         head = buildah_cmd(
             "bud", "--isolation=chroot", pull, "--timestamp", str(inputs.source_date_epoch)
         )

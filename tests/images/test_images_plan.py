@@ -114,13 +114,13 @@ def test_buildah_command():
         "--storage-driver=vfs",
         "bud",
         "--isolation=chroot",
-        "--pull-never",
+        "--pull=never",
     )
     assert cmd[5:7] == ("--timestamp", "1700000000")
     assert "--build-arg" in cmd and "TORCH_PIN=torch==2.13.0+cpu" in cmd
     assert "id=ca_bundle,src=/etc/ssl/certs/ca-certificates.crt" in cmd
     assert cmd[-1] == "CONTEXT"
-    assert "--pull" in plan_build(spec("cu121"), inputs=INPUTS).command
+    assert "--pull=missing" in plan_build(spec("cu121"), inputs=INPUTS).command
 
 
 def test_docker_command_uses_buildx_with_a_registry_cache():
