@@ -4,7 +4,7 @@ Write order for an object (see STYLE.md §4): (1) final path exists -> hit. (2) 
 under ``<cache>/.locks`` with a "still waiting" log, re-check (1). (3) free-space check.
 (4) download into ``<name>.<uuid8>.incomplete`` in the same directory (adopting a dead writer's
 leftover to resume), fsync. (5) verify size and crc32c (retry with backoff), validate content.
-(6) chmod read-only, write the ``.meta.json`` sidecar, ``os.replace`` into place. (7) ``finally``:
+(6) chmod read-only, record the crc32c in an xattr, ``os.replace`` into place. (7) ``finally``:
 delete our temp file.
 """
 
@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import json
+import glob
 import logging
 import os
 import shutil
@@ -35,8 +35,11 @@ BACKOFF_INITIAL_S = 0.1
 BACKOFF_MAX_S = 2.0
 LOCK_POLL_S = 10.0
 LOCK_TIMEOUT_S = 3600.0
-META = ".meta.json"
+PARTIAL_DIR = ".partial"
+CRC_XATTR = "user.mmdet_staging.crc32c"
 READ_ONLY = 0o444
+
+_made_dirs: set[Path] = set()
 
 
 @dataclass(frozen=True)
@@ -108,12 +111,12 @@ class Cache:
         path = self.final_path(info)
         return path if path.exists() else None
 
-    def meta(self, final: Path) -> dict:
-        """The sidecar record written with ``final`` (size, crc32c, url, ident)."""
+    def recorded_crc32c(self, final: Path) -> str:
+        """The crc32c stored with ``final`` (an xattr set before the rename), or ''."""
         try:
-            return json.loads((final.parent / META).read_text())
-        except (OSError, ValueError):
-            return {}
+            return os.getxattr(final, CRC_XATTR).decode()
+        except OSError:
+            return ""
 
     def ensure(
         self,
@@ -129,7 +132,7 @@ class Cache:
         hit = self._hit(final, info, verify=verify)
         if hit is not None:
             return hit
-        final.parent.mkdir(parents=True, exist_ok=True)
+        ensure_dir(final.parent)
         with self.locked(final):
             hit = None if verify else self._hit(final, info, verify=False)  # verify: known bad
             if hit is not None:
@@ -140,7 +143,7 @@ class Cache:
     def _hit(self, final: Path, info: ObjectInfo, *, verify: bool) -> Fetched | None:
         if not final.exists():
             return None
-        expected = info.crc32c or self.meta(final).get("crc32c", "")
+        expected = info.crc32c or self.recorded_crc32c(final)
         if verify:
             actual = file_crc32c(final)
             if actual != expected:
@@ -156,7 +159,7 @@ class Cache:
         from filelock import FileLock, Timeout
 
         path = lock_path(self.root, final)
-        path.parent.mkdir(parents=True, exist_ok=True)
+        ensure_dir(path.parent)
         lock = FileLock(str(path))
         waited = 0.0
         while True:
@@ -177,22 +180,24 @@ class Cache:
             lock.release()
 
     def _fetch(self, info, source, final, *, validate, on_bytes) -> Fetched:
-        tmp = final.with_name(f"{final.name}.{uuid.uuid4().hex[:8]}{INCOMPLETE}")
+        tmp = partial_dir(final) / f"{final.name}.{uuid.uuid4().hex[:8]}{INCOMPLETE}"
+        ok = False
         try:
             resume = _adopt_leftover(final, tmp, resumable=bool(info.crc32c))
             crc = _download_with_retries(info, source, tmp, resume, on_bytes)
             if validate is not None:
                 validate(tmp)
             tmp.chmod(READ_ONLY)
-            record = {"url": info.url, "ident": info.ident, "size": info.size, "crc32c": crc}
-            write_atomic(final.parent / META, json.dumps(record).encode())
-            os.replace(tmp, final)
-            _fsync_dir(final.parent)
+            with contextlib.suppress(OSError):  # not every filesystem has user xattrs
+                os.setxattr(tmp, CRC_XATTR, crc.encode())
+            os.replace(tmp, final)  # the data was fsynced: a visible final path is complete
+            ok = True
             return Fetched(final, True, info.size, crc)
         finally:
             with contextlib.suppress(FileNotFoundError):
                 tmp.unlink()
-            _rmdir_empty(final.parent, stop=self.root)
+            if not ok:
+                _rmdir_empty(tmp.parent, stop=self.root)
 
 
 def _adopt_leftover(final: Path, tmp: Path, *, resumable: bool) -> bool:
@@ -201,7 +206,8 @@ def _adopt_leftover(final: Path, tmp: Path, *, resumable: bool) -> bool:
     Only when the source gives a checksum that will vet the joined bytes (GCS); otherwise the
     leftovers are deleted. Returns True when ``tmp`` now holds the leftover's bytes.
     """
-    leftovers = sorted(final.parent.glob(f"{final.name}.*{INCOMPLETE}"), key=_size, reverse=True)
+    pattern = f"{glob.escape(final.name)}.*{INCOMPLETE}"
+    leftovers = sorted(tmp.parent.glob(pattern), key=_size, reverse=True)
     adopted = False
     for path in leftovers:
         with contextlib.suppress(FileNotFoundError):
@@ -258,7 +264,7 @@ def _one_attempt(info: ObjectInfo, source: Source, tmp: Path, crc, on_bytes) -> 
     start = max(_size(tmp), 0)
     if start >= info.size > 0:
         return
-    tmp.parent.mkdir(parents=True, exist_ok=True)
+    ensure_dir(tmp.parent)
     with open(tmp, "ab") as f:
         try:
             source.read_into(info, _HashingWriter(f, crc, on_bytes), start=start)
@@ -288,15 +294,27 @@ def _raise_final(info: ObjectInfo, attempt: int, err: Exception) -> None:
     ) from err
 
 
-def write_atomic(path: Path, data: bytes, *, mode: int = 0o644) -> None:
-    """Write ``data`` to ``path`` via a unique temp file, fsync and ``os.replace``."""
+def ensure_dir(path: Path) -> None:
+    """``mkdir -p`` once per process (mkdir is slow on some virtual disks; skip known dirs)."""
+    if path not in _made_dirs:
+        path.mkdir(parents=True, exist_ok=True)
+        _made_dirs.add(path)
+
+
+def write_atomic(path: Path, data: bytes, *, mode: int = 0o644, durable: bool = True) -> None:
+    """Write ``data`` to ``path`` via a unique temp file, fsync and ``os.replace``.
+
+    ``durable=False`` skips the fsync for advisory files (the object sidecar): a reader that
+    finds it empty after a power loss treats it as missing.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f"{path.name}.{uuid.uuid4().hex[:8]}{INCOMPLETE}")
     try:
         with open(tmp, "wb") as f:
             f.write(data)
             f.flush()
-            os.fsync(f.fileno())
+            if durable:
+                os.fsync(f.fileno())
         tmp.chmod(mode)
         os.replace(tmp, path)
     finally:
@@ -304,17 +322,19 @@ def write_atomic(path: Path, data: bytes, *, mode: int = 0o644) -> None:
             tmp.unlink()
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+def partial_dir(final: Path) -> Path:
+    """Where temp files for ``final`` live: a small sibling folder on the same filesystem (so
+    ``os.replace`` is atomic) that holds only in-flight downloads and a dead writer's leftovers,
+    cheap to search for a resume even when the cache folder holds 100k objects."""
+    path = final.parent / PARTIAL_DIR
+    ensure_dir(path)
+    return path
 
 
 def _rmdir_empty(path: Path, *, stop: Path) -> None:
     """Remove ``path`` and its parents up to ``stop`` while they are empty (after a failure)."""
     with contextlib.suppress(OSError):
         while path != stop and stop in path.parents:
+            _made_dirs.discard(path)
             path.rmdir()
             path = path.parent

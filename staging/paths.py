@@ -97,13 +97,13 @@ def short_hash(*parts: str, n: int = 16) -> str:
 def object_path(cache_root: Path, url: str, ident: str) -> Path:
     """The one mapping from (source object URL, identity) to its final path in the cache.
 
-    Layout: ``<cache>/objects/<urlhash[:2]>/<urlhash>/<identhash>/<basename>``; a new generation
-    or mtime gets a new path, so readers of the old one are never disturbed.
+    Layout: ``<cache>/objects/<hash of the URL's folder>/<identhash>-<basename>``: one cache
+    folder per source folder (no directory per object: creating directories is slow), and a new
+    generation or mtime gets a new name, so readers of the old one are never disturbed.
     """
-    base = url.rstrip("/").rsplit("/", 1)[-1]
+    folder, _, base = url.rstrip("/").rpartition("/")
     check_relpath(base, what=url)
-    urlhash = short_hash(url)
-    return cache_root / OBJECTS_DIR / urlhash[:2] / urlhash / short_hash(ident) / base
+    return cache_root / OBJECTS_DIR / short_hash(folder) / f"{short_hash(url, ident)}-{base}"
 
 
 def lock_path(cache_root: Path, final: Path) -> Path:

@@ -292,7 +292,7 @@ def _write_manifest(
             "ident": t.info.ident,
             "kind": t.kind,
             "size": f.size,
-            "crc32c": f.crc32c or cache.meta(f.path).get("crc32c", ""),
+            "crc32c": f.crc32c or cache.recorded_crc32c(f.path),
             "path": str(f.path.relative_to(cache.root)),
         }
         for t, f in zip(plan, done, strict=True)

@@ -12,7 +12,7 @@ import pytest
 from staging_helpers import incomplete_files, snapshot
 
 from errors import CorruptDataError, StagingError
-from staging.cache import RESERVE_ENV, Cache, file_crc32c
+from staging.cache import RESERVE_ENV, Cache, file_crc32c, partial_dir
 from staging.paths import parse_source
 from staging.sources import LocalSource
 
@@ -34,7 +34,7 @@ def test_hit_after_download_and_files_are_read_only(tmp_path, src):
     first = cache.ensure(info, source)
     assert first.downloaded and first.path.read_bytes() == (source.root / "blob.bin").read_bytes()
     assert stat.S_IMODE(first.path.stat().st_mode) == 0o444
-    assert first.crc32c == file_crc32c(first.path) == cache.meta(first.path)["crc32c"]
+    assert first.crc32c == file_crc32c(first.path) == cache.recorded_crc32c(first.path)
     again = cache.ensure(info, source)
     assert not again.downloaded and again.path == first.path
 
@@ -44,9 +44,8 @@ def test_leftover_incomplete_is_resumed_when_checksum_known(tmp_path, src):
     info = replace(info, crc32c=file_crc32c(source.root / "blob.bin"))
     cache = Cache(tmp_path / "cache")
     final = cache.final_path(info)
-    final.parent.mkdir(parents=True)
     head = (source.root / "blob.bin").read_bytes()[: 1 << 20]
-    final.with_name(f"{final.name}.deadbeef.incomplete").write_bytes(head)
+    (partial_dir(final) / f"{final.name}.deadbeef.incomplete").write_bytes(head)
     counted = []
     got = cache.ensure(info, source, on_bytes=counted.append)
     assert got.downloaded and sum(counted) == SIZE - len(head)  # only the rest was read
@@ -58,8 +57,7 @@ def test_leftover_garbage_without_checksum_is_discarded(tmp_path, src):
     source, info = src
     cache = Cache(tmp_path / "cache")
     final = cache.final_path(info)
-    final.parent.mkdir(parents=True)
-    final.with_name(f"{final.name}.deadbeef.incomplete").write_bytes(b"x" * 1000)
+    (partial_dir(final) / f"{final.name}.deadbeef.incomplete").write_bytes(b"x" * 1000)
     got = cache.ensure(info, source)
     assert got.path.read_bytes() == (source.root / "blob.bin").read_bytes()
     assert incomplete_files(cache.root) == []

@@ -1,0 +1,193 @@
+"""``invoke bench staging``: side-by-side timings in one run, printed as ratios against goals.
+
+1. warm vs cold stage of a generated ~500 MB annotation set (goal: warm <= 0.1 s, >= 50x);
+2. cold stage of many objects from the GCS emulator on loopback vs a plain serial
+   google-cloud-storage download loop (goal >= 2x faster);
+3. cold disk stage (--with-images) vs ``cp -r`` of the same tree (goal <= 1.2x).
+
+Scratch data lives under /tmp and is deleted afterwards.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from staging.paths import human_bytes
+
+DEFAULT_RUNS = 3
+ANN_TARGET_BYTES = 500_000_000
+GCS_OBJECTS = 300
+GCS_OBJECT_BYTES = 100_000
+DISK_FILES = 1000
+DISK_FILE_BYTES = 200_000
+
+
+def main(runs: int = 0) -> None:
+    """Run the three comparisons and print one line each (plus the commands to reproduce)."""
+    runs = runs or DEFAULT_RUNS
+    print(f"staging benchmark: median of {runs} runs per side, {os.cpu_count()} CPUs")
+    with tempfile.TemporaryDirectory(prefix="staging-bench-", dir="/tmp") as tmp:
+        root = Path(tmp)
+        _bench_warm(root / "warm", runs)
+        _bench_disk(root / "disk", runs)
+        _bench_gcs(root / "gcs", runs)
+
+
+def _median(fn: Callable[[int], float], runs: int) -> float:
+    return statistics.median(fn(i) for i in range(runs))
+
+
+def _verdict(ok: bool) -> str:
+    return "PASS" if ok else "MISS"
+
+
+def _stage(source: str, cache: Path, dest: Path, **kw) -> float:
+    from staging import DataSpec, stage_coco
+
+    spec = DataSpec.from_dict({"source": source, "cache": str(cache), "dest": str(dest), **kw})
+    t0 = time.perf_counter()
+    stage_coco(spec)
+    return time.perf_counter() - t0
+
+
+def write_big_annotations(root: Path, target: int = ANN_TARGET_BYTES) -> int:
+    """A valid COCO tree whose two annotation files total about ``target`` bytes."""
+    (root / "annotations").mkdir(parents=True, exist_ok=True)
+    total = 0
+    for split, share in (("train", 0.9), ("val", 0.1)):
+        path = root / "annotations" / f"instances_{split}2017.json"
+        total += _write_ann(path, int(target * share))
+        (root / f"{split}2017").mkdir(exist_ok=True)
+    return total
+
+
+def _write_ann(path: Path, target: int) -> int:
+    poly = json.dumps([[(i * 37) % 250 for i in range(200)]])  # small ints: cheap to parse
+    n_images = max(1, target // 100_000)
+    with open(path, "w") as f:
+        f.write('{"info": {"description": "synthetic"}, "categories": [{"id": 1, "name": "a"}], ')
+        f.write('"images": [')
+        f.write(", ".join(f'{{"id": {i}, "file_name": "{i:012d}.jpg", "width": 640, '
+                          f'"height": 480}}' for i in range(n_images)))  # fmt: skip
+        f.write('], "annotations": [')
+        i = 0
+        while f.tell() < target:
+            sep = ", " if i else ""
+            f.write(
+                f'{sep}{{"id": {i}, "image_id": {i % n_images}, "category_id": 1, '
+                f'"iscrowd": 0, "area": 1.0, "bbox": [0, 0, 1, 1], "segmentation": {poly}}}'
+            )
+            i += 1
+        f.write("]}")
+    return path.stat().st_size
+
+
+def _bench_warm(root: Path, runs: int) -> None:
+    size = write_big_annotations(root / "src")
+    src = str(root / "src")
+
+    def cold(i: int) -> float:
+        return _stage(src, root / f"cache{i}", root / f"dest{i}")
+
+    cold_s = _median(cold, runs)
+    warm_s = _median(lambda i: _stage(src, root / "cache0", root / "dest0"), max(runs, 5))
+    ratio = cold_s / warm_s
+    print(f"warm stage of {human_bytes(size)} annotations: cold {cold_s:.2f} s, warm "
+          f"{warm_s * 1000:.1f} ms -> {ratio:.0f}x faster (goal: warm <= 0.1 s and >= 50x): "
+          f"{_verdict(warm_s <= 0.1 and ratio >= 50)}")  # fmt: skip
+    cli = _cli_seconds(src, root / "cache0", root / "dest0")
+    print(
+        f"  (the same warm stage as a fresh `python -m staging` process: {cli:.2f} s, "
+        "mostly interpreter start-up and imports)"
+    )
+    shutil.rmtree(root)
+
+
+def _cli_seconds(source: str, cache: Path, dest: Path) -> float:
+    cmd = [sys.executable, "-m", "staging", "--quiet", "--source", source, "--cache", str(cache),
+           "--dest", str(dest)]  # fmt: skip
+    repo = str(Path(__file__).resolve().parent.parent)
+    env = {**os.environ, "PYTHONPATH": repo}
+    t0 = time.perf_counter()
+    subprocess.run(cmd, check=True, capture_output=True, env=env, cwd=repo)
+    return time.perf_counter() - t0
+
+
+def write_image_tree(root: Path, *, files: int, size: int, splits=("train",)) -> int:
+    """A COCO tree with ``files`` random 'images' per split and a matching annotation file."""
+    total = 0
+    for split in splits:
+        folder = root / f"{split}2017"
+        folder.mkdir(parents=True, exist_ok=True)
+        images = []
+        for i in range(files):
+            (folder / f"{i:012d}.jpg").write_bytes(os.urandom(size))
+            images.append({"id": i, "file_name": f"{i:012d}.jpg", "width": 1, "height": 1})
+        doc = {"images": images, "annotations": [], "categories": [{"id": 1, "name": "a"}]}
+        (root / "annotations").mkdir(exist_ok=True)
+        ann = root / "annotations" / f"instances_{split}2017.json"
+        ann.write_text(json.dumps(doc))
+        total += files * size + ann.stat().st_size
+    return total
+
+
+def _bench_disk(root: Path, runs: int) -> None:
+    total = write_image_tree(root / "src", files=DISK_FILES, size=DISK_FILE_BYTES)
+    src = str(root / "src")
+
+    def cp(i: int) -> float:
+        t0 = time.perf_counter()
+        subprocess.run(["cp", "-r", src, str(root / f"cp{i}")], check=True)
+        return time.perf_counter() - t0
+
+    def stage(i: int) -> float:
+        return _stage(src, root / f"cache{i}", root / f"dest{i}", with_images=True,
+                      splits=["train"])  # fmt: skip
+
+    cp_s, stage_s = _median(cp, runs), _median(stage, runs)
+    ratio = stage_s / cp_s
+    print(f"cold disk stage of {DISK_FILES} files ({human_bytes(total)}, crc32c + fsync each): "
+          f"staging {stage_s:.2f} s vs cp -r {cp_s:.2f} s -> {ratio:.2f}x (goal <= 1.2x): "
+          f"{_verdict(ratio <= 1.2)}")  # fmt: skip
+    shutil.rmtree(root)
+
+
+def _bench_gcs(root: Path, runs: int) -> None:
+    from staging.emulator import running_emulator, upload_dir
+
+    total = write_image_tree(root / "src", files=GCS_OBJECTS, size=GCS_OBJECT_BYTES)
+    with running_emulator():
+        upload_dir(root / "src", "gs://bench/coco", workers=4)
+        serial_s = _median(lambda i: _serial_download(root / f"serial{i}"), runs)
+        stage_s = _median(lambda i: _stage("gs://bench/coco", root / f"cache{i}",
+                                           root / f"dest{i}", with_images=True,
+                                           splits=["train"]), runs)  # fmt: skip
+    ratio = serial_s / stage_s
+    print(
+        f"cold GCS stage of {GCS_OBJECTS + 1} objects ({human_bytes(total)}) from the emulator "
+        f"on loopback: staging {stage_s:.2f} s vs serial google-cloud-storage loop "
+        f"{serial_s:.2f} s -> {ratio:.2f}x faster (goal >= 2x): {_verdict(ratio >= 2)}"
+    )
+    shutil.rmtree(root)
+
+
+def _serial_download(out: Path) -> float:
+    """The plain loop a user would write: list, then download_to_filename one by one."""
+    from staging.sources import get_client
+
+    client = get_client()
+    t0 = time.perf_counter()
+    for blob in client.list_blobs("bench", prefix="coco/"):
+        path = out / blob.name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        blob.download_to_filename(str(path))
+    return time.perf_counter() - t0
