@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Lint everything the project ships: Python (ruff), the Dockerfile (hadolint), shell scripts
+# (shellcheck) and the GitHub workflow (actionlint). Tools come from the dev extras (ci/setup.sh).
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+ruff check .
+ruff format --check .
+hadolint images/Dockerfile
+mapfile -t scripts < <(git ls-files '*.sh' .ci/run)
+shellcheck "${scripts[@]}"
+if [ -d .github/workflows ]; then
+  actionlint
+fi
+echo "lint ok"

@@ -1,0 +1,128 @@
+"""Learning, resume and preemption, end to end through `python -m trial --local` on CPU."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from trial.experiment import EXPERIMENTS_DIR
+from trial.local import LocalTrain, train_local
+from trial.run import read_metrics_log
+
+pytestmark = [pytest.mark.slow, pytest.mark.training]
+REPO = Path(__file__).resolve().parents[2]
+SMALL = ["image_scale=[160, 160]", "global_batch_size=2", "log_interval=2", "num_workers=0"]
+
+
+def experiment_with(tmp_path: Path, **fields) -> str:
+    experiment = yaml.safe_load((EXPERIMENTS_DIR / "retinanet.yaml").read_text())
+    experiment.update(fields)
+    path = tmp_path / "experiment.yaml"
+    path.write_text(yaml.safe_dump(experiment))
+    return str(path)
+
+
+def test_retinanet_learns_the_shapes_set(tmp_path, shapes_root):
+    """bbox mAP after a few minutes of CPU training is clearly above its value at the start."""
+    common = dict(model="retinanet", data=str(shapes_root))
+    start = train_local(LocalTrain(**common, max_iters=1, work_dir=str(tmp_path / "start")))
+    trained = train_local(
+        LocalTrain(**common, max_iters=LEARN_ITERS, work_dir=str(tmp_path / "end"))
+    )
+    before, after = start["validation"]["bbox_mAP"], trained["validation"]["bbox_mAP"]
+    print(f"bbox_mAP at start {before:.4f}, after {LEARN_ITERS} iterations {after:.4f}")
+    assert after >= before + 0.05, (before, after)
+
+
+LEARN_ITERS = 300
+
+
+def test_resume_continues_at_n_plus_1_with_the_same_schedule_and_optimizer(tmp_path, shapes_root):
+    """Straight 8 iterations vs 4 + resume to 8: same lr at every step, same final weights."""
+    exp = experiment_with(tmp_path, min_checkpoint_period={"batches": 4})
+    common = dict(
+        model="retinanet", data=str(shapes_root), max_iters=8, hparams=SMALL, experiment=exp
+    )
+    straight = tmp_path / "straight"
+    result = train_local(LocalTrain(**common, work_dir=str(straight)))
+    ckpts = {
+        json.loads(m.read_text())["steps_completed"]: m.parent
+        for m in (straight / "checkpoints").glob("*/metadata.json")
+    }
+    assert sorted(ckpts) == [4, 8] and result["checkpoint"] == ckpts[8].name
+
+    resumed = tmp_path / "resumed"
+    (resumed / "checkpoints").mkdir(parents=True)
+    shutil.copytree(ckpts[4], resumed / "checkpoints" / ckpts[4].name)
+    again = train_local(LocalTrain(**common, work_dir=str(resumed), resume=True))
+    assert again["steps"] == 8
+
+    first = [r for r in read_metrics_log(straight / "metrics.jsonl") if r["group"] == "training"]
+    second = [r for r in read_metrics_log(resumed / "metrics.jsonl") if r["group"] == "training"]
+    assert [r["steps_completed"] for r in second] == [6, 8]  # continued at 5, not from 1
+    for a, b in zip(first[2:], second, strict=True):
+        assert a["steps_completed"] == b["steps_completed"]
+        assert b["metrics"]["lr"] == pytest.approx(a["metrics"]["lr"], rel=1e-9)
+
+    end_a = torch.load(ckpts[8] / "checkpoint.pth", weights_only=False)
+    end_b = torch.load(
+        resumed / "checkpoints" / again["checkpoint"] / "checkpoint.pth", weights_only=False
+    )
+    assert end_b["meta"]["iter"] == 8
+    assert end_b["param_schedulers"] == end_a["param_schedulers"]
+    # Momentum buffers carried over: the weights after the resumed steps match the straight run.
+    for key, value in end_a["state_dict"].items():
+        torch.testing.assert_close(end_b["state_dict"][key], value, rtol=1e-3, atol=1e-4, msg=key)
+
+
+def test_sigterm_preempts_with_a_checkpoint_and_a_clean_exit_then_resumes(tmp_path, shapes_root):
+    work = tmp_path / "run"
+    command = [
+        sys.executable,
+        "-m",
+        "trial",
+        "--local",
+        "--experiment",
+        str(EXPERIMENTS_DIR / "retinanet.yaml"),
+        "--work-dir",
+        str(work),
+        "--data",
+        str(shapes_root),
+        "--max-iters",
+        "200",
+        *[a for hp in [*SMALL, "pretrained=false"] for a in ("--hparam", hp)],
+    ]
+    proc = subprocess.Popen(command, cwd=tmp_path)
+    try:
+        deadline = time.monotonic() + 300
+        while not read_metrics_log(work / "metrics.jsonl") and time.monotonic() < deadline:
+            assert proc.poll() is None, "trial exited before it was preempted"
+            time.sleep(0.5)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=300) == 0
+    finally:
+        proc.kill()
+    result = json.loads((work / "result.json").read_text())
+    assert result["preempted"] and 2 <= result["steps"] < 200
+    meta = json.loads((work / "checkpoints" / result["checkpoint"] / "metadata.json").read_text())
+    assert meta["steps_completed"] == result["steps"]
+
+    target = result["steps"] + 2
+    resume = [
+        *command[: command.index("--max-iters") + 1],
+        str(target),
+        *command[command.index("--max-iters") + 2 :],
+        "--resume",
+    ]
+    subprocess.run(resume, cwd=tmp_path, check=True)
+    again = json.loads((work / "result.json").read_text())
+    assert again["steps"] == target and not again["preempted"]

@@ -1,0 +1,282 @@
+"""Build the mmengine Config a trial runs: an mmdet base config plus data, schedule and overrides.
+
+Everything here is pure (it reads mmdet's bundled config files, nothing else), so it tests fast and
+``--dry-run`` can print the exact config. mmdet's 1x schedules are epoch-based; Determined measures
+length in batches, so the loop becomes an ``IterBasedTrainLoop`` and epoch-based parameter schedulers
+are rescaled onto iterations (12 epochs -> max_iters, milestones [8, 11] -> [8/12, 11/12] of it).
+"""
+
+from __future__ import annotations
+
+import copy
+import difflib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from errors import ConfigError
+
+MODELS = {
+    "retinanet": "mmdet::retinanet/retinanet_r50_fpn_1x_coco.py",
+    "maskrcnn": "mmdet::mask_rcnn/mask-rcnn_r50_fpn_1x_coco.py",
+    "gfl": "mmdet::gfl/gfl_r50_fpn_1x_coco.py",
+}
+SCHEDULER_LENGTH_KEYS = ("begin", "end", "T_max", "step_size")
+
+
+@dataclass(frozen=True)
+class DataPaths:
+    """Where one COCO-layout dataset lives, as the mmdet datasets and CocoMetric need it."""
+
+    train_ann: str
+    val_ann: str
+    train_images: str
+    val_images: str
+    backend_args: Mapping[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    """The trial-level knobs applied on top of the base config."""
+
+    data: DataPaths
+    work_dir: str
+    max_iters: int
+    val_interval: int
+    checkpoint_interval: int
+    batch_size: int | None = None
+    num_workers: int | None = None
+    image_scale: tuple[int, int] | None = None
+    log_interval: int = 50
+    pretrained: bool = True
+    launcher: str = "none"
+    seed: int | None = 0
+    overrides: Mapping[str, Any] = field(default_factory=dict)
+
+
+def resolve_base(model: str) -> str:
+    """Map a model name, an ``mmdet::`` path or a ``.py`` file to a config reference."""
+    if model in MODELS:
+        return MODELS[model]
+    if model.startswith("mmdet::") or model.endswith(".py"):
+        return model
+    raise ConfigError(
+        f"unknown model {model!r}; choose one of {', '.join(MODELS)}, "
+        "an mmdet config like mmdet::faster_rcnn/faster-rcnn_r50_fpn_1x_coco.py, or --config FILE.py"
+    )
+
+
+def load_base_config(ref: str) -> Any:
+    """Load an mmdet config by reference (``mmdet::...`` resolves inside the installed mmdet)."""
+    from mmengine.config import Config
+
+    try:
+        if ref.startswith("mmdet::"):
+            from mmengine.hub import get_config
+
+            return get_config(ref)
+        return Config.fromfile(ref)
+    except (FileNotFoundError, ValueError) as err:
+        raise ConfigError(f"cannot load config {ref!r}: {err}") from err
+
+
+def build_config(base: Any, settings: TrainSettings) -> Any:
+    """Return a new Config: ``base`` with data, iteration schedule, hooks and overrides applied."""
+    cfg = copy.deepcopy(base)
+    _apply_data(cfg, settings.data)
+    _apply_schedule(cfg, settings)
+    _apply_runtime(cfg, settings)
+    if not settings.pretrained:
+        _drop_pretrained(cfg)
+    if settings.image_scale:
+        _apply_image_scale(cfg, settings.image_scale)
+    apply_overrides(cfg, settings.overrides)
+    return cfg
+
+
+def apply_overrides(cfg: Any, overrides: Mapping[str, Any]) -> None:
+    """Apply dotted mmengine keys; a key whose parent path does not exist is an error."""
+    root = getattr(cfg, "_cfg_dict", cfg)  # an mmengine Config wraps a ConfigDict (a dict)
+    for key, value in overrides.items():
+        parent_key, _, leaf = key.rpartition(".")
+        node = root
+        for part in parent_key.split(".") if parent_key else []:
+            node = _child(node, part, key, root)
+        if not isinstance(node, (dict, list)) or (isinstance(node, dict) and leaf not in node):
+            raise ConfigError(_unknown_key_message(root, key))
+        if isinstance(node, list):
+            node[_list_index(node, leaf, key)] = value
+        else:
+            node[leaf] = value
+
+
+def parse_set_options(items: list[str]) -> dict[str, Any]:
+    """Turn repeated ``--set key=value`` strings into a dict; values are parsed as YAML scalars."""
+    import yaml
+
+    parsed = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(
+                f"--set {item!r} is not key=value; e.g. --set optim_wrapper.optimizer.lr=0.01"
+            )
+        parsed[key.strip()] = yaml.safe_load(raw) if raw.strip() else ""
+    return parsed
+
+
+def flatten_hparams(hparams: Mapping[str, Any], *, reserved: frozenset[str]) -> dict[str, Any]:
+    """Nested or dotted Determined hyperparameters -> dotted mmengine keys (reserved names skipped)."""
+    flat: dict[str, Any] = {}
+
+    def walk(prefix: str, value: Any) -> None:
+        if isinstance(value, Mapping) and value:
+            for k, v in value.items():
+                walk(f"{prefix}.{k}" if prefix else str(k), v)
+        else:
+            flat[prefix] = value
+
+    for key, value in hparams.items():
+        if key not in reserved:
+            walk(key, value)
+    return flat
+
+
+def _child(node: Any, part: str, key: str, root: dict) -> Any:
+    if isinstance(node, dict) and part in node:
+        return node[part]
+    if isinstance(node, list):
+        return node[_list_index(node, part, key)]
+    raise ConfigError(_unknown_key_message(root, key))
+
+
+def _list_index(node: list, part: str, key: str) -> int:
+    if not part.lstrip("-").isdigit() or not -len(node) <= int(part) < len(node):
+        raise ConfigError(
+            f"config key {key!r}: {part!r} is not an index of a {len(node)}-item list"
+        )
+    return int(part)
+
+
+def _unknown_key_message(cfg: dict, key: str) -> str:
+    candidates = _dotted_keys(cfg)
+    close = difflib.get_close_matches(key, candidates, n=1)
+    hint = (
+        f"; did you mean {close[0]!r}?" if close else "; check the key against the model's config"
+    )
+    return f"unknown config key {key!r}{hint}"
+
+
+def _dotted_keys(node: Any, prefix: str = "") -> list[str]:
+    keys = []
+    if isinstance(node, dict):
+        for k, v in node.items():
+            path = f"{prefix}.{k}" if prefix else str(k)
+            keys.append(path)
+            keys.extend(_dotted_keys(v, path))
+    return keys
+
+
+def _apply_data(cfg: Any, data: DataPaths) -> None:
+    splits = {
+        "train_dataloader": (data.train_ann, data.train_images),
+        "val_dataloader": (data.val_ann, data.val_images),
+        "test_dataloader": (data.val_ann, data.val_images),
+    }
+    for loader, (ann, images) in splits.items():
+        dataset = _innermost_dataset(cfg[loader]["dataset"])
+        dataset.update(data_root="", ann_file=ann, data_prefix=dict(img=images))
+        dataset["backend_args"] = dict(data.backend_args) if data.backend_args else None
+        for step in dataset.get("pipeline", []):
+            if step.get("type") == "LoadImageFromFile":
+                step["backend_args"] = dict(data.backend_args) if data.backend_args else None
+    for evaluator in ("val_evaluator", "test_evaluator"):
+        cfg[evaluator]["ann_file"] = data.val_ann
+        cfg[evaluator]["backend_args"] = None  # annotations are always on local disk
+
+
+def _innermost_dataset(dataset: dict) -> dict:
+    while "dataset" in dataset:  # RepeatDataset / ClassBalancedDataset wrappers
+        dataset = dataset["dataset"]
+    return dataset
+
+
+def _apply_schedule(cfg: Any, settings: TrainSettings) -> None:
+    max_epochs = cfg.get("train_cfg", {}).get("max_epochs")
+    cfg["train_cfg"] = dict(
+        type="IterBasedTrainLoop", max_iters=settings.max_iters, val_interval=settings.val_interval
+    )
+    cfg["param_scheduler"] = [
+        _rescale_scheduler(s, max_epochs=max_epochs, max_iters=settings.max_iters)
+        for s in _as_list(cfg.get("param_scheduler"))
+    ]
+    loader = cfg["train_dataloader"]
+    loader["sampler"] = dict(type="InfiniteSampler", shuffle=True)
+    if settings.batch_size:
+        loader["batch_size"] = settings.batch_size
+    if settings.num_workers is not None:
+        for name in ("train_dataloader", "val_dataloader", "test_dataloader"):
+            cfg[name]["num_workers"] = settings.num_workers
+            cfg[name]["persistent_workers"] = settings.num_workers > 0
+
+
+def _rescale_scheduler(sched: dict, *, max_epochs: int | None, max_iters: int) -> dict:
+    sched = dict(sched)
+    if sched.get("by_epoch", True) and max_epochs:
+        scale = max_iters / max_epochs
+        for key in SCHEDULER_LENGTH_KEYS:
+            if key in sched:
+                sched[key] = max(1, round(sched[key] * scale)) if sched[key] else 0
+        if "milestones" in sched:
+            sched["milestones"] = [max(1, round(m * scale)) for m in sched["milestones"]]
+        sched["by_epoch"] = False
+    elif sched.get("end", 0) >= max_iters:  # a warmup longer than a short run: keep it a warmup
+        sched["end"] = max(1, max_iters // 5)
+    return sched
+
+
+def _apply_runtime(cfg: Any, settings: TrainSettings) -> None:
+    cfg["work_dir"] = settings.work_dir
+    cfg["launcher"] = settings.launcher
+    hooks = cfg.setdefault("default_hooks", {})
+    hooks["checkpoint"] = None  # DetCoreHook saves through Determined's checkpoint storage
+    hooks["logger"] = dict(type="LoggerHook", interval=settings.log_interval)
+    hooks.pop("visualization", None)
+    cfg["log_processor"] = dict(
+        type="LogProcessor", window_size=settings.log_interval, by_epoch=False
+    )
+    if settings.seed is not None:
+        cfg["randomness"] = dict(seed=settings.seed)
+    cfg["env_cfg"] = dict(cfg.get("env_cfg", {}), dist_cfg=dict(backend="nccl"))
+
+
+def _drop_pretrained(cfg: Any) -> None:
+    """Turn off ImageNet weights (unreachable here): init_cfg=Pretrained anywhere in the model."""
+
+    def walk(node: Any) -> None:
+        if isinstance(node, dict):
+            if (
+                isinstance(node.get("init_cfg"), dict)
+                and node["init_cfg"].get("type") == "Pretrained"
+            ):
+                node["init_cfg"] = None
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value)
+
+    walk(cfg["model"])
+
+
+def _apply_image_scale(cfg: Any, scale: tuple[int, int]) -> None:
+    for loader in ("train_dataloader", "val_dataloader", "test_dataloader"):
+        for step in _innermost_dataset(cfg[loader]["dataset"]).get("pipeline", []):
+            if step.get("type") == "Resize":
+                step["scale"] = tuple(scale)
+
+
+def _as_list(value: Any) -> list:
+    if value is None:
+        return []
+    return list(value) if isinstance(value, (list, tuple)) else [value]

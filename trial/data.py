@@ -1,0 +1,91 @@
+"""Where the trial's COCO data comes from: a local COCO-layout directory, the experiment's staged
+``data:`` section, or the built-in shapes set."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from errors import ConfigError
+from trial.config import DataPaths
+from trial.shapes import VERSION, make_shapes_coco
+
+SPLITS = ("train", "val")
+
+
+def cache_root() -> Path:
+    """The project's per-user cache (the mmcv wheel and the default data live here)."""
+    return Path(os.environ.get("MMDET_DET_CACHE", Path.home() / ".cache" / "mmdet-determined"))
+
+
+def resolve_data(data: str | None, experiment: Mapping[str, Any]) -> DataPaths:
+    """``--data``: a COCO directory, ``experiment`` (the staged ``data:`` section) or None (shapes)."""
+    if data == "experiment":
+        return staged_data_paths(experiment.get("data") or {})
+    return coco_dir_paths(data) if data else default_data()
+
+
+def default_data() -> DataPaths:
+    """The built-in shapes set, generated once (deterministically) into the cache."""
+    return coco_dir_paths(make_shapes_coco(cache_root() / "data" / VERSION))
+
+
+def coco_dir_paths(root: str | Path) -> DataPaths:
+    """A COCO 2017 layout directory -> DataPaths; one clear error when it is not COCO-shaped."""
+    root = Path(root).expanduser().resolve()
+    if not root.is_dir():
+        raise ConfigError(f"--data {root} is not a directory; pass a COCO-layout directory")
+    for split in SPLITS:
+        ann = root / "annotations" / f"instances_{split}2017.json"
+        if not ann.is_file():
+            raise ConfigError(
+                f"--data {root} is not COCO-shaped: missing {ann.relative_to(root)}; expected "
+                "annotations/instances_{train,val}2017.json and {train,val}2017/ (stage it with invoke stage-coco)"
+            )
+        _check_coco_json(ann)
+        if not (root / f"{split}2017").is_dir():
+            raise ConfigError(
+                f"--data {root} is not COCO-shaped: missing image folder {split}2017/"
+            )
+    return DataPaths(
+        train_ann=str(root / "annotations" / "instances_train2017.json"),
+        val_ann=str(root / "annotations" / "instances_val2017.json"),
+        train_images=str(root / "train2017") + "/",
+        val_images=str(root / "val2017") + "/",
+    )
+
+
+def staged_data_paths(data_section: Mapping[str, Any]) -> DataPaths:
+    """DataPaths for what the startup hook staged from the experiment's ``data:`` section."""
+    from staging import DataSpec
+
+    spec = DataSpec.from_dict(data_section)
+    backend_args = spec.backend_args()
+    if backend_args:
+        from staging.backend import register
+
+        register()
+    return DataPaths(
+        train_ann=str(spec.ann_file("train")),
+        val_ann=str(spec.ann_file("val")),
+        train_images=spec.image_prefix("train"),
+        val_images=spec.image_prefix("val"),
+        backend_args=backend_args,
+    )
+
+
+def _check_coco_json(path: Path) -> None:
+    import json
+
+    try:
+        with path.open() as f:
+            coco = json.load(f)
+    except json.JSONDecodeError as err:
+        raise ConfigError(
+            f"{path} is not valid JSON ({err.msg} at line {err.lineno}); re-stage it"
+        ) from None
+    missing = [key for key in ("images", "annotations", "categories") if key not in coco]
+    if missing:
+        raise ConfigError(f"{path} is not COCO instances JSON: missing {', '.join(missing)}")

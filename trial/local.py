@@ -1,0 +1,153 @@
+"""``invoke train MODEL`` without ``--cluster``: the bundled trial on this machine, no master needed.
+
+The trial runs as a child process (``python -m trial --local``) inside ``<work-dir>/run`` — never the
+repository — with checkpoints in ``<work-dir>/checkpoints``, metrics in ``<work-dir>/metrics.jsonl``
+and the final summary in ``<work-dir>/result.json``. Everything is checked in-process first (model,
+``--set`` keys, data) so mistakes cost one line, not a model build.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from errors import ConfigError, TrainingError
+from trial.config import build_config, load_base_config, parse_set_options, resolve_base
+from trial.data import resolve_data
+from trial.experiment import (
+    EXPERIMENTS_DIR,
+    experiment_for_model,
+    load_experiment,
+    local_hparams,
+    trial_settings,
+)
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+# A CPU-sized profile applied on top of the experiment's hyperparameters for local runs: small
+# images and batches, no ImageNet download (unreachable here), frequent logging. --set wins over it.
+LOCAL_HPARAMS = {
+    "global_batch_size": 4,
+    "pretrained": False,
+    "image_scale": [256, 256],
+    "num_workers": 2,
+    "log_interval": 10,
+    "optim_wrapper.optimizer.lr": 0.01,
+    "optim_wrapper.clip_grad": {"max_norm": 10, "norm_type": 2},
+}
+DEFAULT_MAX_ITERS = 300
+
+
+@dataclass(frozen=True)
+class LocalTrain:
+    """One local training request, as the task received it."""
+
+    model: str
+    data: str | None = None
+    max_iters: int | None = None
+    work_dir: str | None = None
+    config: str | None = None
+    sets: Sequence[str] = ()
+    hparams: Sequence[str] = ()
+    resume: bool = False
+    experiment: str | None = None
+    extra_env: dict[str, str] = field(default_factory=dict)
+
+
+def train_local(request: LocalTrain) -> dict[str, Any]:
+    """Check the request, run the trial in a child process, return its result.json."""
+    work_dir = _work_dir(request)
+    experiment = _local_experiment(request)
+    exp_path = work_dir / "experiment.yaml"
+    work_dir.mkdir(parents=True, exist_ok=True)
+    _atomic_write(exp_path, yaml.safe_dump(experiment, sort_keys=False))
+    _preflight(experiment, request, work_dir)
+    command = [
+        sys.executable,
+        "-m",
+        "trial",
+        "--local",
+        "--experiment",
+        str(exp_path),
+        "--work-dir",
+        str(work_dir),
+        "--max-iters",
+        str(request.max_iters or DEFAULT_MAX_ITERS),
+        *(["--data", request.data] if request.data else []),
+        *[arg for item in request.sets for arg in ("--set", item)],
+        *[arg for item in request.hparams for arg in ("--hparam", item)],
+        *(["--resume"] if request.resume else []),
+    ]
+    run_dir = work_dir / "run"
+    run_dir.mkdir(exist_ok=True)
+    env = {**os.environ, "PYTHONPATH": _pythonpath(), **request.extra_env}
+    code = subprocess.run(command, cwd=run_dir, env=env, check=False).returncode
+    if code != 0:
+        raise TrainingError(f"local trial exited with code {code}; see the log above and {run_dir}")
+    return json.loads((work_dir / "result.json").read_text())
+
+
+def _local_experiment(request: LocalTrain) -> dict:
+    """The bundled experiment for the model (or retinanet's as a template) with the local profile."""
+    path = Path(request.experiment) if request.experiment else experiment_for_model(request.model)
+    if request.config:
+        config = Path(request.config).expanduser().resolve()
+        if not config.is_file():
+            raise ConfigError(
+                f"--config {config} does not exist; pass an mmdet 3.x config .py file"
+            )
+        model = str(config)
+    else:
+        model = resolve_base(request.model) if path is None else request.model
+    experiment = load_experiment(path or EXPERIMENTS_DIR / "retinanet.yaml")
+    hparams = local_hparams(experiment.get("hyperparameters") or {})
+    experiment["hyperparameters"] = {**hparams, **LOCAL_HPARAMS, "model": model}
+    return experiment
+
+
+def _preflight(experiment: dict, request: LocalTrain, work_dir: Path) -> None:
+    """Build the exact config once in-process: bad model names, --set keys and data fail here."""
+    data = resolve_data(request.data, experiment)
+    hparams = {**experiment["hyperparameters"], **parse_set_options(list(request.hparams))}
+    settings = trial_settings(
+        experiment,
+        hparams,
+        data=data,
+        work_dir=str(work_dir / "run"),
+        max_iters=request.max_iters or DEFAULT_MAX_ITERS,
+        extra_overrides=parse_set_options(list(request.sets)),
+    )
+    build_config(load_base_config(resolve_base(hparams["model"])), settings)
+
+
+def _work_dir(request: LocalTrain) -> Path:
+    if request.work_dir:
+        work_dir = Path(request.work_dir).expanduser().resolve()
+    else:
+        work_dir = (
+            Path.cwd().resolve() / "work_dirs" / Path(request.model).stem.replace("mmdet::", "")
+        )
+    if work_dir == REPO_ROOT or work_dir in REPO_ROOT.parents:
+        raise ConfigError(
+            f"--work-dir {work_dir} would hold the repository; pick an empty directory"
+        )
+    return work_dir
+
+
+def _pythonpath() -> str:
+    existing = os.environ.get("PYTHONPATH")
+    return f"{REPO_ROOT}{os.pathsep}{existing}" if existing else str(REPO_ROOT)
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    with tempfile.NamedTemporaryFile("w", dir=path.parent, suffix=".incomplete", delete=False) as f:
+        f.write(text)
+    os.replace(f.name, path)
