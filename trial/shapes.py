@@ -145,7 +145,10 @@ def _polygon_annotation(ann_id: int, image_id: int, category_id: int, polygon: l
     xs, ys = [p[0] for p in polygon], [p[1] for p in polygon]
     flat = [v for p in polygon for v in p]
     area = 0.5 * abs(
-        sum(x0 * y1 - x1 * y0 for (x0, y0), (x1, y1) in zip(polygon, polygon[1:] + polygon[:1], strict=True))
+        sum(
+            x0 * y1 - x1 * y0
+            for (x0, y0), (x1, y1) in zip(polygon, polygon[1:] + polygon[:1], strict=True)
+        )
     )
     bbox = [min(xs), min(ys), max(xs) - min(xs), max(ys) - min(ys)]
     return {
@@ -192,7 +195,10 @@ def coco_categories() -> list[dict]:
 
     ids = [i for i in range(1, 91) if i not in COCO_ID_GAPS]
     names = CocoDataset.METAINFO["classes"]
-    return [{"id": cid, "name": name, "supercategory": "object"} for cid, name in zip(ids, names, strict=True)]
+    return [
+        {"id": cid, "name": name, "supercategory": "object"}
+        for cid, name in zip(ids, names, strict=True)
+    ]
 
 
 # The ids COCO 2017 never assigned.
