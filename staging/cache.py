@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import glob
 import logging
 import os
 import shutil
@@ -206,8 +205,11 @@ def _adopt_leftover(final: Path, tmp: Path, *, resumable: bool) -> bool:
     Only when the source gives a checksum that will vet the joined bytes (GCS); otherwise the
     leftovers are deleted. Returns True when ``tmp`` now holds the leftover's bytes.
     """
-    pattern = f"{glob.escape(final.name)}.*{INCOMPLETE}"
-    leftovers = sorted(tmp.parent.glob(pattern), key=_size, reverse=True)
+    prefix = f"{final.name}."
+    with os.scandir(tmp.parent) as entries:  # .partial/ is small: in-flight temps and leftovers
+        names = [e.name for e in entries if e.name.startswith(prefix)]
+    leftovers = sorted((tmp.parent / n for n in names if n.endswith(INCOMPLETE)), key=_size,
+                       reverse=True)  # fmt: skip
     adopted = False
     for path in leftovers:
         with contextlib.suppress(FileNotFoundError):
