@@ -119,7 +119,7 @@ def _plan_one(spec, request: BuildRequest, inputs: plan.BuildInputs) -> plan.Bui
 
 def _execute(one: plan.BuildPlan, *, echo: Callable[[str], None]) -> None:
     if one.skip:
-        echo(f"[build-image] {one.spec.key}: skipped, {one.content_ref} exists ({one.reason})")
+        echo(f"[build-image] {one.spec.key}: skipped {one.content_ref}: {one.reason}")
         _retag(one)
         return
     if shutil.which(one.command[0]) is None:

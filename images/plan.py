@@ -26,6 +26,7 @@ LOCAL_REGISTRY = "localhost"
 CONTEXT = "CONTEXT"  # stands for the temp build context dir in printed plans
 TARGET = "runtime"
 HASH_LEN = 12
+NOT_HASHED = ("description",)  # prose only: changing it must not rebuild 20-minute images
 
 
 @dataclass(frozen=True)
@@ -78,7 +79,8 @@ def content_hash(
 ) -> str:
     """sha256 over everything that shapes the image: matrix entry, Dockerfile + scripts, wheels."""
     named = [[PurePath(path).name, digest] for path, digest in wheels]
-    payload = {"spec": spec.as_dict(), "files": dict(sorted(files.items())), "wheels": named}
+    entry = {k: v for k, v in spec.as_dict().items() if k not in NOT_HASHED}
+    payload = {"spec": entry, "files": dict(sorted(files.items())), "wheels": named}
     blob = json.dumps(payload, sort_keys=True, separators=(",", ":")).encode()
     return hashlib.sha256(blob).hexdigest()[:HASH_LEN]
 

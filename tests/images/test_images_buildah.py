@@ -179,6 +179,6 @@ def test_unchanged_rebuild_is_skipped_by_content_hash(cpu_build):
     _readable, content, _output, args, env = cpu_build
     proc = invoke(*args, env=env)
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert f"cpu: skipped, {content} exists" in proc.stdout
+    assert f"cpu: skipped {content}: content-hash tag exists (local)" in proc.stdout
     dry = invoke(*args, "--dry-run", env=env)
     assert "decision:  SKIP (content-hash tag exists (local)" in dry.stdout

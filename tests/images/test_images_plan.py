@@ -72,6 +72,11 @@ def test_content_hash_changes_with_everything_that_shapes_the_image(change):
     assert content_hash(s, files=f, wheels=w) != before
 
 
+def test_content_hash_ignores_the_description():
+    before = content_hash(spec(), files=FILES, wheels=WHEELS)
+    assert content_hash(replace(spec(), description="x"), files=FILES, wheels=WHEELS) == before
+
+
 def test_content_hash_ignores_revision_and_wheel_location():
     other = BuildInputs(files=FILES, revision="cafe", source_date_epoch=1)
     moved = tuple((p.replace("/w/", "/elsewhere/"), d) for p, d in WHEELS)
