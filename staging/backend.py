@@ -49,7 +49,8 @@ def fetch_url(url: str, cache_root: str | Path) -> Path:
     if path is None:
         path = _download(url, root)
         rel = str(path.relative_to(root))
-        write_atomic(ref_file, json.dumps({"url": url, "path": rel}).encode())
+        # advisory (a lost ref costs one metadata call, never a download): no fsync needed
+        write_atomic(ref_file, json.dumps({"url": url, "path": rel}).encode(), durable=False)
     with _memo_lock:
         _memo[key] = path
     return path

@@ -23,7 +23,7 @@ from pathlib import Path
 
 from errors import CorruptDataError, StagingError
 from staging.paths import INCOMPLETE, human_bytes, lock_path, object_path
-from staging.sources import CHUNK, ObjectInfo, Source, is_transient
+from staging.sources import CHUNK, ObjectInfo, Source, is_transient, quiet_google_imports
 
 log = logging.getLogger(__name__)
 
@@ -233,7 +233,9 @@ def _download_with_retries(
 ) -> str:
     """Fill ``tmp`` with exactly the object's bytes; return its crc32c. Retries transient errors."""
     import google_crc32c
-    from google.api_core.retry import exponential_sleep_generator
+
+    with quiet_google_imports():
+        from google.api_core.retry import exponential_sleep_generator
 
     crc = google_crc32c.Checksum()
     if resume:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+import warnings
 from typing import Any
 
 from errors import ConfigError, ProjectError
@@ -68,6 +69,8 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Parse, stage, print the summary line; ProjectError -> one line on stderr, exit 1."""
     args = _parser().parse_args(argv)
+    # google-api-core warns on import that it will drop this Python one day: not the user's error
+    warnings.filterwarnings("ignore", category=FutureWarning, module=r"google\.api_core")
     logging.basicConfig(level=logging.INFO, format="staging: %(message)s", stream=sys.stderr)
     try:
         return _run(args)

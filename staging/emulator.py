@@ -28,6 +28,8 @@ ENV = "STORAGE_EMULATOR_HOST"
 HOST = "127.0.0.1"
 START_TIMEOUT_S = 30.0
 
+_PIDS: dict[str, int] = {}  # url -> pid of emulators run as processes
+
 
 def free_port() -> int:
     """A currently free TCP port on 127.0.0.1."""
@@ -42,7 +44,7 @@ def running_emulator(*, port: int = 0, in_process: bool = False) -> Iterator[str
     port = port or free_port()
     url = f"http://{HOST}:{port}"
     old = os.environ.get(ENV)
-    with _server(port, in_process=in_process):
+    with _server(port, url, in_process=in_process):
         _wait_healthy(url)
         os.environ[ENV] = url
         try:
@@ -55,7 +57,7 @@ def running_emulator(*, port: int = 0, in_process: bool = False) -> Iterator[str
 
 
 @contextlib.contextmanager
-def _server(port: int, *, in_process: bool) -> Iterator[None]:
+def _server(port: int, url: str, *, in_process: bool) -> Iterator[None]:
     if in_process:
         from gcp_storage_emulator.server import create_server
 
@@ -79,15 +81,23 @@ def _server(port: int, *, in_process: bool) -> Iterator[None]:
         "--quiet",
     ]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    _PIDS[url] = proc.pid
     try:
         yield
     finally:
+        _PIDS.pop(url, None)
         proc.terminate()
         try:
             proc.wait(timeout=10)
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+def emulator_cpu_seconds(url: str) -> float:
+    """CPU seconds (user + system) the emulator process at ``url`` has used so far (Linux)."""
+    fields = Path(f"/proc/{_PIDS[url]}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _wait_healthy(url: str) -> None:

@@ -7,9 +7,12 @@ cache owns retries, resume and verification).
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import threading
+import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -162,18 +165,29 @@ class GcsSource:
 _client_lock = threading.Lock()
 
 
+@contextlib.contextmanager
+def quiet_google_imports() -> Iterator[None]:
+    """Hide google-api-core's import-time FutureWarning about Python end-of-life dates: it is
+    not about the user's data and would break our one-line error output."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        yield
+
+
 def get_client(*, pool_size: int = 16):
     """One google-cloud-storage Client per process (and per emulator host)."""
-    with _client_lock:
-        return _make_client(os.environ.get("STORAGE_EMULATOR_HOST", ""), pool_size)
+    with _client_lock:  # keyed by pid too: a forked dataloader worker must not share sockets
+        return _make_client(os.environ.get("STORAGE_EMULATOR_HOST", ""), pool_size, os.getpid())
 
 
-@functools.lru_cache(maxsize=4)
-def _make_client(emulator_host: str, pool_size: int):
-    import google.auth.exceptions
+@functools.lru_cache(maxsize=8)
+def _make_client(emulator_host: str, pool_size: int, pid: int):
     import requests.adapters
-    from google.auth.credentials import AnonymousCredentials
-    from google.cloud import storage
+
+    with quiet_google_imports():
+        import google.auth.exceptions
+        from google.auth.credentials import AnonymousCredentials
+        from google.cloud import storage
 
     try:
         if emulator_host:
@@ -224,7 +238,9 @@ def is_transient(err: BaseException) -> bool:
     """True for errors worth a retry: dropped connections, 429/5xx, timeouts, bad checksums."""
     import requests
     import urllib3.exceptions
-    from google.api_core import exceptions as gexc
+
+    with quiet_google_imports():
+        from google.api_core import exceptions as gexc
 
     from errors import CorruptDataError
 

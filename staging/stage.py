@@ -6,10 +6,11 @@ startup hook all end up here.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +19,7 @@ from errors import ProjectError, StagingError
 from staging import coco
 from staging.archive import archive_member, extract_annotations
 from staging.cache import Cache, Fetched, check_space, write_atomic
-from staging.paths import GS, MANIFESTS_DIR, derived_path, human_bytes, short_hash
+from staging.paths import GS, MANIFESTS_DIR, derived_path, human_bytes, parse_source, short_hash
 from staging.plan import ARCHIVE_KIND, Transfer, describe, plan_annotations, plan_images
 from staging.sources import Source, open_source
 from staging.spec import DataSpec
@@ -52,8 +53,6 @@ def stage_coco(
 ) -> StageResult:
     """Stage the COCO annotations (and images if asked) of ``spec`` into its cache and dest."""
     t0 = time.monotonic()
-    from staging.paths import parse_source
-
     ref = parse_source(spec.source)
     source = open_source(ref, workers=spec.workers)
     cache = Cache(spec.cache)
@@ -79,15 +78,8 @@ def stage_coco(
     done = [*ann_done, *img_done]
     manifest = _write_manifest(cache, spec, [*ann_plan, *img_plan], done)
     downloads = sum(f.downloaded for f in done)
-    return StageResult(
-        dest=spec.dest,
-        files=len(done),
-        bytes=sum(f.size for f in done),
-        downloads=downloads,
-        cache_hits=len(done) - downloads,
-        seconds=time.monotonic() - t0,
-        manifest=manifest,
-    )
+    return StageResult(spec.dest, len(done), sum(f.size for f in done), downloads,
+                       len(done) - downloads, time.monotonic() - t0, manifest)  # fmt: skip
 
 
 def _plan_images(
@@ -173,8 +165,6 @@ def run_transfers(
     progress: bool = False,
 ) -> list[Fetched | BaseException]:
     """Fetch every transfer (hits by a metadata check only); one result or exception per input."""
-    from tqdm import tqdm
-
     results: list[Fetched | BaseException | None] = [None] * len(transfers)
     todo = []
     for i, t in enumerate(transfers):
@@ -183,37 +173,34 @@ def run_transfers(
         else:
             todo.append(i)
     total = sum(transfers[i].info.size for i in todo)
-    bar = tqdm(
-        total=total,
-        unit="B",
-        unit_scale=True,
-        desc="staging",
-        mininterval=0.5,
-        disable=None if progress and todo else True,
-    )
-    lock = threading.Lock()
-
-    def on_bytes(n: int) -> None:
-        with lock:
-            bar.update(n)
-
-    with ThreadPoolExecutor(max_workers=max(1, min(max_workers, len(todo)))) as pool:
+    workers = max(1, min(max_workers, len(todo)))
+    with _progress_bar(total, enabled=progress) as on_bytes, ThreadPoolExecutor(workers) as pool:
         futures = {
-            pool.submit(
-                cache.ensure,
-                transfers[i].info,
-                source,
-                verify=verify,
-                validate=validate(transfers[i]) if validate else None,
-                on_bytes=on_bytes,
-            ): i
+            pool.submit(cache.ensure, transfers[i].info, source, verify=verify,
+                        validate=validate(transfers[i]) if validate else None,
+                        on_bytes=on_bytes): i
             for i in todo
-        }
+        }  # fmt: skip
         for fut in as_completed(futures):
             err = fut.exception()
             results[futures[fut]] = err if err is not None else fut.result()
-    bar.close()
     return results  # type: ignore[return-value]
+
+
+@contextlib.contextmanager
+def _progress_bar(total: int, *, enabled: bool) -> Iterator[Callable[[int], None]]:
+    """A thread-safe byte counter feeding tqdm (shown on a terminal when there is work)."""
+    from tqdm import tqdm
+
+    lock = threading.Lock()
+    with tqdm(total=total, unit="B", unit_scale=True, desc="staging", mininterval=0.5,
+              disable=None if enabled and total else True) as bar:  # fmt: skip
+
+        def on_bytes(n: int) -> None:
+            with lock:
+                bar.update(n)
+
+        yield on_bytes
 
 
 def _annotation_files(

@@ -59,8 +59,9 @@ def link_dir(target: Path, link: Path) -> bool:
     link.parent.mkdir(parents=True, exist_ok=True)
     tmp = link.with_name(f".{link.name}.{uuid.uuid4().hex[:8]}{INCOMPLETE}")
     if not link.is_symlink() and (link / VIEW_MARKER).exists():
-        os.rename(link, tmp)  # a per-file view from an earlier --with-images run
-        shutil.rmtree(tmp)
+        with contextlib.suppress(FileNotFoundError):  # another process may have moved it
+            os.rename(link, tmp)  # a per-file view from an earlier --with-images run
+            shutil.rmtree(tmp)
     try:
         os.symlink(target, tmp)
         _replace(tmp, link)
