@@ -104,6 +104,10 @@ class LocalSource:
             src.seek(start)
             while n := src.readinto(buf):
                 writer.write(view[:n])
+        if self.stat(info.relpath).ident != info.ident:
+            raise StagingError(
+                f"{info.url} changed while it was being copied; rerun when it is stable"
+            )
 
 
 class GcsSource:

@@ -106,3 +106,20 @@ def test_verify_refetches_a_corrupted_cached_file(tmp_path, src):
     assert not cache.ensure(info, source).downloaded  # warm run: metadata only, no re-hash
     fixed = cache.ensure(info, source, verify=True)
     assert fixed.downloaded and path.read_bytes() == (source.root / "blob.bin").read_bytes()
+
+
+def test_source_file_changing_during_the_copy_is_refused(tmp_path, src):
+    source, info = src
+    cache = Cache(tmp_path / "cache")
+
+    class Touching:  # the real LocalSource, with a writer appending to the file mid-copy
+        ref = source.ref
+
+        def read_into(self, info, writer, *, start):
+            with open(source.root / "blob.bin", "ab") as f:
+                f.write(b"more")
+            source.read_into(info, writer, start=start)
+
+    with pytest.raises(StagingError, match=r"blob\.bin changed while it was being copied"):
+        cache.ensure(info, Touching())
+    assert snapshot(cache.root) == {}
