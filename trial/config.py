@@ -193,6 +193,8 @@ def _apply_data(cfg: Any, data: DataPaths) -> None:
     for evaluator in ("val_evaluator", "test_evaluator"):
         cfg[evaluator]["ann_file"] = data.val_ann
         cfg[evaluator]["backend_args"] = None  # annotations are always on local disk
+        if cfg[evaluator].get("type") == "CocoMetric":  # same numbers; 0.0 instead of nothing
+            cfg[evaluator]["type"] = "ZeroSafeCocoMetric"
 
 
 def _innermost_dataset(dataset: dict) -> dict:
@@ -251,7 +253,16 @@ def _apply_runtime(cfg: Any, settings: TrainSettings) -> None:
 
 
 def _drop_pretrained(cfg: Any) -> None:
-    """Turn off ImageNet weights (unreachable here): init_cfg=Pretrained anywhere in the model."""
+    """Turn off ImageNet weights (unreachable here): init_cfg=Pretrained anywhere in the model.
+
+    A backbone trained from scratch must also learn its stem and BatchNorm statistics, so
+    ``frozen_stages`` and ``norm_eval`` (which assume ImageNet weights) are turned off too.
+    """
+    backbone = cfg["model"].get("backbone", {})
+    if "frozen_stages" in backbone:
+        backbone["frozen_stages"] = -1
+    if "norm_eval" in backbone:
+        backbone["norm_eval"] = False
 
     def walk(node: Any) -> None:
         if isinstance(node, dict):

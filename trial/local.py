@@ -41,7 +41,6 @@ LOCAL_HPARAMS = {
     "num_workers": 2,
     "log_interval": 10,
     "optim_wrapper.optimizer.lr": 0.01,
-    "optim_wrapper.clip_grad": {"max_norm": 10, "norm_type": 2},
 }
 DEFAULT_MAX_ITERS = 300
 

@@ -88,6 +88,7 @@ def test_build_config_points_every_split_and_the_metric_at_the_data(retinanet):
     assert (val.ann_file, val.data_prefix.img) == ("/d/a/val.json", "/d/val2017/")
     assert cfg.test_dataloader.dataset.ann_file == "/d/a/val.json"
     assert cfg.val_evaluator.ann_file == "/d/a/val.json"
+    assert cfg.val_evaluator.type == "ZeroSafeCocoMetric"
     assert train.pipeline[0]["backend_args"] == backend
 
 
@@ -105,6 +106,7 @@ def test_build_config_leaves_the_base_untouched(retinanet):
 def test_no_pretrained_and_image_scale(retinanet):
     cfg = build_config(retinanet, settings(pretrained=False, image_scale=(256, 256), batch_size=4))
     assert cfg.model.backbone.init_cfg is None
+    assert (cfg.model.backbone.frozen_stages, cfg.model.backbone.norm_eval) == (-1, False)
     assert [s["scale"] for s in cfg.train_dataloader.dataset.pipeline if s["type"] == "Resize"] == [
         (256, 256)
     ]
