@@ -34,7 +34,11 @@ DISK_FILE_BYTES = 200_000
 def main(runs: int = 0) -> None:
     """Run the three comparisons and print one line each (plus the commands to reproduce)."""
     runs = runs or DEFAULT_RUNS
-    print(f"staging benchmark: median of {runs} runs per side, {os.cpu_count()} CPUs")
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+    print(
+        f"staging benchmark: median of {runs} runs per side; {os.cpu_count()} CPUs, "
+        f"load average {load} at start"
+    )
     with tempfile.TemporaryDirectory(prefix="staging-bench-", dir="/tmp") as tmp:
         root = Path(tmp)
         _bench_warm(root / "warm", runs)

@@ -2,8 +2,9 @@
 
 Write order for an object (see STYLE.md §4): (1) final path exists -> hit. (2) best-effort lock
 under ``<cache>/.locks`` with a "still waiting" log, re-check (1). (3) free-space check.
-(4) download into ``<name>.<uuid8>.incomplete`` in the same directory (adopting a dead writer's
-leftover to resume), fsync. (5) verify size and crc32c (retry with backoff), validate content.
+(4) download into ``.partial/<name>.<uuid8>.incomplete`` beside it (adopting a dead writer's
+leftover to resume). (5) verify size and crc32c (retry with backoff), make it durable (fsync,
+grouped: staging/durable.py), validate content.
 (6) chmod read-only, record the crc32c in an xattr, ``os.replace`` into place. (7) ``finally``:
 delete our temp file.
 """
@@ -22,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from errors import CorruptDataError, StagingError
+from staging.durable import make_durable
 from staging.paths import INCOMPLETE, human_bytes, lock_path, object_path
 from staging.sources import CHUNK, ObjectInfo, Source, is_transient, quiet_google_imports
 
@@ -184,6 +186,7 @@ class Cache:
         try:
             resume = _adopt_leftover(final, tmp, resumable=bool(info.crc32c))
             crc = _download_with_retries(info, source, tmp, resume, on_bytes)
+            make_durable(tmp)  # fsync, grouped with other writers' (staging/durable.py)
             if validate is not None:
                 validate(tmp)
             tmp.chmod(READ_ONLY)
@@ -270,11 +273,7 @@ def _one_attempt(info: ObjectInfo, source: Source, tmp: Path, crc, on_bytes) -> 
         return
     ensure_dir(tmp.parent)
     with open(tmp, "ab") as f:
-        try:
-            source.read_into(info, _HashingWriter(f, crc, on_bytes), start=start)
-        finally:
-            f.flush()
-            os.fsync(f.fileno())
+        source.read_into(info, _HashingWriter(f, crc, on_bytes), start=start)
 
 
 def _checked(info: ObjectInfo, tmp: Path, crc) -> str:

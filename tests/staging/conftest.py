@@ -14,11 +14,21 @@ from staging.emulator import ENV, running_emulator, upload_dir
 
 
 @pytest.fixture(scope="session")
-def emulator(coco_tiny: Path) -> Iterator[str]:
-    """gcp-storage-emulator on loopback (own process) holding coco-tiny at gs://coco/coco2017."""
+def emulator_session(coco_tiny: Path) -> Iterator[str]:
+    """gcp-storage-emulator on loopback (own process) holding coco-tiny at gs://coco/coco2017.
+    STORAGE_EMULATOR_HOST is set only inside tests that ask for ``emulator``."""
     with running_emulator() as url:
         upload_dir(coco_tiny, GS_SOURCE)
-        yield url
+        with pytest.MonkeyPatch.context() as mp:
+            mp.delenv(ENV)
+            yield url
+
+
+@pytest.fixture
+def emulator(emulator_session: str, monkeypatch) -> str:
+    """The session's emulator, with STORAGE_EMULATOR_HOST pointing at it for this test."""
+    monkeypatch.setenv(ENV, emulator_session)
+    return emulator_session
 
 
 @pytest.fixture
