@@ -39,12 +39,18 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def running_emulator(*, port: int = 0, in_process: bool = False) -> Iterator[str]:
-    """Run gcp-storage-emulator on loopback and point STORAGE_EMULATOR_HOST at it; yield its URL."""
+def running_emulator(
+    *, port: int = 0, in_process: bool = False, storage_dir: Path | None = None
+) -> Iterator[str]:
+    """Run gcp-storage-emulator on loopback and point STORAGE_EMULATOR_HOST at it; yield its URL.
+
+    ``storage_dir`` keeps buckets on disk across runs (same objects, same generations), which is
+    what lets a second CI smoke show a warm node cache; by default storage is in memory.
+    """
     port = port or free_port()
     url = f"http://{HOST}:{port}"
     old = os.environ.get(ENV)
-    with _server(port, url, in_process=in_process):
+    with _server(port, url, in_process=in_process, storage_dir=storage_dir):
         _wait_healthy(url)
         os.environ[ENV] = url
         try:
@@ -57,8 +63,8 @@ def running_emulator(*, port: int = 0, in_process: bool = False) -> Iterator[str
 
 
 @contextlib.contextmanager
-def _server(port: int, url: str, *, in_process: bool) -> Iterator[None]:
-    if in_process:
+def _server(port: int, url: str, *, in_process: bool, storage_dir: Path | None) -> Iterator[None]:
+    if in_process and storage_dir is None:
         from gcp_storage_emulator.server import create_server
 
         server = create_server(HOST, port, in_memory=True)
@@ -77,10 +83,15 @@ def _server(port: int, url: str, *, in_process: bool) -> Iterator[None]:
         HOST,
         "--port",
         str(port),
-        "--in-memory",
         "--quiet",
     ]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    env = dict(os.environ)
+    if storage_dir is None:
+        cmd.append("--in-memory")
+    else:
+        Path(storage_dir).mkdir(parents=True, exist_ok=True)
+        env["STORAGE_BASE"] = str(storage_dir)  # the emulator keeps <STORAGE_BASE>/.cloudstorage
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
     _PIDS[url] = proc.pid
     try:
         yield
