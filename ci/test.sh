@@ -37,7 +37,7 @@ for s in "${STAGES[@]}"; do
     lint) stage lint bash ci/lint.sh ;;
     unit) stage unit python -m pytest -m "not slow" -q ;;
     integration) stage integration python -m pytest -m slow -q ;;
-    smoke) stage smoke invoke smoke ;;
+    smoke) stage smoke invoke smoke && stage smoke-warm invoke smoke --expect-warm ;;
     *) echo "unknown stage '$s'; choose from: system lint unit integration smoke" >&2; exit 2 ;;
   esac
 done

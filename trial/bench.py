@@ -61,9 +61,16 @@ def _one_run(side: str, work_dir: Path) -> float:
     from trial.hook import DetCoreHook
 
     settings = TrainSettings(
-        data=default_data(), work_dir=str(work_dir), max_iters=ITERS, val_interval=ITERS + 1,
-        checkpoint_interval=ITERS, batch_size=BATCH, num_workers=2, image_scale=IMAGE_SCALE,
-        log_interval=10, pretrained=False,
+        data=default_data(),
+        work_dir=str(work_dir),
+        max_iters=ITERS,
+        val_interval=ITERS + 1,
+        checkpoint_interval=ITERS,
+        batch_size=BATCH,
+        num_workers=2,
+        image_scale=IMAGE_SCALE,
+        log_interval=10,
+        pretrained=False,
     )
     cfg = build_config(load_base_config(resolve_base(MODEL)), settings)
     cfg["val_cfg"] = cfg["val_dataloader"] = cfg["val_evaluator"] = None  # time training only

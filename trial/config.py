@@ -126,11 +126,15 @@ def parse_set_options(items: list[str]) -> dict[str, Any]:
 
 
 def flatten_hparams(hparams: Mapping[str, Any], *, reserved: frozenset[str]) -> dict[str, Any]:
-    """Nested or dotted Determined hyperparameters -> dotted mmengine keys (reserved names skipped)."""
+    """Nested or dotted Determined hyperparameters -> dotted mmengine keys (reserved names skipped).
+
+    A mapping with a ``type`` key is an mmengine component spec (``{type: AdamW, lr: 1e-4}``) and
+    replaces the config's value whole instead of being merged key by key.
+    """
     flat: dict[str, Any] = {}
 
     def walk(prefix: str, value: Any) -> None:
-        if isinstance(value, Mapping) and value:
+        if isinstance(value, Mapping) and value and "type" not in value:
             for k, v in value.items():
                 walk(f"{prefix}.{k}" if prefix else str(k), v)
         else:

@@ -152,6 +152,13 @@ def test_parse_set_options_reads_yaml_scalars():
         parse_set_options(["lr0.01"])
 
 
+def test_component_specs_replace_whole():
+    hp = {"optim_wrapper": {"optimizer": {"type": "AdamW", "lr": 1e-4}}}
+    assert flatten_hparams(hp, reserved=frozenset()) == {
+        "optim_wrapper.optimizer": {"type": "AdamW", "lr": 1e-4}
+    }
+
+
 def test_flatten_hparams_handles_nested_and_dotted_names():
     hp = {
         "model": "gfl",
