@@ -165,7 +165,8 @@ def _bench_disk(root: Path, runs: int) -> None:
     cp_s, stage_s = _median(cp, runs), _median(stage, runs)
     sync_s = _median(lambda i: cp(i, durable=True), runs)
     ratio = stage_s / cp_s
-    print(f"cold disk stage of {DISK_FILES} files ({human_bytes(total)}; crc32c + durable write each): "
+    print(f"cold disk stage of {DISK_FILES} files ({human_bytes(total)}; crc32c + durable "
+          "write each): "
           f"staging {stage_s:.2f} s vs cp -r {cp_s:.2f} s -> {ratio:.2f}x (goal <= 1.2x): "
           f"{_verdict(ratio <= 1.2)}")  # fmt: skip
     print(
