@@ -21,6 +21,7 @@ DERIVED_DIR = "derived"
 MANIFESTS_DIR = "manifests"
 REFS_DIR = "refs"
 INCOMPLETE = ".incomplete"
+LOCK_STRIPES = 4096
 
 
 @dataclass(frozen=True)
@@ -107,8 +108,14 @@ def object_path(cache_root: Path, url: str, ident: str) -> Path:
 
 
 def lock_path(cache_root: Path, final: Path) -> Path:
-    """The lock file guarding writers of ``final`` (best effort; correctness never needs it)."""
-    return cache_root / LOCKS_DIR / f"{short_hash(str(final))}.lock"
+    """The lock file guarding writers of ``final`` (best effort; correctness never needs it).
+
+    Each object's key is hashed into one of LOCK_STRIPES files, so ``.locks/`` stays bounded
+    (COCO train would otherwise leave 118k lock files); two objects rarely share a stripe, and
+    sharing one only makes a writer wait.
+    """
+    stripe = int(short_hash(str(final)), 16) % LOCK_STRIPES
+    return cache_root / LOCKS_DIR / f"{stripe:04x}.lock"
 
 
 def derived_path(cache_root: Path, key: str, name: str) -> Path:

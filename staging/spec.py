@@ -46,7 +46,10 @@ class DataSpec:
             )
         for name in ("source", "cache", "dest"):
             if not data.get(name) or not isinstance(data[name], str | Path):
-                raise ConfigError(f"data.{name} is missing or empty; set it to a path")
+                raise ConfigError(
+                    f"data.{name} is missing or empty; set it to a path (--{name} on the "
+                    "command line)"
+                )
         parse_source(str(data["source"]))
         return cls(
             source=str(data["source"]),

@@ -174,3 +174,11 @@ def test_validate_coco_names_the_first_bad_record(mutate, message):
     mutate(doc)
     with pytest.raises((CorruptDataError, StagingError), match=message):
         validate_coco(doc, label="instances_x.json")
+
+
+def test_lock_files_are_bounded_stripes(tmp_path):
+    from staging.paths import LOCK_STRIPES, lock_path
+
+    paths = {lock_path(tmp_path, tmp_path / f"objects/x/{i}.jpg") for i in range(20_000)}
+    assert len(paths) <= LOCK_STRIPES
+    assert lock_path(tmp_path, tmp_path / "a") == lock_path(tmp_path, tmp_path / "a")
