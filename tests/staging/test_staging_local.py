@@ -116,3 +116,20 @@ def test_missing_image_folder_is_reported(tmp_path):
     (src / "val2017").rmdir()
     with pytest.raises(StagingError, match=r"missing image folder .*val2017/"):
         stage_coco(_spec(src, tmp_path, splits=["val"]))
+
+
+def test_archive_with_a_dotdot_member_is_refused(tmp_path, coco_tiny):
+    src = tmp_path / "src"
+    (src / "annotations").mkdir(parents=True)
+    with zipfile.ZipFile(src / "annotations" / "annotations_trainval2017.zip", "w") as zf:
+        zf.write(
+            coco_tiny / "annotations/instances_val2017.json", "annotations/instances_val2017.json"
+        )
+        zf.writestr("../../evil.json", "{}")
+    (src / "val2017").symlink_to(coco_tiny / "val2017")
+    with pytest.raises(StagingError, match=r"unsafe object name '\.\./\.\./evil\.json'"):
+        stage_coco(_spec(src, tmp_path, splits=["val"]))
+    assert not list((tmp_path / "cache").rglob(".complete"))
+    assert not list((tmp_path / "cache").rglob("*evil*"))
+    assert incomplete_files(tmp_path) == []
+    assert not (tmp_path / "dest").exists()
