@@ -19,5 +19,6 @@ fi
 apt_install() {
   apt-get update -q
   apt-get install -y -q --no-install-recommends "$@"
-  rm -rf /var/lib/apt/lists/*
+  apt-get clean
+  rm -rf /var/lib/apt/lists/* /var/cache/apt/*.bin
 }
