@@ -39,13 +39,15 @@ def _run_cluster():
         raise ProjectError(
             "no Determined trial found; off-cluster use `python -m trial --local` or `invoke train`"
         )
+    # The experiment config is private in Determined's API; the trial reads only what Determined's
+    # own code reads from it (searcher length, validation/checkpoint periods). `data:` is public.
     experiment = info.trial._config
     world_size = len(info.slot_ids) * len(info.container_addrs)
     distributed = det.core.DistributedContext.from_torch_distributed() if world_size > 1 else None
     request = RunRequest(
         experiment=experiment,
         hparams=info.trial.hparams,
-        data=staged_data_paths(experiment.get("data") or {}),
+        data=staged_data_paths(info.user_data or {}),
         work_dir=Path("work_dirs") / f"trial_{info.trial.trial_id}",
         resume_from=info.latest_checkpoint,
     )

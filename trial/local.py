@@ -33,16 +33,18 @@ from trial.experiment import (
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 # A CPU-sized profile applied on top of the experiment's hyperparameters for local runs: small
-# images and batches, no ImageNet download (unreachable here), frequent logging. --set wins over it.
+# images and batches, no ImageNet download (unreachable here), frequent logging, and AdamW, which
+# learns from scratch in a few hundred iterations where the 1x recipe's SGD (tuned for ImageNet
+# weights) stays at 0 mAP (measured on the shapes set). --set and --hparam win over it.
 LOCAL_HPARAMS = {
     "global_batch_size": 4,
     "pretrained": False,
-    "image_scale": [256, 256],
+    "image_scale": [128, 128],
     "num_workers": 2,
     "log_interval": 10,
-    "optim_wrapper.optimizer.lr": 0.01,
+    "optim_wrapper.optimizer": {"type": "AdamW", "lr": 0.0005, "weight_decay": 0.0001},
 }
-DEFAULT_MAX_ITERS = 300
+DEFAULT_MAX_ITERS = 200
 
 
 @dataclass(frozen=True)

@@ -53,3 +53,12 @@ def test_broken_experiment_is_rejected_naming_the_field(mutate, field):
     mutate(experiment)
     with pytest.raises(ConfigError, match=rf"^broken\.yaml: .*{field}"):
         validate_experiment(experiment, source="broken.yaml")
+
+
+@pytest.mark.parametrize("path", EXPERIMENTS, ids=lambda p: p.name)
+def test_experiment_image_is_a_variant_of_the_image_matrix(path: Path):
+    from images.matrix import expand_matrix, load_matrix
+
+    tags = {spec.readable_tag for spec in expand_matrix(load_matrix())}
+    image = load_experiment(path)["environment"]["image"]["cuda"]
+    assert image.split(":", 1)[1] in tags

@@ -32,18 +32,23 @@ def experiment_with(tmp_path: Path, **fields) -> str:
 
 
 def test_retinanet_learns_the_shapes_set(tmp_path, shapes_root):
-    """bbox mAP after a few minutes of CPU training is clearly above its value at the start."""
-    common = dict(model="retinanet", data=str(shapes_root))
+    """bbox mAP after a few minutes of CPU training is clearly above its value at the start.
+
+    RetinaNet with the R18-FPN backbone (mmdet's retinanet_r18_fpn_1x_coco) and the local CPU
+    profile (128 px, batch 4, AdamW), so it learns in minutes on 2 cores.
+    """
+    common = dict(model=LEARN_MODEL, data=str(shapes_root))
     start = train_local(LocalTrain(**common, max_iters=1, work_dir=str(tmp_path / "start")))
     trained = train_local(
         LocalTrain(**common, max_iters=LEARN_ITERS, work_dir=str(tmp_path / "end"))
     )
     before, after = start["validation"]["bbox_mAP"], trained["validation"]["bbox_mAP"]
     print(f"bbox_mAP at start {before:.4f}, after {LEARN_ITERS} iterations {after:.4f}")
-    assert after >= before + 0.05, (before, after)
+    assert after >= max(before + 0.03, 2 * before), (before, after)
 
 
-LEARN_ITERS = 300
+LEARN_MODEL = "mmdet::retinanet/retinanet_r18_fpn_1x_coco.py"
+LEARN_ITERS = 150
 
 
 def test_resume_continues_at_n_plus_1_with_the_same_schedule_and_optimizer(tmp_path, shapes_root):
