@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from errors import ConfigError
+from staging.coco import check_coco_file
 from trial.config import DataPaths
 from trial.shapes import VERSION, make_shapes_coco
 
@@ -44,7 +45,7 @@ def coco_dir_paths(root: str | Path) -> DataPaths:
                 f"--data {root} is not COCO-shaped: missing {ann.relative_to(root)}; expected "
                 "annotations/instances_{train,val}2017.json and {train,val}2017/ (stage it with invoke stage-coco)"
             )
-        _check_coco_json(ann)
+        check_coco_file(ann, label=str(ann))
         if not (root / f"{split}2017").is_dir():
             raise ConfigError(
                 f"--data {root} is not COCO-shaped: missing image folder {split}2017/"
@@ -74,18 +75,3 @@ def staged_data_paths(data_section: Mapping[str, Any]) -> DataPaths:
         val_images=spec.image_prefix("val"),
         backend_args=backend_args,
     )
-
-
-def _check_coco_json(path: Path) -> None:
-    import json
-
-    try:
-        with path.open() as f:
-            coco = json.load(f)
-    except json.JSONDecodeError as err:
-        raise ConfigError(
-            f"{path} is not valid JSON ({err.msg} at line {err.lineno}); re-stage it"
-        ) from None
-    missing = [key for key in ("images", "annotations", "categories") if key not in coco]
-    if missing:
-        raise ConfigError(f"{path} is not COCO instances JSON: missing {', '.join(missing)}")
