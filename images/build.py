@@ -48,8 +48,12 @@ def build_images(
 ) -> list[plan.BuildPlan]:
     """Check, plan and (unless dry-run) build the requested variants. Returns the plans."""
     specs = expand_matrix(load_matrix(MATRIX_PATH))
-    if request.all == bool(request.variants):
-        raise ConfigError("name variants with --variant V (repeatable) or pass --all, not both")
+    if request.all and request.variants:
+        raise ConfigError("--variant and --all exclude each other; pass one of them")
+    if not request.all and not request.variants:
+        raise ConfigError(
+            "no variant named: pass --variant V (repeatable, e.g. --variant cpu) or --all"
+        )
     chosen = specs if request.all else select(specs, list(request.variants))
     chosen = [plan.with_base_image(spec, request.base_image) for spec in chosen]
     rules.check_all(chosen)

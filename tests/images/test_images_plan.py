@@ -146,9 +146,9 @@ def test_bad_options_are_refused():
         plan_build(spec(), inputs=INPUTS, push=True)
     with pytest.raises(ConfigError, match="--builder 'podman' unknown"):
         plan_build(spec(), inputs=INPUTS, builder="podman")
-    with pytest.raises(ConfigError, match=r"--variant V .* or pass --all, not both"):
+    with pytest.raises(ConfigError, match="--variant and --all exclude each other"):
         build_images(BuildRequest(variants=("cpu",), all=True, dry_run=True))
-    with pytest.raises(ConfigError, match="--variant V"):
+    with pytest.raises(ConfigError, match=r"no variant named: pass --variant V \(repeatable"):
         build_images(BuildRequest(dry_run=True))
 
 
