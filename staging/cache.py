@@ -2,8 +2,8 @@
 
 Write order for an object (see STYLE.md §4): (1) final path exists -> hit. (2) best-effort lock
 under ``<cache>/.locks`` with a "still waiting" log, re-check (1). (3) free-space check.
-(4) download into ``.partial/<name>.<uuid8>.incomplete`` beside it (adopting a dead writer's
-leftover to resume). (5) verify size and crc32c (retry with backoff), make it durable (fsync,
+(4) download into ``.partial/<name>.<host>-<pid>.<uuid8>.incomplete`` beside it (adopting a
+dead writer's leftover to resume; a live writer's file is never touched). (5) verify size and crc32c (retry with backoff), make it durable (fsync,
 grouped: staging/durable.py), validate content.
 (6) chmod read-only, record the crc32c in an xattr, ``os.replace`` into place. (7) ``finally``:
 delete our temp file.
@@ -11,34 +11,35 @@ delete our temp file.
 
 from __future__ import annotations
 
-import base64
 import contextlib
+import hashlib
 import logging
 import os
 import shutil
+import socket
 import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from errors import CorruptDataError, StagingError
+from errors import StagingError
 from staging.durable import make_durable
+from staging.fetch import RETRIES, TempVanished, crc32c_b64, download_verified
 from staging.paths import INCOMPLETE, human_bytes, lock_path, object_path
-from staging.sources import CHUNK, ObjectInfo, Source, is_transient, quiet_google_imports
+from staging.sources import CHUNK, ObjectInfo, Source
 
 log = logging.getLogger(__name__)
 
 RESERVE_ENV = "STAGING_RESERVE_BYTES"
 DEFAULT_RESERVE = 256 << 20
-RETRIES = 5
-BACKOFF_INITIAL_S = 0.1
-BACKOFF_MAX_S = 2.0
 LOCK_POLL_S = 10.0
 LOCK_TIMEOUT_S = 3600.0
 PARTIAL_DIR = ".partial"
 CRC_XATTR = "user.mmdet_staging.crc32c"
 READ_ONLY = 0o444
+STALE_S = 3600.0  # a temp file of another host untouched this long has no live writer
+_HOST = hashlib.sha256(socket.gethostname().encode()).hexdigest()[:6]
 
 _made_dirs: set[Path] = set()
 
@@ -51,11 +52,6 @@ class Fetched:
     downloaded: bool
     size: int
     crc32c: str
-
-
-def crc32c_b64(checksum) -> str:
-    """google_crc32c.Checksum -> base64 big-endian, the way GCS reports it."""
-    return base64.b64encode(checksum.digest()).decode()
 
 
 def file_crc32c(path: Path) -> str:
@@ -82,20 +78,6 @@ def check_space(directory: Path, need: int) -> None:
             f"{human_bytes(reserve)}, free {human_bytes(free)}; free space, point data.cache "
             f"elsewhere, or lower {RESERVE_ENV}"
         )
-
-
-class _HashingWriter:
-    """Writes to a file and updates crc32c and a progress callback with exactly those bytes."""
-
-    def __init__(self, f, crc, on_bytes: Callable[[int], None] | None) -> None:
-        self.f, self.crc, self.on_bytes = f, crc, on_bytes
-
-    def write(self, data) -> int:
-        self.f.write(data)
-        self.crc.update(bytes(data) if isinstance(data, memoryview) else data)
-        if self.on_bytes is not None:
-            self.on_bytes(len(data))
-        return len(data)
 
 
 class Cache:
@@ -181,20 +163,42 @@ class Cache:
             lock.release()
 
     def _fetch(self, info, source, final, *, validate, on_bytes) -> Fetched:
-        tmp = partial_dir(final) / f"{final.name}.{uuid.uuid4().hex[:8]}{INCOMPLETE}"
+        """Download into a temp file and rename it into place; if another writer (whose lock
+        did nothing) removed our temp file, start again or take its finished result."""
+        for attempt in range(1, RETRIES + 1):
+            try:
+                return self._fetch_once(info, source, final, validate=validate,
+                                        on_bytes=on_bytes)  # fmt: skip
+            except TempVanished:
+                _made_dirs.discard(final.parent / PARTIAL_DIR)
+                if final.exists():
+                    return Fetched(final, False, info.size, info.crc32c or "")
+                log.warning("temp file of %s vanished (attempt %d/%d); another writer without a "
+                            "working lock?", info.url, attempt, RETRIES)  # fmt: skip
+        raise StagingError(
+            f"{info.url}: temp files in {partial_dir(final)} kept vanishing; is another process "
+            "deleting files in the cache?"
+        )
+
+    def _fetch_once(self, info, source, final, *, validate, on_bytes) -> Fetched:
+        tmp = partial_dir(final) / temp_name(final)
         ok = False
         try:
             resume = _adopt_leftover(final, tmp, resumable=bool(info.crc32c))
-            crc = _download_with_retries(info, source, tmp, resume, on_bytes)
+            crc = download_verified(info, source, tmp, resume=resume, on_bytes=on_bytes)
             make_durable(tmp)  # fsync, grouped with other writers' (staging/durable.py)
             if validate is not None:
                 validate(tmp)
             tmp.chmod(READ_ONLY)
             with contextlib.suppress(OSError):  # not every filesystem has user xattrs
                 os.setxattr(tmp, CRC_XATTR, crc.encode())
-            os.replace(tmp, final)  # the data was fsynced: a visible final path is complete
+            os.replace(tmp, final)  # the data was durable first: a visible final is complete
             ok = True
             return Fetched(final, True, info.size, crc)
+        except FileNotFoundError as err:
+            if not tmp.exists():
+                raise TempVanished(str(tmp)) from err
+            raise
         finally:
             with contextlib.suppress(FileNotFoundError):
                 tmp.unlink()
@@ -202,19 +206,47 @@ class Cache:
                 _rmdir_empty(tmp.parent, stop=self.root)
 
 
-def _adopt_leftover(final: Path, tmp: Path, *, resumable: bool) -> bool:
-    """Take over a dead writer's ``*.incomplete`` (we hold the lock) so the download resumes.
+def temp_name(final: Path) -> str:
+    """``<name>.<host>-<pid>.<uuid8>.incomplete``: unique, and says which writer owns it."""
+    return f"{final.name}.{_HOST}-{os.getpid()}.{uuid.uuid4().hex[:8]}{INCOMPLETE}"
 
-    Only when the source gives a checksum that will vet the joined bytes (GCS); otherwise the
-    leftovers are deleted. Returns True when ``tmp`` now holds the leftover's bytes.
+
+def _writer_is_gone(path: Path) -> bool:
+    """True when the writer of a temp file cannot still be writing it: its process on this
+    host has exited, or (another host, an unknown name) it has not changed for STALE_S."""
+    owner = path.name[: -len(INCOMPLETE)].rsplit(".", 2)[-2] if path.name.count(".") >= 3 else ""
+    host, _, pid = owner.partition("-")
+    if host == _HOST and pid.isdigit():
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            return True
+        except PermissionError:
+            return False
+        return False
+    try:
+        return time.time() - path.stat().st_mtime > STALE_S
+    except FileNotFoundError:
+        return False
+
+
+def _adopt_leftover(final: Path, tmp: Path, *, resumable: bool) -> bool:
+    """Take over a dead writer's ``*.incomplete`` so the download resumes; delete other dead
+    ones. Live writers' files are left alone (they exist when a lock silently did nothing).
+
+    Adopts only when the source gives a checksum that will vet the joined bytes (GCS).
+    Returns True when ``tmp`` now holds the leftover's bytes.
     """
     prefix = f"{final.name}."
-    with os.scandir(tmp.parent) as entries:  # .partial/ is small: in-flight temps and leftovers
-        names = [e.name for e in entries if e.name.startswith(prefix)]
-    leftovers = sorted((tmp.parent / n for n in names if n.endswith(INCOMPLETE)), key=_size,
-                       reverse=True)  # fmt: skip
+    try:
+        with os.scandir(tmp.parent) as entries:  # .partial/ is small: in-flight temps, leftovers
+            names = [e.name for e in entries if e.name.startswith(prefix)]
+    except FileNotFoundError:
+        return False
+    dead = [tmp.parent / n for n in names if n.endswith(INCOMPLETE)]
+    dead = sorted((p for p in dead if _writer_is_gone(p)), key=_size, reverse=True)
     adopted = False
-    for path in leftovers:
+    for path in dead:
         with contextlib.suppress(FileNotFoundError):
             if resumable and not adopted:
                 os.rename(path, tmp)  # atomic: a racing adopter gets FileNotFoundError
@@ -229,72 +261,6 @@ def _size(path: Path) -> int:
         return path.stat().st_size
     except FileNotFoundError:
         return -1
-
-
-def _download_with_retries(
-    info: ObjectInfo, source: Source, tmp: Path, resume: bool, on_bytes
-) -> str:
-    """Fill ``tmp`` with exactly the object's bytes; return its crc32c. Retries transient errors."""
-    import google_crc32c
-
-    with quiet_google_imports():
-        from google.api_core.retry import exponential_sleep_generator
-
-    crc = google_crc32c.Checksum()
-    if resume:
-        with open(tmp, "rb") as f:
-            while chunk := f.read(CHUNK):
-                crc.update(chunk)
-    delays = exponential_sleep_generator(BACKOFF_INITIAL_S, BACKOFF_MAX_S, multiplier=2.0)
-    for attempt in range(1, RETRIES + 1):
-        try:
-            _one_attempt(info, source, tmp, crc, on_bytes)
-            return _checked(info, tmp, crc)
-        except Exception as err:
-            if not is_transient(err) or attempt == RETRIES:
-                _raise_final(info, attempt, err)
-            log.warning(
-                "retrying %s (attempt %d/%d): %s",
-                info.url,
-                attempt + 1,
-                RETRIES,
-                str(err).splitlines()[0][:200],
-            )
-            if isinstance(err, CorruptDataError) or _size(tmp) > info.size:
-                tmp.unlink(missing_ok=True)  # bad bytes somewhere: start over
-                crc = google_crc32c.Checksum()
-            time.sleep(next(delays))
-    raise AssertionError("unreachable")
-
-
-def _one_attempt(info: ObjectInfo, source: Source, tmp: Path, crc, on_bytes) -> None:
-    start = max(_size(tmp), 0)
-    if start >= info.size > 0:
-        return
-    ensure_dir(tmp.parent)
-    with open(tmp, "ab") as f:
-        source.read_into(info, _HashingWriter(f, crc, on_bytes), start=start)
-
-
-def _checked(info: ObjectInfo, tmp: Path, crc) -> str:
-    size = tmp.stat().st_size if tmp.exists() else 0
-    if size != info.size:
-        raise CorruptDataError(f"{info.url}: got {size} bytes, expected {info.size}")
-    actual = crc32c_b64(crc)
-    if info.crc32c and actual != info.crc32c:
-        raise CorruptDataError(f"{info.url}: crc32c {actual} != {info.crc32c} from the source")
-    return actual
-
-
-def _raise_final(info: ObjectInfo, attempt: int, err: Exception) -> None:
-    if isinstance(err, StagingError) and not isinstance(err, CorruptDataError):
-        raise err
-    first = str(err).splitlines()[0][:300] if str(err) else type(err).__name__
-    cls = CorruptDataError if isinstance(err, CorruptDataError) else StagingError
-    raise cls(
-        f"giving up on {info.url} after {attempt} attempt(s): {first}; the cache is unchanged, "
-        "check the network or the source object and rerun"
-    ) from err
 
 
 def ensure_dir(path: Path) -> None:

@@ -73,8 +73,9 @@ class LocalSource:
 
     def stat(self, relpath: str) -> ObjectInfo:
         """Metadata for one file (size and mtime_ns are its identity)."""
-        path = safe_join(self.root, relpath, what=self.ref.url)
-        st = path.stat()
+        return self._info(relpath, safe_join(self.root, relpath, what=self.ref.url).stat())
+
+    def _info(self, relpath: str, st: os.stat_result) -> ObjectInfo:
         return ObjectInfo(
             relpath=relpath,
             url=self.ref.object_url(relpath),
@@ -89,22 +90,23 @@ class LocalSource:
         for dirpath, dirnames, filenames in os.walk(base):
             dirnames.sort()
             rel_dir = os.path.relpath(dirpath, self.root).replace(os.sep, "/")
-            out.extend(self.stat(f"{rel_dir}/{name}") for name in sorted(filenames))
+            for name in sorted(filenames):
+                rel = check_relpath(f"{rel_dir}/{name}", what=self.ref.url)
+                out.append(self._info(rel, os.stat(os.path.join(dirpath, name))))
         return out
 
     def exists_dir(self, reldir: str) -> bool:
         return safe_join(self.root, reldir, what=self.ref.url).is_dir()
 
     def read_into(self, info: ObjectInfo, writer: Writer, *, start: int) -> None:
-        """Copy the file from byte ``start`` into ``writer``."""
+        """Copy the file from byte ``start`` into ``writer``; refuse it if it changed meanwhile."""
         path = safe_join(self.root, info.relpath, what=self.ref.url)
-        buf = bytearray(CHUNK)
-        view = memoryview(buf)
         with open(path, "rb", buffering=0) as src:
             src.seek(start)
-            while n := src.readinto(buf):
-                writer.write(view[:n])
-        if self.stat(info.relpath).ident != info.ident:
+            while chunk := src.read(CHUNK):
+                writer.write(chunk)
+            now = os.fstat(src.fileno())
+        if self._info(info.relpath, now).ident != info.ident:
             raise StagingError(
                 f"{info.url} changed while it was being copied; rerun when it is stable"
             )

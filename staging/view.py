@@ -14,6 +14,7 @@ import uuid
 from pathlib import Path
 
 from errors import StagingError
+from staging.cache import ensure_dir
 from staging.paths import INCOMPLETE
 
 VIEW_MARKER = ".staging-view"  # in directories that staging made, so it may replace them
@@ -27,7 +28,7 @@ def link_file(target: Path, link: Path) -> str | None:
     with contextlib.suppress(OSError):
         if os.path.samefile(link, target):
             return None
-    link.parent.mkdir(parents=True, exist_ok=True)
+    ensure_dir(link.parent)
     tmp = link.with_name(f".{link.name}.{uuid.uuid4().hex[:8]}{INCOMPLETE}")
     try:
         how = _make(target, tmp)

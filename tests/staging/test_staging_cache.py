@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import stat
+import subprocess
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 
@@ -12,11 +13,19 @@ import pytest
 from staging_helpers import incomplete_files, snapshot
 
 from errors import CorruptDataError, StagingError
-from staging.cache import RESERVE_ENV, Cache, file_crc32c, partial_dir
+from staging import cache as cache_mod
+from staging.cache import RESERVE_ENV, Cache, file_crc32c, partial_dir, temp_name
 from staging.paths import parse_source
 from staging.sources import LocalSource
 
 SIZE = 3 * (1 << 20) + 123
+
+
+def _dead_writers_temp(final) -> str:
+    """The temp-file name a killed writer on this host leaves behind (its pid has exited)."""
+    proc = subprocess.Popen(["true"])
+    proc.wait()
+    return f"{final.name}.{cache_mod._HOST}-{proc.pid}.deadbeef.incomplete"
 
 
 @pytest.fixture
@@ -45,7 +54,7 @@ def test_leftover_incomplete_is_resumed_when_checksum_known(tmp_path, src):
     cache = Cache(tmp_path / "cache")
     final = cache.final_path(info)
     head = (source.root / "blob.bin").read_bytes()[: 1 << 20]
-    (partial_dir(final) / f"{final.name}.deadbeef.incomplete").write_bytes(head)
+    (partial_dir(final) / _dead_writers_temp(final)).write_bytes(head)
     counted = []
     got = cache.ensure(info, source, on_bytes=counted.append)
     assert got.downloaded and sum(counted) == SIZE - len(head)  # only the rest was read
@@ -57,7 +66,7 @@ def test_leftover_garbage_without_checksum_is_discarded(tmp_path, src):
     source, info = src
     cache = Cache(tmp_path / "cache")
     final = cache.final_path(info)
-    (partial_dir(final) / f"{final.name}.deadbeef.incomplete").write_bytes(b"x" * 1000)
+    (partial_dir(final) / _dead_writers_temp(final)).write_bytes(b"x" * 1000)
     got = cache.ensure(info, source)
     assert got.path.read_bytes() == (source.root / "blob.bin").read_bytes()
     assert incomplete_files(cache.root) == []
@@ -123,3 +132,15 @@ def test_source_file_changing_during_the_copy_is_refused(tmp_path, src):
     with pytest.raises(StagingError, match=r"blob\.bin changed while it was being copied"):
         cache.ensure(info, Touching())
     assert snapshot(cache.root) == {}
+
+
+def test_live_writers_temp_files_are_left_alone(tmp_path, src):
+    """With a lock that did nothing, another live writer's temp file must not be taken."""
+    source, info = src
+    cache = Cache(tmp_path / "cache")
+    final = cache.final_path(info)
+    live = partial_dir(final) / temp_name(final)  # this process: alive
+    live.write_bytes(b"in flight")
+    got = cache.ensure(info, source)
+    assert got.path.read_bytes() == (source.root / "blob.bin").read_bytes()
+    assert live.read_bytes() == b"in flight"

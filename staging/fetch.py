@@ -1,0 +1,134 @@
+"""One object's bytes into a temp file, exactly: resume, retries with backoff, size + crc32c.
+
+The crc32c and byte count always describe exactly what the temp file holds: if the file is not
+the length we wrote (another writer, whose lock did nothing, removed or adopted it), it is
+started over instead of being trusted.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from errors import CorruptDataError, StagingError
+from staging.sources import CHUNK, ObjectInfo, Source, is_transient, quiet_google_imports
+
+log = logging.getLogger(__name__)
+
+RETRIES = 5
+BACKOFF_INITIAL_S = 0.1
+BACKOFF_MAX_S = 2.0
+
+
+class TempVanished(Exception):
+    """Our temp file was removed under us (only possible when the lock did nothing)."""
+
+
+def crc32c_b64(checksum) -> str:
+    """google_crc32c.Checksum -> base64 big-endian, the way GCS reports it."""
+    return base64.b64encode(checksum.digest()).decode()
+
+
+class _Written:
+    """What the temp file holds so far: byte count and running crc32c."""
+
+    def __init__(self) -> None:
+        import google_crc32c
+
+        self.crc = google_crc32c.Checksum()
+        self.nbytes = 0
+
+    def add(self, data: bytes) -> None:
+        self.crc.update(data)
+        self.nbytes += len(data)
+
+
+class _HashingWriter:
+    """Writes to a file and records exactly those bytes (and reports progress)."""
+
+    def __init__(self, f, state: _Written, on_bytes: Callable[[int], None] | None) -> None:
+        self.f, self.state, self.on_bytes = f, state, on_bytes
+
+    def write(self, data) -> int:
+        data = bytes(data) if isinstance(data, memoryview) else data
+        self.f.write(data)
+        self.state.add(data)
+        if self.on_bytes is not None:
+            self.on_bytes(len(data))
+        return len(data)
+
+
+def download_verified(
+    info: ObjectInfo, source: Source, tmp: Path, *, resume: bool, on_bytes=None
+) -> str:
+    """Fill ``tmp`` with exactly the object's bytes; return its crc32c. Retries transient errors."""
+    with quiet_google_imports():
+        from google.api_core.retry import exponential_sleep_generator
+
+    state = _Written()
+    if resume:
+        with open(tmp, "rb") as f:
+            while chunk := f.read(CHUNK):
+                state.add(chunk)
+    delays = exponential_sleep_generator(BACKOFF_INITIAL_S, BACKOFF_MAX_S, multiplier=2.0)
+    for attempt in range(1, RETRIES + 1):
+        try:
+            _one_attempt(info, source, tmp, state, on_bytes)
+            return _checked(info, tmp, state)
+        except Exception as err:
+            if not is_transient(err) or attempt == RETRIES:
+                _raise_final(info, attempt, err)
+            first = str(err).splitlines()[0][:200] if str(err) else type(err).__name__
+            log.warning("retrying %s (attempt %d/%d): %s", info.url, attempt + 1, RETRIES, first)
+            if isinstance(err, CorruptDataError) or state.nbytes > info.size:
+                tmp.unlink(missing_ok=True)  # bad bytes somewhere: start over
+                state = _Written()
+            time.sleep(next(delays))
+    raise AssertionError("unreachable")
+
+
+def _one_attempt(info: ObjectInfo, source: Source, tmp: Path, state: _Written, on_bytes) -> None:
+    if _size(tmp) != state.nbytes:  # not what we wrote: removed or adopted by another writer
+        raise TempVanished(str(tmp))
+    if state.nbytes >= info.size > 0:
+        return
+    try:
+        f = open(tmp, "ab")  # noqa: SIM115 - closed below; opening is what may fail
+    except FileNotFoundError as err:  # .partial/ removed by a failing writer next door
+        raise TempVanished(str(tmp)) from err
+    with f:
+        source.read_into(info, _HashingWriter(f, state, on_bytes), start=state.nbytes)
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except FileNotFoundError:
+        return 0
+
+
+def _checked(info: ObjectInfo, tmp: Path, state: _Written) -> str:
+    if _size(tmp) != state.nbytes:
+        raise TempVanished(str(tmp))
+    if state.nbytes != info.size:
+        raise CorruptDataError(f"{info.url}: got {state.nbytes} bytes, expected {info.size}")
+    actual = crc32c_b64(state.crc)
+    if info.crc32c and actual != info.crc32c:
+        raise CorruptDataError(f"{info.url}: crc32c {actual} != {info.crc32c} from the source")
+    return actual
+
+
+def _raise_final(info: ObjectInfo, attempt: int, err: Exception) -> None:
+    if isinstance(err, TempVanished):
+        raise err
+    if isinstance(err, StagingError) and not isinstance(err, CorruptDataError):
+        raise err
+    first = str(err).splitlines()[0][:300] if str(err) else type(err).__name__
+    cls = CorruptDataError if isinstance(err, CorruptDataError) else StagingError
+    raise cls(
+        f"giving up on {info.url} after {attempt} attempt(s): {first}; the cache is unchanged, "
+        "check the network or the source object and rerun"
+    ) from err
