@@ -78,6 +78,7 @@ def gather_inputs(*, pip_conf: str | None = None) -> plan.BuildInputs:
     return plan.BuildInputs(
         files=files,
         revision=_git("rev-parse", "HEAD") or "unknown",
+        source_url=_git("remote", "get-url", "origin") or "unknown",
         source_date_epoch=int(_git("log", "-1", "--format=%ct", "--", str(IMAGES_DIR)) or 0),
         secrets=_secrets(pip_conf),
     )

@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import PurePath
+from urllib.parse import urlsplit, urlunsplit
 
 from errors import ConfigError
 from images.buildah import buildah_cmd
@@ -35,6 +36,7 @@ class BuildInputs:
 
     files: Mapping[str, str]  # context-relative path -> sha256 (Dockerfile, scripts/*)
     revision: str = "unknown"
+    source_url: str = "unknown"  # git remote, credentials stripped (see public_url)
     source_date_epoch: int = 0
     secrets: tuple[tuple[str, str], ...] = ()  # (secret id, host file) — paths, never values
 
@@ -64,6 +66,14 @@ class BuildPlan:
 def repository(registry: str | None) -> str:
     """``<registry>/mmdet-determined``; local images live under ``localhost/``."""
     return f"{(registry or LOCAL_REGISTRY).rstrip('/')}/{IMAGE_NAME}"
+
+
+def public_url(url: str) -> str:
+    """A remote URL fit for a label: ``https://user:token@host/x`` loses its user and token."""
+    parts = urlsplit(url)
+    if parts.scheme and "@" in parts.netloc:
+        return urlunsplit(parts._replace(netloc=parts.netloc.rsplit("@", 1)[1]))
+    return url
 
 
 def with_base_image(spec: ImageSpec, base_image: str | None) -> ImageSpec:
@@ -169,6 +179,7 @@ def _build_args(
         ("MAX_JOBS", str(spec.max_jobs)),
         ("SOURCE_DATE_EPOCH", str(inputs.source_date_epoch)),
         ("SOURCE_REVISION", inputs.revision),
+        ("SOURCE_URL", public_url(inputs.source_url)),
         ("CREATED", created.strftime("%Y-%m-%dT%H:%M:%SZ")),
         ("CONTENT_HASH", digest),
     )

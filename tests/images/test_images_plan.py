@@ -12,7 +12,7 @@ from errors import ConfigError
 from images import build
 from images.build import BuildRequest, build_images
 from images.matrix import MATRIX_PATH, expand_matrix, load_matrix, select
-from images.plan import BuildInputs, content_hash, plan_build, with_base_image
+from images.plan import BuildInputs, content_hash, plan_build, public_url, with_base_image
 
 FILES = {"Dockerfile": "a" * 64, "scripts/install-runtime.sh": "b" * 64}
 INPUTS = BuildInputs(
@@ -201,3 +201,18 @@ def test_base_image_override():
     assert (cpu.base_image, cpu.builder_image) == ("localhost/debian:trixie",) * 2
     cu = with_base_image(spec("cu124"), "mirror.io/cuda@sha256:" + "f" * 64)
     assert cu.base_image.startswith("mirror.io") and "devel" in cu.builder_image
+
+
+@pytest.mark.parametrize(
+    ("url", "label"),
+    [
+        ("https://oauth2:ghp_s3cret@github.com/acme/repo.git", "https://github.com/acme/repo.git"),
+        ("https://github.com/acme/repo.git", "https://github.com/acme/repo.git"),
+        ("git@github.com:acme/repo.git", "git@github.com:acme/repo.git"),
+        ("unknown", "unknown"),
+    ],
+)
+def test_source_url_label_never_carries_credentials(url, label):
+    assert public_url(url) == label
+    inputs = BuildInputs(files=FILES, source_url=url)
+    assert dict(plan_build(spec(), inputs=inputs).build_args)["SOURCE_URL"] == label
