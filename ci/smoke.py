@@ -147,10 +147,21 @@ def _train(model: str, experiment: Path, work: Path, *, iters: int) -> dict:
         "pretrained=false",
         *[a for hp in HPARAMS for a in ("--hparam", hp)],
     ]
-    print(f"smoke: training {model} for {iters} iterations", flush=True)
+    log = work / "trial.log"
+    print(f"smoke: training {model} for {iters} iterations (log: {log})", flush=True)
     start = time.monotonic()
-    subprocess.run(command, check=True, cwd=work, env={**os.environ, "PYTHONPATH": str(REPO)})
+    with log.open("w") as out:
+        code = subprocess.run(
+            command,
+            cwd=work,
+            env={**os.environ, "PYTHONPATH": str(REPO)},
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        ).returncode
     wall = time.monotonic() - start
+    if code != 0:
+        sys.stderr.write("".join(log.read_text().splitlines(keepends=True)[-30:]))
+        raise ProjectError(f"{model}: trial exited {code}; full log in {log}")
     result = json.loads((work / "result.json").read_text())
     train = [
         r["metrics"] for r in read_metrics_log(work / "metrics.jsonl") if r["group"] == "training"

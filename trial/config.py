@@ -190,7 +190,7 @@ def _apply_data(cfg: Any, data: DataPaths) -> None:
     for loader, (ann, images) in splits.items():
         dataset = _innermost_dataset(cfg[loader]["dataset"])
         dataset.update(data_root="", ann_file=ann, data_prefix=dict(img=images))
-        dataset["backend_args"] = dict(data.backend_args) if data.backend_args else None
+        dataset["backend_args"] = None  # the dataset opens the annotation file: always local
         for step in dataset.get("pipeline", []):
             if step.get("type") == "LoadImageFromFile":
                 step["backend_args"] = dict(data.backend_args) if data.backend_args else None

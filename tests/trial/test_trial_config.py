@@ -89,7 +89,8 @@ def test_build_config_points_every_split_and_the_metric_at_the_data(retinanet):
     assert cfg.test_dataloader.dataset.ann_file == "/d/a/val.json"
     assert cfg.val_evaluator.ann_file == "/d/a/val.json"
     assert cfg.val_evaluator.type == "ZeroSafeCocoMetric"
-    assert train.pipeline[0]["backend_args"] == backend
+    assert train.pipeline[0]["backend_args"] == backend  # images through the backend
+    assert train.backend_args is None  # annotations are local files
 
 
 def test_build_config_leaves_the_base_untouched(retinanet):
