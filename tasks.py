@@ -170,8 +170,18 @@ def stage_coco(
     auto_shortflags=False,
 )
 def train(
-    c, model, cluster=False, data=None, max_iters=0, work_dir=None, config=None, set_=None,
-    hparam=None, resume=False, master=None, experiment=None,
+    c,
+    model,
+    cluster=False,
+    data=None,
+    max_iters=0,
+    work_dir=None,
+    config=None,
+    set_=None,
+    hparam=None,
+    resume=False,
+    master=None,
+    experiment=None,
 ):
     """Train an mmdet model through the bundled Determined trial (locally, or --cluster).
 
@@ -183,16 +193,30 @@ def train(
         if cluster:
             from trial.cluster import submit
 
-            print(submit(model, config=config, sets=set_ or [], master=master,
-                         experiment_path=experiment))
+            print(
+                submit(
+                    model, config=config, sets=set_ or [], master=master, experiment_path=experiment
+                )
+            )
             return
         from trial.local import LocalTrain, train_local
 
-        result = train_local(LocalTrain(
-            model=model, data=data, max_iters=max_iters or None, work_dir=work_dir, config=config,
-            sets=set_ or [], hparams=hparam or [], resume=resume, experiment=experiment,
-        ))
+        result = train_local(
+            LocalTrain(
+                model=model,
+                data=data,
+                max_iters=max_iters or None,
+                work_dir=work_dir,
+                config=config,
+                sets=set_ or [],
+                hparams=hparam or [],
+                resume=resume,
+                experiment=experiment,
+            )
+        )
         print(f"bbox_mAP {result['validation'].get('bbox_mAP', float('nan')):.4f}")
+
+
 # END trial tasks
 
 
@@ -215,6 +239,8 @@ def smoke(c, models="retinanet,maskrcnn,gfl", iters=4, expect_warm=False):
         argv.append("--expect-warm")
     if c.run(shlex.join(argv), warn=True).failed:
         raise Exit("error: smoke failed (see above)", code=1)
+
+
 # END ci tasks
 
 
@@ -227,7 +253,10 @@ BENCHES = {
 
 
 @task(
-    help={"what": f"which benchmark: {', '.join(BENCHES)}", "runs": "repetitions per side (median)"},
+    help={
+        "what": f"which benchmark: {', '.join(BENCHES)}",
+        "runs": "repetitions per side (median)",
+    },
 )
 def bench(c, what, runs=0):
     """Run a side-by-side benchmark and print ratios (results go into docs/benchmarks.md).
@@ -237,8 +266,8 @@ def bench(c, what, runs=0):
     import importlib
 
     if what not in BENCHES:
-        raise Exit(f"error: unknown benchmark {what!r}; choose one of: {', '.join(BENCHES)}", code=1)
+        raise Exit(
+            f"error: unknown benchmark {what!r}; choose one of: {', '.join(BENCHES)}", code=1
+        )
     with user_errors():
         importlib.import_module(BENCHES[what]).main(runs=runs)
-
-
