@@ -123,30 +123,19 @@ def _run_startup_hook(experiment: Path) -> int:
 
 
 def _train(model: str, experiment: Path, work: Path, *, iters: int) -> dict:
+    from trial.local import trial_command
     from trial.run import read_metrics_log
 
     if work.exists():
         shutil.rmtree(work)
     work.mkdir(parents=True)
-    command = [
-        sys.executable,
-        "-m",
-        "trial",
-        "--local",
-        "--experiment",
-        str(experiment),
-        "--data",
-        "experiment",
-        "--work-dir",
-        str(work),
-        "--max-iters",
-        str(iters),
-        "--hparam",
-        f"model={model}",
-        "--hparam",
-        "pretrained=false",
-        *[a for hp in HPARAMS for a in ("--hparam", hp)],
-    ]
+    command = trial_command(
+        experiment,
+        work,
+        data="experiment",
+        max_iters=iters,
+        hparams=[f"model={model}", "pretrained=false", *HPARAMS],
+    )
     log = work / "trial.log"
     print(f"smoke: training {model} for {iters} iterations (log: {log})", flush=True)
     start = time.monotonic()

@@ -71,22 +71,15 @@ def train_local(request: LocalTrain) -> dict[str, Any]:
     work_dir.mkdir(parents=True, exist_ok=True)
     _atomic_write(exp_path, yaml.safe_dump(experiment, sort_keys=False))
     _preflight(experiment, request, work_dir)
-    command = [
-        sys.executable,
-        "-m",
-        "trial",
-        "--local",
-        "--experiment",
-        str(exp_path),
-        "--work-dir",
-        str(work_dir),
-        "--max-iters",
-        str(request.max_iters or DEFAULT_MAX_ITERS),
-        *(["--data", request.data] if request.data else []),
-        *[arg for item in request.sets for arg in ("--set", item)],
-        *[arg for item in request.hparams for arg in ("--hparam", item)],
-        *(["--resume"] if request.resume else []),
-    ]
+    command = trial_command(
+        exp_path,
+        work_dir,
+        data=request.data,
+        max_iters=request.max_iters or DEFAULT_MAX_ITERS,
+        sets=request.sets,
+        hparams=request.hparams,
+        resume=request.resume,
+    )
     run_dir = work_dir / "run"
     run_dir.mkdir(exist_ok=True)
     env = {**os.environ, "PYTHONPATH": _pythonpath(), **request.extra_env}
@@ -94,6 +87,34 @@ def train_local(request: LocalTrain) -> dict[str, Any]:
     if code != 0:
         raise TrainingError(f"local trial exited with code {code}; see the log above and {run_dir}")
     return json.loads((work_dir / "result.json").read_text())
+
+
+def trial_command(
+    experiment: str | Path,
+    work_dir: str | Path,
+    *,
+    data: str | None = None,
+    max_iters: int | None = None,
+    sets: Sequence[str] = (),
+    hparams: Sequence[str] = (),
+    resume: bool = False,
+) -> list[str]:
+    """The ``python -m trial --local ...`` command line for one local run."""
+    return [
+        sys.executable,
+        "-m",
+        "trial",
+        "--local",
+        "--experiment",
+        str(experiment),
+        "--work-dir",
+        str(work_dir),
+        *(["--max-iters", str(max_iters)] if max_iters else []),
+        *(["--data", data] if data else []),
+        *[arg for item in sets for arg in ("--set", item)],
+        *[arg for item in hparams for arg in ("--hparam", item)],
+        *(["--resume"] if resume else []),
+    ]
 
 
 def _local_experiment(request: LocalTrain) -> dict:

@@ -6,7 +6,6 @@ import json
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -15,7 +14,7 @@ import torch
 import yaml
 
 from trial.experiment import EXPERIMENTS_DIR
-from trial.local import LocalTrain, train_local
+from trial.local import LocalTrain, train_local, trial_command
 from trial.run import read_metrics_log
 
 pytestmark = [pytest.mark.slow, pytest.mark.training]
@@ -91,21 +90,14 @@ def test_resume_continues_at_n_plus_1_with_the_same_schedule_and_optimizer(tmp_p
 
 def test_sigterm_preempts_with_a_checkpoint_and_a_clean_exit_then_resumes(tmp_path, shapes_root):
     work = tmp_path / "run"
-    command = [
-        sys.executable,
-        "-m",
-        "trial",
-        "--local",
-        "--experiment",
-        str(EXPERIMENTS_DIR / "retinanet.yaml"),
-        "--work-dir",
-        str(work),
-        "--data",
-        str(shapes_root),
-        "--max-iters",
-        "200",
-        *[a for hp in [*SMALL, "pretrained=false"] for a in ("--hparam", hp)],
-    ]
+    hparams = [*SMALL, "pretrained=false"]
+    command = trial_command(
+        EXPERIMENTS_DIR / "retinanet.yaml",
+        work,
+        data=str(shapes_root),
+        max_iters=200,
+        hparams=hparams,
+    )
     proc = subprocess.Popen(command, cwd=tmp_path)
     try:
         deadline = time.monotonic() + 300
@@ -122,12 +114,14 @@ def test_sigterm_preempts_with_a_checkpoint_and_a_clean_exit_then_resumes(tmp_pa
     assert meta["steps_completed"] == result["steps"]
 
     target = result["steps"] + 2
-    resume = [
-        *command[: command.index("--max-iters") + 1],
-        str(target),
-        *command[command.index("--max-iters") + 2 :],
-        "--resume",
-    ]
+    resume = trial_command(
+        EXPERIMENTS_DIR / "retinanet.yaml",
+        work,
+        data=str(shapes_root),
+        max_iters=target,
+        hparams=hparams,
+        resume=True,
+    )
     subprocess.run(resume, cwd=tmp_path, check=True)
     again = json.loads((work / "result.json").read_text())
     assert again["steps"] == target and not again["preempted"]
