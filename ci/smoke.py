@@ -123,7 +123,7 @@ def _run_startup_hook(experiment: Path) -> int:
 
 
 def _train(model: str, experiment: Path, work: Path, *, iters: int) -> dict:
-    from trial.local import trial_command
+    from trial.local import trial_command, trial_env
     from trial.run import read_metrics_log
 
     if work.exists():
@@ -143,7 +143,7 @@ def _train(model: str, experiment: Path, work: Path, *, iters: int) -> dict:
         code = subprocess.run(
             command,
             cwd=work,
-            env={**os.environ, "PYTHONPATH": str(REPO)},
+            env=trial_env(),
             stdout=out,
             stderr=subprocess.STDOUT,
         ).returncode

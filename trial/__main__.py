@@ -73,7 +73,7 @@ def _run_local(args: argparse.Namespace):
     request = RunRequest(
         experiment=experiment,
         hparams=hparams,
-        data=resolve_data(args.data, experiment),
+        data=resolve_data(args.data, experiment, check_json=not args.checked_data),
         work_dir=work_dir / "run",
         max_iters=args.max_iters,
         overrides=parse_set_options(args.set),
@@ -129,6 +129,11 @@ def _parser() -> argparse.ArgumentParser:
         help="trial hyperparameter, e.g. model=gfl or global_batch_size=4 (repeatable)",
     )
     p.add_argument("--resume", action="store_true", help="resume from the newest local checkpoint")
+    p.add_argument(
+        "--checked-data",
+        action="store_true",
+        help="the --data JSON was already validated (invoke train's preflight): check layout only",
+    )
     return p
 
 

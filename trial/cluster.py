@@ -21,9 +21,8 @@ import yaml
 from errors import ConfigError, TrainingError
 from trial.config import parse_set_options, resolve_base
 from trial.expconf import validate_experiment
-from trial.experiment import EXPERIMENTS_DIR, experiment_for_model, load_experiment
+from trial.experiment import EXPERIMENTS_DIR, REPO_ROOT, experiment_for_model, load_experiment
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
 CONTEXT_PACKAGES = ("trial", "staging")
 CONTEXT_FILES = ("errors.py",)
 STARTUP_HOOK = REPO_ROOT / "hooks" / "startup-hook.sh"

@@ -21,19 +21,24 @@ def cache_root() -> Path:
     return Path(os.environ.get("MMDET_DET_CACHE", Path.home() / ".cache" / "mmdet-determined"))
 
 
-def resolve_data(data: str | None, experiment: Mapping[str, Any]) -> DataPaths:
-    """``--data``: a COCO directory, ``experiment`` (the staged ``data:`` section) or None (shapes)."""
+def resolve_data(
+    data: str | None, experiment: Mapping[str, Any], *, check_json: bool = True
+) -> DataPaths:
+    """``--data``: a COCO directory, ``experiment`` (the staged ``data:`` section) or None (shapes).
+
+    ``check_json=False`` checks only the layout: for a caller whose JSON was already validated
+    (``invoke train``'s preflight, or staging), so a big COCO file is not parsed once more."""
     if data == "experiment":
         return staged_data_paths(experiment.get("data") or {})
-    return coco_dir_paths(data) if data else default_data()
+    return coco_dir_paths(data, check_json=check_json) if data else default_data()
 
 
 def default_data() -> DataPaths:
     """The built-in shapes set, generated once (deterministically) into the cache."""
-    return coco_dir_paths(make_shapes_coco(cache_root() / "data" / VERSION))
+    return coco_dir_paths(make_shapes_coco(cache_root() / "data" / VERSION), check_json=False)
 
 
-def coco_dir_paths(root: str | Path) -> DataPaths:
+def coco_dir_paths(root: str | Path, *, check_json: bool = True) -> DataPaths:
     """A COCO 2017 layout directory -> DataPaths; one clear error when it is not COCO-shaped."""
     root = Path(root).expanduser().resolve()
     if not root.is_dir():
@@ -45,7 +50,8 @@ def coco_dir_paths(root: str | Path) -> DataPaths:
                 f"--data {root} is not COCO-shaped: missing {ann.relative_to(root)}; expected "
                 "annotations/instances_{train,val}2017.json and {train,val}2017/ (stage it with invoke stage-coco)"
             )
-        check_coco_file(ann, label=str(ann))
+        if check_json:
+            check_coco_file(ann, label=str(ann))
         if not (root / f"{split}2017").is_dir():
             raise ConfigError(
                 f"--data {root} is not COCO-shaped: missing image folder {split}2017/"

@@ -16,7 +16,8 @@ import yaml
 from errors import ConfigError
 from trial.config import DataPaths, TrainSettings, flatten_hparams
 
-EXPERIMENTS_DIR = Path(__file__).resolve().parent.parent / "experiments"
+REPO_ROOT = Path(__file__).resolve().parent.parent
+EXPERIMENTS_DIR = REPO_ROOT / "experiments"
 # Hyperparameters the trial itself interprets; every other one is a dotted mmengine key.
 RESERVED_HPARAMS = frozenset(
     {"model", "global_batch_size", "pretrained", "image_scale", "num_workers", "log_interval"}

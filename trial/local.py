@@ -14,7 +14,7 @@ import subprocess
 import sys
 import tempfile
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,13 +25,13 @@ from trial.config import build_config, load_base_config, parse_set_options, reso
 from trial.data import resolve_data
 from trial.experiment import (
     EXPERIMENTS_DIR,
+    REPO_ROOT,
     experiment_for_model,
     load_experiment,
     local_hparams,
     trial_settings,
 )
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
 # A CPU-sized profile applied on top of the experiment's hyperparameters for local runs: small
 # images and batches, no ImageNet download (unreachable here), frequent logging, and AdamW, which
 # learns from scratch in a few hundred iterations where the 1x recipe's SGD (tuned for ImageNet
@@ -60,7 +60,6 @@ class LocalTrain:
     hparams: Sequence[str] = ()
     resume: bool = False
     experiment: str | None = None
-    extra_env: dict[str, str] = field(default_factory=dict)
 
 
 def train_local(request: LocalTrain) -> dict[str, Any]:
@@ -79,11 +78,11 @@ def train_local(request: LocalTrain) -> dict[str, Any]:
         sets=request.sets,
         hparams=request.hparams,
         resume=request.resume,
+        checked_data=True,  # _preflight just validated the annotation JSON
     )
     run_dir = work_dir / "run"
     run_dir.mkdir(exist_ok=True)
-    env = {**os.environ, "PYTHONPATH": _pythonpath(), **request.extra_env}
-    code = subprocess.run(command, cwd=run_dir, env=env, check=False).returncode
+    code = subprocess.run(command, cwd=run_dir, env=trial_env(), check=False).returncode
     if code != 0:
         raise TrainingError(f"local trial exited with code {code}; see the log above and {run_dir}")
     return json.loads((work_dir / "result.json").read_text())
@@ -98,6 +97,7 @@ def trial_command(
     sets: Sequence[str] = (),
     hparams: Sequence[str] = (),
     resume: bool = False,
+    checked_data: bool = False,
 ) -> list[str]:
     """The ``python -m trial --local ...`` command line for one local run."""
     return [
@@ -114,6 +114,7 @@ def trial_command(
         *[arg for item in sets for arg in ("--set", item)],
         *[arg for item in hparams for arg in ("--hparam", item)],
         *(["--resume"] if resume else []),
+        *(["--checked-data"] if checked_data else []),
     ]
 
 
@@ -164,9 +165,11 @@ def _work_dir(request: LocalTrain) -> Path:
     return work_dir
 
 
-def _pythonpath() -> str:
+def trial_env() -> dict[str, str]:
+    """The environment for a child ``python -m trial``: this checkout first on PYTHONPATH."""
     existing = os.environ.get("PYTHONPATH")
-    return f"{REPO_ROOT}{os.pathsep}{existing}" if existing else str(REPO_ROOT)
+    path = f"{REPO_ROOT}{os.pathsep}{existing}" if existing else str(REPO_ROOT)
+    return {**os.environ, "PYTHONPATH": path}
 
 
 def _atomic_write(path: Path, text: str) -> None:
