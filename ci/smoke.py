@@ -26,7 +26,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from errors import ProjectError  # noqa: E402
-from trial.data import cache_root  # noqa: E402
+from trial.data import cache_root, describe_sample, real_coco_sample  # noqa: E402
 
 BUCKET_URL = "gs://smoke-coco/coco2017"
 MODELS = ("retinanet", "maskrcnn", "gfl")
@@ -78,12 +78,11 @@ def _smoke(
 
 
 def _source_dir(state: Path) -> Path:
-    tiny = Path(os.environ.get("COCO_TINY", REPO.parent / "shared" / "coco-tiny"))
-    if (tiny / "annotations" / "instances_train2017.json").exists():
-        return tiny
     from trial.shapes import make_shapes_coco
 
-    return make_shapes_coco(state / "shapes")
+    source = real_coco_sample() or make_shapes_coco(state / "shapes")
+    print(f"smoke: COCO sample: {describe_sample(source)}", flush=True)
+    return source
 
 
 def _experiment(state: Path, *, subset: int) -> Path:

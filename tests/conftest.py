@@ -1,22 +1,26 @@
-"""Shared fixtures: the real COCO sample beside the checkout, and the built-in shapes set."""
+"""Shared fixtures: the COCO sample the tests run on, and the built-in shapes set.
+
+The sample is the real one (``$COCO_TINY`` or ``../shared/coco-tiny``) when it exists — CI has it, so
+real COCO quirks stay covered — and otherwise the shapes set the project generates, which has the
+properties the tests rely on (polygons, a crowd RLE per split, COCO's category ids with their gaps,
+images on disk). A user's fresh clone has no ``../shared``; every test must pass there too.
+"""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-COCO_TINY = Path(os.environ.get("COCO_TINY", REPO_ROOT.parent / "shared" / "coco-tiny"))
+from trial.data import describe_sample, real_coco_sample
+
+REAL_SAMPLE = real_coco_sample()
 
 
-@pytest.fixture(scope="session")
-def coco_tiny() -> Path:
-    """../shared/coco-tiny: real COCO 2017 images and annotations (crowd RLE, category gaps)."""
-    if not (COCO_TINY / "annotations" / "instances_train2017.json").exists():
-        pytest.fail(f"real COCO sample missing at {COCO_TINY}; set COCO_TINY to its path")
-    return COCO_TINY
+def pytest_report_header(config) -> str:
+    return "COCO sample: " + (
+        describe_sample(REAL_SAMPLE) if REAL_SAMPLE else describe_sample(Path("<session tmp>/shapes"))
+    )
 
 
 @pytest.fixture(scope="session")
@@ -25,3 +29,15 @@ def shapes_root(tmp_path_factory) -> Path:
     from trial.shapes import make_shapes_coco
 
     return make_shapes_coco(tmp_path_factory.mktemp("cache") / "shapes")
+
+
+@pytest.fixture(scope="session")
+def coco_sample(shapes_root: Path) -> Path:
+    """A COCO 2017-layout sample: the real one when present, else the generated shapes set."""
+    return REAL_SAMPLE or shapes_root
+
+
+@pytest.fixture(scope="session")
+def val_image(coco_sample: Path) -> str:
+    """``val2017/<file>`` of the sample's first validation image."""
+    return "val2017/" + sorted(p.name for p in (coco_sample / "val2017").iterdir())[0]

@@ -14,11 +14,30 @@ from trial.config import DataPaths
 from trial.shapes import VERSION, make_shapes_coco
 
 SPLITS = ("train", "val")
+SAMPLE_ENV = "COCO_TINY"  # a real COCO sample's path; default ../shared/coco-tiny beside the checkout
 
 
 def cache_root() -> Path:
     """The project's per-user cache (the mmcv wheel and the default data live here)."""
     return Path(os.environ.get("MMDET_DET_CACHE", Path.home() / ".cache" / "mmdet-determined"))
+
+
+def real_coco_sample() -> Path | None:
+    """The real COCO sample (``$COCO_TINY``, else ``../shared/coco-tiny``) when it exists, else None.
+
+    A user's clone has no ``../shared``; tests, the smoke and the benchmarks then use the shapes set.
+    """
+    from trial.experiment import REPO_ROOT
+
+    root = Path(os.environ.get(SAMPLE_ENV) or REPO_ROOT.parent / "shared" / "coco-tiny")
+    return root if (root / "annotations" / "instances_train2017.json").is_file() else None
+
+
+def describe_sample(root: Path) -> str:
+    """One line for logs: which COCO sample a run used."""
+    if root == real_coco_sample():
+        return f"real COCO sample {root}"
+    return f"generated shapes set {root} (no real sample: set ${SAMPLE_ENV} or put ../shared/coco-tiny)"
 
 
 def resolve_data(

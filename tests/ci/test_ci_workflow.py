@@ -15,7 +15,7 @@ WORKFLOW = REPO / ".github" / "workflows" / "ci.yml"
 
 def stages_known_to_test_sh() -> set[str]:
     text = (REPO / "ci" / "test.sh").read_text()
-    return set(re.findall(r"^\s+(\w+)\) stage ", text, flags=re.M))
+    return set(re.findall(r"^\s+([\w-]+)\) stage ", text, flags=re.M))
 
 
 def test_dot_ci_run_calls_the_readme_test_command():

@@ -1,4 +1,4 @@
-"""Staging fixtures: a real GCS emulator over HTTP with coco-tiny uploaded, a fault proxy, and
+"""Staging fixtures: a real GCS emulator over HTTP with the COCO sample uploaded, a fault proxy, and
 helpers that run ``python -m staging`` as a real process."""
 
 from __future__ import annotations
@@ -14,11 +14,11 @@ from staging.emulator import ENV, running_emulator, upload_dir
 
 
 @pytest.fixture(scope="session")
-def emulator_session(coco_tiny: Path) -> Iterator[str]:
-    """gcp-storage-emulator on loopback (own process) holding coco-tiny at gs://coco/coco2017.
+def emulator_session(coco_sample: Path) -> Iterator[str]:
+    """gcp-storage-emulator on loopback (own process) holding the COCO sample at gs://coco/coco2017.
     STORAGE_EMULATOR_HOST is set only inside tests that ask for ``emulator``."""
     with running_emulator() as url:
-        upload_dir(coco_tiny, GS_SOURCE)
+        upload_dir(coco_sample, GS_SOURCE)
         with pytest.MonkeyPatch.context() as mp:
             mp.delenv(ENV)
             yield url

@@ -10,23 +10,20 @@ from staging import DataSpec, backend
 
 pytestmark = pytest.mark.gcs
 
-IMAGE = "val2017/000000000139.jpg"
-
-
 @pytest.fixture
 def spec(tmp_path) -> DataSpec:
     return DataSpec.from_dict({"source": GS_SOURCE, "cache": str(tmp_path / "cache"),
                                "dest": str(tmp_path / "dest")})  # fmt: skip
 
 
-def test_read_through_cache(proxy, spec, coco_tiny, monkeypatch):
+def test_read_through_cache(proxy, spec, coco_sample, val_image, monkeypatch):
     from mmengine import fileio
 
     backend.register()
     backend.register()  # idempotent
-    url = spec.image_prefix("val") + IMAGE.split("/")[1]
-    assert url == f"{GS_SOURCE}/{IMAGE}"
-    want = (coco_tiny / IMAGE).read_bytes()
+    url = spec.image_prefix("val") + val_image.split("/")[1]
+    assert url == f"{GS_SOURCE}/{val_image}"
+    want = (coco_sample / val_image).read_bytes()
     assert fileio.get(url, backend_args=spec.backend_args()) == want
     assert len(proxy.media_requests()) == 1
     assert fileio.get(url, backend_args=spec.backend_args()) == want  # same process: memo
@@ -34,17 +31,17 @@ def test_read_through_cache(proxy, spec, coco_tiny, monkeypatch):
     assert fileio.get(url, backend_args=spec.backend_args()) == want
     assert len(proxy.media_requests()) == 1
     files = snapshot(spec.cache)
-    assert any(name.endswith("000000000139.jpg") for name in files)
+    assert any(name.endswith(val_image.split("/")[1]) for name in files)
     with fileio.get_local_path(url, backend_args=spec.backend_args()) as local:
         assert str(local).startswith(str(spec.cache))
 
 
-def test_prefix_lookup_uses_cache_from_env(proxy, tmp_path, coco_tiny, monkeypatch):
+def test_prefix_lookup_uses_cache_from_env(proxy, tmp_path, coco_sample, val_image, monkeypatch):
     from mmengine import fileio
 
     backend.register()
     monkeypatch.setenv(backend.CACHE_ENV, str(tmp_path / "envcache"))
-    assert fileio.get(f"{GS_SOURCE}/{IMAGE}") == (coco_tiny / IMAGE).read_bytes()
+    assert fileio.get(f"{GS_SOURCE}/{val_image}") == (coco_sample / val_image).read_bytes()
     assert snapshot(tmp_path / "envcache")
 
 

@@ -9,9 +9,9 @@ from staging_helpers import incomplete_files, run_staging, snapshot, write_coco
 
 
 @pytest.fixture
-def warm_cache(tmp_path, coco_tiny):
-    """A cache that already holds a staged coco-tiny, so "untouched" means something."""
-    ok = run_staging("--source", str(coco_tiny), "--cache", str(tmp_path / "cache"),
+def warm_cache(tmp_path, coco_sample):
+    """A cache that already holds the staged COCO sample, so "untouched" means something."""
+    ok = run_staging("--source", str(coco_sample), "--cache", str(tmp_path / "cache"),
                      "--dest", str(tmp_path / "dest0"))  # fmt: skip
     assert ok.returncode == 0, ok.stderr
     return tmp_path / "cache"

@@ -26,12 +26,12 @@ pytestmark = pytest.mark.gcs
 VAL_JSON = "instances_val2017.json"
 
 
-def _same_tree(dest: Path, coco_tiny: Path, rels: list[str]) -> None:
+def _same_tree(dest: Path, coco_sample: Path, rels: list[str]) -> None:
     for rel in rels:
-        assert filecmp.cmp(dest / rel, coco_tiny / rel, shallow=False), rel
+        assert filecmp.cmp(dest / rel, coco_sample / rel, shallow=False), rel
 
 
-def test_stage_twice_second_run_downloads_nothing(proxy, tmp_path, coco_tiny):
+def test_stage_twice_second_run_downloads_nothing(proxy, tmp_path, coco_sample):
     first = run_staging(*stage_args(GS_SOURCE, tmp_path, "--with-images", "--subset", "3"))
     assert first.returncode == 0, first.stderr
     assert "8 files" in first.stdout and "8 downloaded, 0 cache hits" in first.stdout
@@ -44,13 +44,13 @@ def test_stage_twice_second_run_downloads_nothing(proxy, tmp_path, coco_tiny):
     dest = tmp_path / "dest"
     images = sorted(p.relative_to(dest).as_posix() for p in dest.glob("*2017/*.jpg"))
     assert len(images) == 6
-    _same_tree(dest, coco_tiny, images)
+    _same_tree(dest, coco_sample, images)
     assert (dest / "annotations" / VAL_JSON).stat().st_size < (
-        coco_tiny / "annotations" / VAL_JSON
+        coco_sample / "annotations" / VAL_JSON
     ).stat().st_size
 
 
-def test_eight_processes_download_each_object_once(proxy, tmp_path, coco_tiny):
+def test_eight_processes_download_each_object_once(proxy, tmp_path, coco_sample):
     env = {**os.environ, "PYTHONPATH": str(REPO)}
 
     def args(i: int) -> list[str]:
@@ -75,30 +75,30 @@ def test_eight_processes_download_each_object_once(proxy, tmp_path, coco_tiny):
     media = [r.line.split()[1].split("?")[0] for r in proxy.media_requests()]
     assert len(media) == 30 and len(set(media)) == 30  # 2 JSON + 28 images, once each
     assert sum(int(o[0].split(": ")[1].split()[0]) for o in outs) == 30  # downloads over all
-    rels = [p.relative_to(coco_tiny).as_posix() for p in coco_tiny.glob("*2017/*.jpg")]
+    rels = [p.relative_to(coco_sample).as_posix() for p in coco_sample.glob("*2017/*.jpg")]
     for i in range(8):
-        _same_tree(tmp_path / f"dest{i}", coco_tiny, rels)
-    _same_tree(tmp_path / "dest0", coco_tiny, [f"annotations/{VAL_JSON}"])
+        _same_tree(tmp_path / f"dest{i}", coco_sample, rels)
+    _same_tree(tmp_path / "dest0", coco_sample, [f"annotations/{VAL_JSON}"])
     assert incomplete_files(tmp_path) == []
 
 
-def test_cut_connection_is_resumed_with_a_range_request(proxy, tmp_path, coco_tiny):
+def test_cut_connection_is_resumed_with_a_range_request(proxy, tmp_path, coco_sample):
     proxy.rules.append(Rule("cut", match=VAL_JSON, times=1, at=50_000))
     done = run_staging(*stage_args(GS_SOURCE, tmp_path, "--splits", "val"))
     assert done.returncode == 0, done.stderr
     tries = proxy.media_requests(VAL_JSON)
     assert [t.fault for t in tries] == ["cut", ""]
     assert tries[1].range == "bytes=50000-"
-    _same_tree(tmp_path / "dest", coco_tiny, [f"annotations/{VAL_JSON}"])
+    _same_tree(tmp_path / "dest", coco_sample, [f"annotations/{VAL_JSON}"])
 
 
-def test_flipped_bytes_are_detected_and_refetched(proxy, tmp_path, coco_tiny):
+def test_flipped_bytes_are_detected_and_refetched(proxy, tmp_path, coco_sample):
     proxy.rules.append(Rule("flip", match=VAL_JSON, times=1, at=777))
     done = run_staging(*stage_args(GS_SOURCE, tmp_path, "--splits", "val"))
     assert done.returncode == 0, done.stderr
     assert "retrying" in done.stderr and "crc32c" in done.stderr
     assert [t.fault for t in proxy.media_requests(VAL_JSON)] == ["flip", ""]
-    _same_tree(tmp_path / "dest", coco_tiny, [f"annotations/{VAL_JSON}"])
+    _same_tree(tmp_path / "dest", coco_sample, [f"annotations/{VAL_JSON}"])
 
 
 def test_retries_exhausted_clear_error_and_cache_unchanged(proxy, tmp_path):
@@ -113,7 +113,7 @@ def test_retries_exhausted_clear_error_and_cache_unchanged(proxy, tmp_path):
     assert incomplete_files(tmp_path) == []
 
 
-def test_kill_9_mid_download_then_rerun_resumes(proxy, tmp_path, coco_tiny):
+def test_kill_9_mid_download_then_rerun_resumes(proxy, tmp_path, coco_sample):
     proxy.rules.append(Rule("slow", match=VAL_JSON, times=1, delay=0.3))
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     cmd = [sys.executable, "-m", "staging", "--quiet",
@@ -135,5 +135,5 @@ def test_kill_9_mid_download_then_rerun_resumes(proxy, tmp_path, coco_tiny):
     assert rerun.returncode == 0, rerun.stderr
     resumed = proxy.media_requests(VAL_JSON)[-1]
     assert resumed.range.startswith("bytes=") and resumed.range != "bytes=0-"
-    _same_tree(tmp_path / "dest", coco_tiny, [f"annotations/{VAL_JSON}"])
+    _same_tree(tmp_path / "dest", coco_sample, [f"annotations/{VAL_JSON}"])
     assert incomplete_files(tmp_path) == []

@@ -15,17 +15,17 @@ def tasks(monkeypatch):
     return tasks
 
 
-def test_stage_coco_task_prints_summary(tasks, tmp_path, coco_tiny, capsys):
-    tasks.stage_coco(MockContext(), source=str(coco_tiny), cache=str(tmp_path / "c"),
+def test_stage_coco_task_prints_summary(tasks, tmp_path, coco_sample, capsys):
+    tasks.stage_coco(MockContext(), source=str(coco_sample), cache=str(tmp_path / "c"),
                      dest=str(tmp_path / "d"), splits="val", subset="2", seed="1")  # fmt: skip
     out = capsys.readouterr().out
     assert out.startswith("staged 1 files") and "1 downloaded, 0 cache hits" in out
     assert (tmp_path / "d" / "annotations" / "instances_val2017.json").exists()
 
 
-def test_stage_coco_task_reads_experiment_config(tasks, tmp_path, coco_tiny, capsys):
+def test_stage_coco_task_reads_experiment_config(tasks, tmp_path, coco_sample, capsys):
     exp = tmp_path / "exp.yaml"
-    exp.write_text(f"data:\n  source: {coco_tiny}\n  cache: {tmp_path / 'c'}\n"
+    exp.write_text(f"data:\n  source: {coco_sample}\n  cache: {tmp_path / 'c'}\n"
                    f"  dest: {tmp_path / 'd'}\n  splits: [train]\n")  # fmt: skip
     tasks.stage_coco(MockContext(), experiment_config=str(exp), dry_run=True)
     out = capsys.readouterr().out

@@ -11,8 +11,8 @@ from errors import ProjectError
 from trial.data import coco_dir_paths
 
 
-def test_real_coco_layout_is_accepted(coco_tiny):
-    paths = coco_dir_paths(coco_tiny)
+def test_the_coco_sample_layout_is_accepted(coco_sample):
+    paths = coco_dir_paths(coco_sample)
     assert paths.train_ann.endswith("annotations/instances_train2017.json")
     assert paths.val_images.endswith("val2017/")
 

@@ -1,4 +1,5 @@
-"""Real training: mmdet models on real COCO images (../shared/coco-tiny) and on the shapes set.
+"""Real training: mmdet models on the COCO sample (real when ../shared/coco-tiny exists) and on the
+shapes set.
 
 These run the whole local path (`train_local`: preflight, `python -m trial --local` in a child
 process, Determined's local core context, mmdet's Runner) and read what the trial reported.
@@ -64,8 +65,8 @@ def check_reports(model, records, steps):
 
 
 @pytest.mark.parametrize("model", ["retinanet", "maskrcnn", "gfl"])
-def test_trains_and_evaluates_on_real_coco(model, tmp_path, coco_tiny):
-    result, records, work = run(model, tmp_path, coco_tiny)
+def test_trains_and_evaluates_on_the_coco_sample(model, tmp_path, coco_sample):
+    result, records, work = run(model, tmp_path, coco_sample)
     metrics = check_reports(model, records, 4)
     assert result["steps"] == 4 and not result["preempted"]
     assert result["validation"] == metrics
