@@ -19,7 +19,9 @@ REAL_SAMPLE = real_coco_sample()
 
 def pytest_report_header(config) -> str:
     return "COCO sample: " + (
-        describe_sample(REAL_SAMPLE) if REAL_SAMPLE else describe_sample(Path("<session tmp>/shapes"))
+        describe_sample(REAL_SAMPLE)
+        if REAL_SAMPLE
+        else describe_sample(Path("<session tmp>/shapes"))
     )
 
 

@@ -14,7 +14,9 @@ from trial.config import DataPaths
 from trial.shapes import VERSION, make_shapes_coco
 
 SPLITS = ("train", "val")
-SAMPLE_ENV = "COCO_TINY"  # a real COCO sample's path; default ../shared/coco-tiny beside the checkout
+SAMPLE_ENV = (
+    "COCO_TINY"  # a real COCO sample's path; default ../shared/coco-tiny beside the checkout
+)
 
 
 def cache_root() -> Path:

@@ -27,7 +27,9 @@ def test_stage_twice_second_run_is_metadata_only(tmp_path, coco_sample):
     assert (warm.downloads, warm.cache_hits) == (0, 2)
     assert warm.summary().endswith("0 downloaded, 2 cache hits")
     ann = spec.ann_file("train")
-    assert ann.read_bytes() == (coco_sample / "annotations" / "instances_train2017.json").read_bytes()
+    assert (
+        ann.read_bytes() == (coco_sample / "annotations" / "instances_train2017.json").read_bytes()
+    )
     assert (ann.stat().st_nlink >= 2 and not os.access(ann, os.W_OK)) or os.geteuid() == 0
     assert oct(ann.stat().st_mode & 0o777) == "0o444"
     # no --with-images from disk: the view links the source's image folders
