@@ -17,12 +17,12 @@ from trial.data import describe_sample, real_coco_sample
 REAL_SAMPLE = real_coco_sample()
 
 
-def pytest_report_header(config) -> str:
-    return "COCO sample: " + (
-        describe_sample(REAL_SAMPLE)
-        if REAL_SAMPLE
-        else describe_sample(Path("<session tmp>/shapes"))
-    )
+def pytest_sessionstart(session) -> None:
+    """Say once, even under -q, which COCO sample this run uses (CI logs should tell)."""
+    where = REAL_SAMPLE or Path("<session tmp>/shapes")
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    if reporter is not None:
+        reporter.write_line(f"COCO sample: {describe_sample(where)}")
 
 
 @pytest.fixture(scope="session")

@@ -24,6 +24,12 @@ from staging_helpers import (
 pytestmark = pytest.mark.gcs
 
 VAL_JSON = "instances_val2017.json"
+TRAIN_JSON = "instances_train2017.json"  # the sample's largest object: the one faults hit mid-way
+
+
+def _objects(coco_sample: Path) -> int:
+    """Objects a full stage with images fetches: 2 annotation files + every image."""
+    return 2 + len(list(coco_sample.glob("*2017/*.jpg")))
 
 
 def _same_tree(dest: Path, coco_sample: Path, rels: list[str]) -> None:
@@ -73,8 +79,9 @@ def test_eight_processes_download_each_object_once(proxy, tmp_path, coco_sample)
     outs = [p.communicate(timeout=300) for p in procs]
     assert [p.returncode for p in procs] == [0] * 8, [o[1][-500:] for o in outs]
     media = [r.line.split()[1].split("?")[0] for r in proxy.media_requests()]
-    assert len(media) == 30 and len(set(media)) == 30  # 2 JSON + 28 images, once each
-    assert sum(int(o[0].split(": ")[1].split()[0]) for o in outs) == 30  # downloads over all
+    total = _objects(coco_sample)
+    assert len(media) == total and len(set(media)) == total  # 2 JSON + the images, once each
+    assert sum(int(o[0].split(": ")[1].split()[0]) for o in outs) == total  # downloads over all
     rels = [p.relative_to(coco_sample).as_posix() for p in coco_sample.glob("*2017/*.jpg")]
     for i in range(8):
         _same_tree(tmp_path / f"dest{i}", coco_sample, rels)
@@ -83,13 +90,14 @@ def test_eight_processes_download_each_object_once(proxy, tmp_path, coco_sample)
 
 
 def test_cut_connection_is_resumed_with_a_range_request(proxy, tmp_path, coco_sample):
-    proxy.rules.append(Rule("cut", match=VAL_JSON, times=1, at=50_000))
-    done = run_staging(*stage_args(GS_SOURCE, tmp_path, "--splits", "val"))
+    half = (coco_sample / "annotations" / TRAIN_JSON).stat().st_size // 2
+    proxy.rules.append(Rule("cut", match=TRAIN_JSON, times=1, at=half))
+    done = run_staging(*stage_args(GS_SOURCE, tmp_path, "--splits", "train"))
     assert done.returncode == 0, done.stderr
-    tries = proxy.media_requests(VAL_JSON)
+    tries = proxy.media_requests(TRAIN_JSON)
     assert [t.fault for t in tries] == ["cut", ""]
-    assert tries[1].range == "bytes=50000-"
-    _same_tree(tmp_path / "dest", coco_sample, [f"annotations/{VAL_JSON}"])
+    assert tries[1].range == f"bytes={half}-"
+    _same_tree(tmp_path / "dest", coco_sample, [f"annotations/{TRAIN_JSON}"])
 
 
 def test_flipped_bytes_are_detected_and_refetched(proxy, tmp_path, coco_sample):
@@ -114,10 +122,10 @@ def test_retries_exhausted_clear_error_and_cache_unchanged(proxy, tmp_path):
 
 
 def test_kill_9_mid_download_then_rerun_resumes(proxy, tmp_path, coco_sample):
-    proxy.rules.append(Rule("slow", match=VAL_JSON, times=1, delay=0.3))
+    proxy.rules.append(Rule("slow", match=TRAIN_JSON, times=1, delay=0.5))
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     cmd = [sys.executable, "-m", "staging", "--quiet",
-           *stage_args(GS_SOURCE, tmp_path, "--splits", "val")]  # fmt: skip
+           *stage_args(GS_SOURCE, tmp_path, "--splits", "train")]  # fmt: skip
     proc = subprocess.Popen(cmd, cwd=REPO, env=env, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
@@ -129,11 +137,11 @@ def test_kill_9_mid_download_then_rerun_resumes(proxy, tmp_path, coco_sample):
     proc.wait(timeout=10)
     left = incomplete_files(tmp_path / "cache")
     assert left, "the kill should leave a temp file behind"
-    assert not any(p.name == VAL_JSON for p in (tmp_path / "cache").rglob("*"))  # no final path
-    assert not (tmp_path / "dest" / "annotations" / VAL_JSON).exists()
-    rerun = run_staging(*stage_args(GS_SOURCE, tmp_path, "--splits", "val"))
+    assert not any(p.name == TRAIN_JSON for p in (tmp_path / "cache").rglob("*"))  # no final path
+    assert not (tmp_path / "dest" / "annotations" / TRAIN_JSON).exists()
+    rerun = run_staging(*stage_args(GS_SOURCE, tmp_path, "--splits", "train"))
     assert rerun.returncode == 0, rerun.stderr
-    resumed = proxy.media_requests(VAL_JSON)[-1]
+    resumed = proxy.media_requests(TRAIN_JSON)[-1]
     assert resumed.range.startswith("bytes=") and resumed.range != "bytes=0-"
-    _same_tree(tmp_path / "dest", coco_sample, [f"annotations/{VAL_JSON}"])
+    _same_tree(tmp_path / "dest", coco_sample, [f"annotations/{TRAIN_JSON}"])
     assert incomplete_files(tmp_path) == []

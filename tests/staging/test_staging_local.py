@@ -82,8 +82,9 @@ def test_dry_run_writes_nothing(tmp_path, coco_sample):
                        "--dest", str(tmp_path / "dest"), "--with-images", "--dry-run")  # fmt: skip
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()
-    assert sum(line.startswith("fetch ") for line in lines) == 2 + 28
-    assert "30 objects, 0 cached, 30 to fetch" in done.stdout
+    total = 2 + len(list(coco_sample.glob("*2017/*.jpg")))  # annotations + images
+    assert sum(line.startswith("fetch ") for line in lines) == total
+    assert f"{total} objects, 0 cached, {total} to fetch" in done.stdout
     assert not (tmp_path / "cache").exists() and not (tmp_path / "dest").exists()
 
 
