@@ -5,7 +5,12 @@ A message is one line that names the file/URL/field, shows the bad value and say
 
 
 class ProjectError(Exception):
-    """Base of every user-facing error: tasks print ``str(err)`` on one line and exit 1."""
+    """Base of every user-facing error: tasks print ``str(err)`` on one line and exit with
+    ``exit_code`` (1 unless a child process's own code is passed on)."""
+
+    def __init__(self, message: str, *, exit_code: int = 1) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
 
 
 class ConfigError(ProjectError):

@@ -18,7 +18,7 @@ def user_errors() -> Iterator[None]:
     try:
         yield
     except ProjectError as err:
-        raise Exit(f"error: {err}", code=1) from None
+        raise Exit(f"error: {err}", code=err.exit_code) from None
 
 
 # --- images (owner: images/) -------------------------------------------------------------------
@@ -165,6 +165,8 @@ def stage_coco(
         "resume": "continue the local run in --work-dir from its newest checkpoint",
         "master": "Determined master URL for --cluster (default: $DET_MASTER)",
         "experiment": "experiment YAML to run (default: experiments/MODEL.yaml)",
+        "dry_run": "with --cluster: check the experiment against Determined 0.38.1's rules and print "
+        "the YAML and context directory that would be submitted; submit nothing",
     },
     iterable=["set_", "hparam"],
     auto_shortflags=False,
@@ -182,12 +184,13 @@ def train(
     resume=False,
     master=None,
     experiment=None,
+    dry_run=False,
 ):
     """Train an mmdet model through the bundled Determined trial (locally, or --cluster).
 
     Locally (the default) the trial runs on this machine with a dummy Determined context and prints
-    the final bbox mAP; with --cluster the experiment YAML is validated against Determined's schema
-    and submitted with `det experiment create`.
+    the final bbox mAP; with --cluster the experiment YAML is checked against Determined 0.38.1's
+    rules, then the master validates it (validateOnly) and creates it; --dry-run prints it instead.
     """
     with user_errors():
         if cluster:
@@ -195,11 +198,20 @@ def train(
 
             print(
                 submit(
-                    model, config=config, sets=set_ or [], master=master, experiment_path=experiment
+                    model,
+                    dry_run=dry_run,
+                    config=config,
+                    sets=set_ or [],
+                    master=master,
+                    experiment_path=experiment,
                 )
             )
             return
-        from trial.local import LocalTrain, train_local
+        if dry_run:
+            raise Exit(
+                "error: --dry-run goes with --cluster (a local run has nothing to submit)", 1
+            )
+        from trial.local import LocalTrain, result_line, train_local
 
         result = train_local(
             LocalTrain(
@@ -214,7 +226,7 @@ def train(
                 experiment=experiment,
             )
         )
-        print(f"bbox_mAP {result['validation'].get('bbox_mAP', float('nan')):.4f}")
+        print(result_line(result))
 
 
 # END trial tasks

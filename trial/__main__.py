@@ -58,18 +58,17 @@ def _run_cluster():
 def _run_local(args: argparse.Namespace):
     import determined as det
 
-    from trial.config import parse_set_options
+    from trial.config import layer, parse_set_options
     from trial.data import resolve_data
     from trial.experiment import load_experiment, local_hparams
-    from trial.run import RunRequest, SignalPreemption, latest_local_checkpoint, train
+    from trial.run import RunRequest, SignalPreemption, resume_checkpoint, train
 
     experiment = load_experiment(args.experiment)
     work_dir = Path(args.work_dir).resolve()
     storage = work_dir / "checkpoints"
-    hparams = {
-        **local_hparams(experiment.get("hyperparameters") or {}),
-        **parse_set_options(args.hparam),
-    }
+    hparams = layer(
+        local_hparams(experiment.get("hyperparameters") or {}), parse_set_options(args.hparam)
+    )
     request = RunRequest(
         experiment=experiment,
         hparams=hparams,
@@ -77,7 +76,7 @@ def _run_local(args: argparse.Namespace):
         work_dir=work_dir / "run",
         max_iters=args.max_iters,
         overrides=parse_set_options(args.set),
-        resume_from=latest_local_checkpoint(storage) if args.resume else None,
+        resume_from=resume_checkpoint(storage) if args.resume else None,
         metrics_log=work_dir / "metrics.jsonl",
     )
     storage.mkdir(parents=True, exist_ok=True)
@@ -113,7 +112,11 @@ def _parser() -> argparse.ArgumentParser:
         help="COCO-layout directory, 'experiment' for the staged data: section, "
         "or unset for the built-in shapes set",
     )
-    p.add_argument("--max-iters", type=int, help="override searcher.max_length (batches)")
+    p.add_argument(
+        "--max-iters",
+        type=int,
+        help="training length in batches (overrides hyperparameters.max_iters)",
+    )
     p.add_argument(
         "--set",
         action="append",

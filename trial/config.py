@@ -97,7 +97,8 @@ def build_config(base: Any, settings: TrainSettings) -> Any:
 def apply_overrides(cfg: Any, overrides: Mapping[str, Any]) -> None:
     """Apply dotted mmengine keys; a key whose parent path does not exist is an error."""
     root = getattr(cfg, "_cfg_dict", cfg)  # an mmengine Config wraps a ConfigDict (a dict)
-    for key, value in overrides.items():
+    # Parents before children: ``optimizer={type: AdamW, ...}`` then ``optimizer.lr=...``.
+    for key, value in sorted(overrides.items(), key=lambda item: item[0].count(".")):
         parent_key, _, leaf = key.rpartition(".")
         node = root
         for part in parent_key.split(".") if parent_key else []:
@@ -121,8 +122,27 @@ def parse_set_options(items: list[str]) -> dict[str, Any]:
             raise ConfigError(
                 f"--set {item!r} is not key=value; e.g. --set optim_wrapper.optimizer.lr=0.01"
             )
-        parsed[key.strip()] = yaml.safe_load(raw) if raw.strip() else ""
+        try:
+            parsed[key.strip()] = yaml.safe_load(raw) if raw.strip() else ""
+        except yaml.YAMLError as err:
+            problem = " ".join(str(getattr(err, "problem", None) or err).split())
+            raise ConfigError(
+                f"{item!r}: the value is not valid YAML ({problem}); quote it, e.g. "
+                f"{key.strip()}='[1, 2]'"
+            ) from None
     return parsed
+
+
+def layer(base: Mapping[str, Any], top: Mapping[str, Any]) -> dict[str, Any]:
+    """Dotted settings of ``top`` over ``base``: a key of ``top`` replaces the same key in ``base``
+    and everything below it (``optimizer`` drops ``optimizer.lr``), so the upper layer always wins."""
+    merged = {
+        key: value
+        for key, value in base.items()
+        if not any(key == t or key.startswith(t + ".") for t in top)
+    }
+    merged.update(top)
+    return merged
 
 
 def flatten_hparams(hparams: Mapping[str, Any], *, reserved: frozenset[str]) -> dict[str, Any]:

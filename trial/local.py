@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -21,7 +22,7 @@ from typing import Any
 import yaml
 
 from errors import ConfigError, TrainingError
-from trial.config import build_config, load_base_config, parse_set_options, resolve_base
+from trial.config import build_config, layer, load_base_config, parse_set_options, resolve_base
 from trial.data import resolve_data
 from trial.experiment import (
     EXPERIMENTS_DIR,
@@ -31,6 +32,7 @@ from trial.experiment import (
     local_hparams,
     trial_settings,
 )
+from trial.run import resume_checkpoint
 
 # A CPU-sized profile applied on top of the experiment's hyperparameters for local runs: small
 # images and batches, no ImageNet download (unreachable here), frequent logging, and AdamW, which
@@ -82,10 +84,44 @@ def train_local(request: LocalTrain) -> dict[str, Any]:
     )
     run_dir = work_dir / "run"
     run_dir.mkdir(exist_ok=True)
-    code = subprocess.run(command, cwd=run_dir, env=trial_env(), check=False).returncode
+    code = run_forwarding_signals(command, cwd=run_dir, env=trial_env())
     if code != 0:
-        raise TrainingError(f"local trial exited with code {code}; see the log above and {run_dir}")
+        raise TrainingError(
+            f"local trial exited with code {code}; see the log above and {run_dir}", exit_code=code
+        )
     return json.loads((work_dir / "result.json").read_text())
+
+
+def result_line(result: dict[str, Any]) -> str:
+    """The last line ``invoke train`` prints: the final mAP, or how to continue a preempted run."""
+    if result.get("preempted"):
+        return (
+            f"preempted at step {result['steps']} with checkpoint {result['checkpoint']}; "
+            "continue with the same command plus --resume"
+        )
+    return f"bbox_mAP {result['validation'].get('bbox_mAP', float('nan')):.4f}"
+
+
+def run_forwarding_signals(command: Sequence[str], **popen: Any) -> int:
+    """Run ``command`` in its own session, pass SIGINT/SIGTERM on to it, wait, return its exit code.
+
+    Its own session: a terminal's Ctrl-C reaches only this process, which forwards it once, so the
+    trial sees exactly one signal (checkpoint and stop) and is never killed mid-checkpoint or orphaned.
+    A killed child's code is reported the shell way, 128 + signal number.
+    """
+    proc = subprocess.Popen(list(command), start_new_session=True, **popen)
+
+    def forward(signum: int, _frame: Any) -> None:
+        if proc.poll() is None:
+            proc.send_signal(signum)
+
+    previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        code = proc.wait()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    return 128 - code if code < 0 else code
 
 
 def trial_command(
@@ -132,14 +168,21 @@ def _local_experiment(request: LocalTrain) -> dict:
         model = resolve_base(request.model) if path is None else request.model
     experiment = load_experiment(path or EXPERIMENTS_DIR / "retinanet.yaml")
     hparams = local_hparams(experiment.get("hyperparameters") or {})
-    experiment["hyperparameters"] = {**hparams, **LOCAL_HPARAMS, "model": model}
+    # The profile replaces what it names (and what lies below it); explicit --set/--hparam are
+    # applied over it later, so they always win.
+    experiment["hyperparameters"] = layer(hparams, {**LOCAL_HPARAMS, "model": model})
     return experiment
 
 
-def _preflight(experiment: dict, request: LocalTrain, work_dir: Path) -> None:
+def local_config(request: LocalTrain) -> Any:
+    """The mmengine config a local run of ``request`` trains with (checks everything; no training)."""
+    return _preflight(_local_experiment(request), request, _work_dir(request))
+
+
+def _preflight(experiment: dict, request: LocalTrain, work_dir: Path) -> Any:
     """Build the exact config once in-process: bad model names, --set keys and data fail here."""
     data = resolve_data(request.data, experiment)
-    hparams = {**experiment["hyperparameters"], **parse_set_options(list(request.hparams))}
+    hparams = layer(experiment["hyperparameters"], parse_set_options(list(request.hparams)))
     settings = trial_settings(
         experiment,
         hparams,
@@ -148,7 +191,10 @@ def _preflight(experiment: dict, request: LocalTrain, work_dir: Path) -> None:
         max_iters=request.max_iters or DEFAULT_MAX_ITERS,
         extra_overrides=parse_set_options(list(request.sets)),
     )
-    build_config(load_base_config(resolve_base(hparams["model"])), settings)
+    cfg = build_config(load_base_config(resolve_base(hparams["model"])), settings)
+    if request.resume:
+        resume_checkpoint(work_dir / "checkpoints")
+    return cfg
 
 
 def _work_dir(request: LocalTrain) -> Path:

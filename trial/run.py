@@ -12,12 +12,15 @@ import json
 import logging
 import os
 import signal
+import zipfile
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from errors import ConfigError
 from trial.config import DataPaths, build_config, load_base_config, resolve_base
+from trial.expconf import deprecations
 from trial.experiment import model_ref, trial_settings
 
 logger = logging.getLogger("trial")
@@ -67,6 +70,8 @@ def train(core_context: Any, request: RunRequest, *, world_size: int = 1) -> Run
         extra_overrides=request.overrides,
         launcher="pytorch" if world_size > 1 else "none",
     )
+    for notice in deprecations(request.experiment, source="experiment"):
+        logger.warning(notice)
     cfg = build_config(load_base_config(resolve_base(model_ref(request.hparams))), settings)
     if request.resume_from:
         cfg["load_from"] = _download_checkpoint(core_context, request.resume_from, request.work_dir)
@@ -191,10 +196,46 @@ def read_metrics_log(path: Path) -> list[dict]:
 
 
 def latest_local_checkpoint(storage_dir: Path) -> str | None:
-    """The storage id of the newest checkpoint (by steps_completed) in a local checkpoint directory."""
-    best: tuple[int, str] | None = None
+    """The storage id of the newest *valid* checkpoint (by steps_completed) in a local checkpoint
+    directory, or None when there is none. Incomplete or corrupt ones are skipped with a warning."""
+    found = []
     for meta in Path(storage_dir).glob("*/metadata.json"):
-        steps = json.loads(meta.read_text()).get("steps_completed", -1)
-        if best is None or steps > best[0]:
-            best = (steps, meta.parent.name)
-    return best[1] if best else None
+        try:
+            steps = int(json.loads(meta.read_text()).get("steps_completed", -1))
+        except (ValueError, TypeError, AttributeError):
+            steps = -1
+        found.append((steps, meta.parent))
+    for steps, folder in sorted(found, key=lambda item: item[0], reverse=True):
+        problem = checkpoint_problem(folder)
+        if problem is None:
+            return folder.name
+        logger.warning("skipping checkpoint %s (step %d): %s", folder.name, steps, problem)
+    return None
+
+
+def resume_checkpoint(storage_dir: Path) -> str:
+    """The checkpoint ``--resume`` continues from; a ConfigError (one line) when there is none."""
+    storage_id = latest_local_checkpoint(storage_dir)
+    if storage_id is None:
+        seen = [p.name for p in Path(storage_dir).iterdir()] if Path(storage_dir).is_dir() else []
+        why = f"{len(seen)} found, none complete and readable" if seen else "there are none"
+        raise ConfigError(
+            f"--resume: no valid checkpoint in {storage_dir} ({why}); "
+            "run without --resume to start from scratch"
+        )
+    return storage_id
+
+
+def checkpoint_problem(folder: Path) -> str | None:
+    """Why ``folder`` is not a resumable checkpoint (missing or truncated file), or None."""
+    from trial.hook import CHECKPOINT_FILE
+
+    path = Path(folder) / CHECKPOINT_FILE
+    if not path.is_file():
+        return f"{CHECKPOINT_FILE} is missing"
+    try:  # torch.save writes a zip archive; a truncated one fails its central directory or CRCs
+        with zipfile.ZipFile(path) as archive:
+            bad = archive.testzip()
+    except (zipfile.BadZipFile, OSError) as err:
+        return f"{CHECKPOINT_FILE} is truncated or corrupt ({err})"
+    return f"{CHECKPOINT_FILE} is corrupt (bad member {bad})" if bad else None

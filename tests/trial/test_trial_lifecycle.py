@@ -3,31 +3,24 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
 import pytest
 import torch
-import yaml
 
 from trial.experiment import EXPERIMENTS_DIR
 from trial.local import LocalTrain, train_local, trial_command
-from trial.run import read_metrics_log
+from trial.run import checkpoint_problem, read_metrics_log
 
 pytestmark = [pytest.mark.slow, pytest.mark.training]
 REPO = Path(__file__).resolve().parents[2]
 SMALL = ["image_scale=[160, 160]", "global_batch_size=2", "log_interval=2", "num_workers=0"]
-
-
-def experiment_with(tmp_path: Path, **fields) -> str:
-    experiment = yaml.safe_load((EXPERIMENTS_DIR / "retinanet.yaml").read_text())
-    experiment.update(fields)
-    path = tmp_path / "experiment.yaml"
-    path.write_text(yaml.safe_dump(experiment))
-    return str(path)
 
 
 def test_retinanet_learns_the_shapes_set(tmp_path, shapes_root):
@@ -52,9 +45,11 @@ LEARN_ITERS = 150
 
 def test_resume_continues_at_n_plus_1_with_the_same_schedule_and_optimizer(tmp_path, shapes_root):
     """Straight 8 iterations vs 4 + resume to 8: same lr at every step, same final weights."""
-    exp = experiment_with(tmp_path, min_checkpoint_period={"batches": 4})
     common = dict(
-        model="retinanet", data=str(shapes_root), max_iters=8, hparams=SMALL, experiment=exp
+        model="retinanet",
+        data=str(shapes_root),
+        max_iters=8,
+        hparams=[*SMALL, "checkpoint_interval=4"],
     )
     straight = tmp_path / "straight"
     result = train_local(LocalTrain(**common, work_dir=str(straight)))
@@ -123,5 +118,38 @@ def test_sigterm_preempts_with_a_checkpoint_and_a_clean_exit_then_resumes(tmp_pa
         resume=True,
     )
     subprocess.run(resume, cwd=tmp_path, check=True)
+    again = json.loads((work / "result.json").read_text())
+    assert again["steps"] == target and not again["preempted"]
+
+
+def test_ctrl_c_to_invoke_train_checkpoints_exits_0_and_resume_continues(tmp_path, shapes_root):
+    """SIGINT reaches `invoke train` only (as a terminal's Ctrl-C would after it forwards it): the
+    trial checkpoints, nothing is left running, and --resume continues after that checkpoint."""
+    work = tmp_path / "w"
+    base = [
+        sys.executable, "-m", "invoke", "-r", str(REPO), "train", "retinanet",
+        "--data", str(shapes_root), "--work-dir", str(work),
+        *[arg for item in SMALL for arg in ("--hparam", item)],
+    ]  # fmt: skip
+    proc = subprocess.Popen([*base, "--max-iters", "200"], cwd=tmp_path, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 300
+        while not read_metrics_log(work / "metrics.jsonl") and time.monotonic() < deadline:
+            assert proc.poll() is None, "the run ended before it was interrupted"
+            time.sleep(0.5)
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=300) == 0
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    result = json.loads((work / "result.json").read_text())
+    assert result["preempted"] and 2 <= result["steps"] < 200
+    assert checkpoint_problem(work / "checkpoints" / result["checkpoint"]) is None
+    assert not list((work / "checkpoints").rglob("*.incomplete"))
+    leftover = subprocess.run(["pgrep", "-f", str(work)], capture_output=True, text=True)
+    assert leftover.stdout.strip() == "", "the trial was orphaned"
+
+    target = result["steps"] + 2
+    subprocess.run([*base, "--max-iters", str(target), "--resume"], cwd=tmp_path, check=True)
     again = json.loads((work / "result.json").read_text())
     assert again["steps"] == target and not again["preempted"]

@@ -36,9 +36,26 @@ def error_lines(proc: subprocess.CompletedProcess) -> list[str]:
             "is not COCO-shaped: missing annotations/instances_train2017.json",
         ),
         (["train", "retinanet", "--set", "lr0.1"], "--set 'lr0.1' is not key=value"),
+        (["train", "retinanet", "--set", "a=["], "'a=[': the value is not valid YAML"),
+        (
+            ["train", "retinanet", "--hparam", "global_batch_size=abc"],
+            "global_batch_size must be a positive whole number of images, got 'abc'",
+        ),
+        (["train", "retinanet", "--resume"], "--resume: no valid checkpoint in"),
+        (["train", "retinanet", "--dry-run"], "--dry-run goes with --cluster"),
         (["bench", "nosuch"], "error: unknown benchmark 'nosuch'"),
     ],
-    ids=["model", "set-key", "data", "set-syntax", "bench"],
+    ids=[
+        "model",
+        "set-key",
+        "data",
+        "set-syntax",
+        "set-yaml",
+        "hparam-type",
+        "resume",
+        "dry-run",
+        "bench",
+    ],
 )
 def test_bad_input_is_one_line_and_exit_1(tmp_path, args, message):
     (tmp_path / "NOTCOCO").mkdir()
