@@ -71,32 +71,6 @@ log "installing mmdet-determined ($spec)"
 "${PIP[@]}" "$wheel_dir"/mmcv-"$MMCV_VERSION"-*.whl "${torch_args[@]}" -e "$spec" \
   -c "$ROOT/ci/constraints.txt"
 
-# Determined's experiment-config schema + validator (see trial/expconf.py for why it comes from 0.20.1).
-schema_dir="$VENV/share/determined-expconf/schemas"
-if [ ! -f "$schema_dir/expconf/_gen.py" ]; then
-  log "fetching Determined's experiment-config schema (determined==0.20.1 wheel)"
-  dl="$(mktemp -d)"
-  "$PY" -m pip download --disable-pip-version-check -q --no-deps -d "$dl" determined==0.20.1
-  "$PY" - "$dl" "$schema_dir" <<'PYEOF'
-import os, shutil, sys, tempfile, zipfile, glob
-wheel = glob.glob(os.path.join(sys.argv[1], "determined-0.20.1-*.whl"))[0]
-dest = sys.argv[2]
-os.makedirs(os.path.dirname(dest), exist_ok=True)
-tmp = tempfile.mkdtemp(dir=os.path.dirname(dest))
-prefix = "determined/common/schemas/"
-with zipfile.ZipFile(wheel) as zf:
-    for name in zf.namelist():
-        if name.startswith(prefix) and name.endswith(".py"):
-            target = os.path.join(tmp, name[len(prefix):])
-            os.makedirs(os.path.dirname(target), exist_ok=True)
-            with zf.open(name) as src, open(target, "wb") as out:
-                shutil.copyfileobj(src, out)
-shutil.rmtree(dest, ignore_errors=True)
-os.replace(tmp, dest)
-PYEOF
-  rm -rf "$dl"
-fi
-
 "$PY" - <<'PYEOF'
 import sys
 try:

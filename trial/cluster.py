@@ -1,5 +1,10 @@
 """``invoke train MODEL --cluster``: validate, assemble a small context directory, submit.
 
+The experiment is checked offline against Determined 0.38.1's rules first (trial/expconf.py);
+``--dry-run`` stops there and prints what would be sent. With a master, the master's own verdict is
+final: the experiment is sent with ``validateOnly`` first, then created, through Determined's Python
+API (``determined.common.api``, the client the ``det`` CLI and SDK use).
+
 The context directory is what Determined uploads (size-limited): the trial and staging packages,
 errors.py, and hooks/startup-hook.sh placed at its root, where Determined runs it before every
 workload. Nothing else from the repository travels.
@@ -9,11 +14,9 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
-import sys
 import tempfile
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
@@ -28,6 +31,7 @@ CONTEXT_FILES = ("errors.py",)
 STARTUP_HOOK = REPO_ROOT / "hooks" / "startup-hook.sh"
 DETIGNORE = "__pycache__/\n*.pyc\n*.incomplete\nwork_dirs/\n"
 CONTEXT_LIMIT_BYTES = 5 * 1024 * 1024
+DEFAULT_MASTER = "http://127.0.0.1:8080"
 
 
 @dataclass(frozen=True)
@@ -37,7 +41,11 @@ class Submission:
     experiment: dict
     context_dir: Path
     master: str
-    command: list[str]
+    notices: list[str] = field(default_factory=list)
+
+    @property
+    def config_text(self) -> str:
+        return yaml.safe_dump(self.experiment, sort_keys=False)
 
 
 def plan_submission(
@@ -59,35 +67,64 @@ def plan_submission(
         hparams["model"] = resolve_base(model)
     hparams.update(parse_set_options(list(sets)))
     experiment["hyperparameters"] = hparams
-    validate_experiment(experiment, source=str(path or f"experiment for {model}"))
+    notices = validate_experiment(experiment, source=str(path or f"experiment for {model}"))
     assemble_context(context_dir)
-    exp_file = context_dir.parent / "experiment.yaml"
-    exp_file.write_text(yaml.safe_dump(experiment, sort_keys=False))
-    master = master or os.environ.get("DET_MASTER") or "http://127.0.0.1:8080"
-    command = [
-        sys.executable,
-        "-m",
-        "determined.cli",
-        "-m",
-        master,
-        "experiment",
-        "create",
-        str(exp_file),
-        str(context_dir),
-    ]
-    return Submission(experiment, context_dir, master, command)
+    master = _url(master or os.environ.get("DET_MASTER") or DEFAULT_MASTER)
+    return Submission(experiment, context_dir, master, notices)
 
 
-def submit(model: str, **kwargs) -> str:
-    """Plan, check the master is reachable, run ``det experiment create``; returns its output."""
+def describe(sub: Submission) -> str:
+    """The dry-run report: notices, the experiment YAML, and the context listing with its size."""
+    files = sorted(f for f in sub.context_dir.rglob("*") if f.is_file())
+    total = sum(f.stat().st_size for f in files)
+    listing = "\n".join(f"  {f.stat().st_size:>8}  {f.relative_to(sub.context_dir)}" for f in files)
+    notices = "".join(f"notice: {n}\n" for n in sub.notices)
+    return (
+        f"{notices}# experiment (valid for Determined 0.38.1; not submitted: --dry-run)\n"
+        f"{sub.config_text}\n"
+        f"# context directory: {len(files)} files, {total / 1024:.1f} KiB "
+        f"(limit {CONTEXT_LIMIT_BYTES // 2**20} MiB)\n{listing}"
+    )
+
+
+def submit(model: str, *, dry_run: bool = False, **kwargs) -> str:
+    """Plan; with ``dry_run`` describe it; else ask the master (validateOnly), then create it."""
     with tempfile.TemporaryDirectory(prefix="mmdet-det-") as tmp:
         sub = plan_submission(model, context_dir=Path(tmp) / "context", **kwargs)
+        if dry_run:
+            return describe(sub)
         _check_master(sub.master)
-        proc = subprocess.run(sub.command, capture_output=True, text=True, check=False)
-        if proc.returncode != 0:
-            last = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["no output"]
-            raise TrainingError(f"det experiment create failed against {sub.master}: {last[0]}")
-        return proc.stdout
+        from determined.common import api
+        from determined.common.api import authentication, bindings
+        from determined.common.context import read_v1_context
+
+        request = bindings.v1CreateExperimentRequest(
+            activate=True,
+            config=sub.config_text,
+            modelDefinition=read_v1_context(sub.context_dir),
+        )
+        try:
+            session = authentication.login_with_cache(sub.master)
+            request.validateOnly = True
+            session.post("/api/v1/experiments", json=request.to_json(True))
+            request.validateOnly = False
+            created = session.post("/api/v1/experiments", json=request.to_json(True)).json()
+        except api.errors.MasterNotFoundException:
+            raise TrainingError(f"the master at {sub.master} stopped answering") from None
+        except api.errors.APIException as err:
+            raise ConfigError(
+                f"the master at {sub.master} refused the experiment: {_one_line(str(err))}"
+            ) from None
+        except api.errors.BadRequestException as err:  # 401/403: not logged in
+            raise TrainingError(
+                f"the master at {sub.master} did not accept the login ({_one_line(str(err))}); "
+                f"run `det -m {sub.master} user login` or set DET_USER and DET_PASS"
+            ) from None
+        exp_id = created["experiment"]["id"]
+        lines = [*(f"notice: {n}" for n in sub.notices)]
+        lines += [f"warning: {w}" for w in created.get("warnings") or []]
+        lines.append(f"Created experiment {exp_id}: {sub.master}/det/experiments/{exp_id}")
+        return "\n".join(lines)
 
 
 def assemble_context(context_dir: Path) -> Path:
@@ -119,10 +156,17 @@ def _copy_config(config: str, context_dir: Path) -> str:
     return f"configs/{source.name}"
 
 
-def _check_master(master: str) -> None:
+def _url(master: str) -> str:
+    return (master if "://" in master else f"http://{master}").rstrip("/")
+
+
+def _one_line(message: str) -> str:
+    return " ".join(message.split())
+
+
+def _check_master(url: str) -> None:
     import requests
 
-    url = master if "://" in master else f"http://{master}"
     try:
         requests.get(f"{url.rstrip('/')}/info", timeout=5).raise_for_status()
     except requests.RequestException as err:

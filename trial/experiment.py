@@ -1,8 +1,11 @@
 """Read a Determined experiment config and turn it into the trial's settings (pure, no I/O but YAML).
 
-The experiment YAML is the user's one place: ``searcher.max_length.batches`` is the training length,
-``min_validation_period`` / ``min_checkpoint_period`` (in batches) the intervals, ``hyperparameters``
-the model and dotted mmengine overrides, ``data`` what the startup hook stages.
+The experiment YAML is the user's one place. Determined 0.38 wants the training length in training
+code, so it lives in ``hyperparameters``: ``max_iters`` (batches; an ASHA experiment with
+``time_metric: batches`` may leave it to ``searcher.max_time``), ``val_interval`` and
+``checkpoint_interval``; the other hyperparameters name the model and dotted mmengine overrides;
+``data`` is what the startup hook stages. The deprecated 0.37 fields (``searcher.max_length``,
+``min_validation_period``, ``min_checkpoint_period``) still work, with a notice (trial/expconf.py).
 """
 
 from __future__ import annotations
@@ -14,13 +17,23 @@ from typing import Any
 import yaml
 
 from errors import ConfigError
-from trial.config import DataPaths, TrainSettings, flatten_hparams
+from trial.config import DataPaths, TrainSettings, flatten_hparams, layer
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 EXPERIMENTS_DIR = REPO_ROOT / "experiments"
 # Hyperparameters the trial itself interprets; every other one is a dotted mmengine key.
 RESERVED_HPARAMS = frozenset(
-    {"model", "global_batch_size", "pretrained", "image_scale", "num_workers", "log_interval"}
+    {
+        "model",
+        "global_batch_size",
+        "pretrained",
+        "image_scale",
+        "num_workers",
+        "log_interval",
+        "max_iters",
+        "val_interval",
+        "checkpoint_interval",
+    }
 )
 
 
@@ -46,30 +59,69 @@ def experiment_for_model(model: str) -> Path | None:
     return path if path.exists() else None
 
 
+def training_length(experiment: Mapping[str, Any], hparams: Mapping[str, Any]) -> int:
+    """Training length in batches: ``hyperparameters.max_iters``, else ASHA's ``searcher.max_time``
+    (``time_metric: batches``), else the deprecated ``searcher.max_length``."""
+    if hparams.get("max_iters") is not None:
+        return _positive_int(hparams["max_iters"], "hyperparameters.max_iters")
+    searcher = experiment.get("searcher") or {}
+    if searcher.get("max_time") is not None:
+        if searcher.get("time_metric") != "batches":
+            raise ConfigError(
+                f"searcher.time_metric is {searcher.get('time_metric')!r}: set "
+                "hyperparameters.max_iters (the trial trains by batches) or use time_metric: batches"
+            )
+        return _positive_int(searcher["max_time"], "searcher.max_time")
+    if searcher.get("max_length") is not None:
+        return searcher_length(experiment)
+    raise ConfigError(
+        "the experiment has no training length; set hyperparameters.max_iters (batches), "
+        "e.g. max_iters: 90000"
+    )
+
+
 def searcher_length(experiment: Mapping[str, Any]) -> int:
-    """Training length in batches from ``searcher.max_length`` (``{batches: N}`` or a bare int)."""
+    """The deprecated ``searcher.max_length`` in batches (``{batches: N}`` or a bare int)."""
     length = experiment.get("searcher", {}).get("max_length")
     if isinstance(length, Mapping):
         if set(length) != {"batches"}:
             raise ConfigError(
-                f"searcher.max_length {dict(length)} must be in batches, e.g. max_length: {{batches: 90000}}"
+                f"searcher.max_length {dict(length)} must be in batches; better, set "
+                "hyperparameters.max_iters"
             )
         length = length["batches"]
-    if not isinstance(length, int) or length < 1:
-        raise ConfigError(
-            f"searcher.max_length must be a positive number of batches, got {length!r}"
-        )
-    return length
+    return _positive_int(length, "searcher.max_length")
 
 
-def period_in_batches(experiment: Mapping[str, Any], field: str, default: int) -> int:
-    """``min_validation_period`` / ``min_checkpoint_period`` in batches (default when unset)."""
+def interval(
+    experiment: Mapping[str, Any], hparams: Mapping[str, Any], name: str, default: int
+) -> int:
+    """``hyperparameters.val_interval`` / ``checkpoint_interval`` in batches, else the deprecated
+    ``min_validation_period`` / ``min_checkpoint_period``, else ``default``."""
+    if hparams.get(name) is not None:
+        return _positive_int(hparams[name], f"hyperparameters.{name}")
+    field = DEPRECATED_PERIODS[name]
     period = experiment.get(field)
     if period is None:
         return default
-    if not isinstance(period, Mapping) or set(period) != {"batches"} or int(period["batches"]) < 1:
-        raise ConfigError(f"{field} must be {{batches: N}} with N >= 1, got {period!r}")
-    return int(period["batches"])
+    if not isinstance(period, Mapping) or set(period) != {"batches"}:
+        raise ConfigError(
+            f"{field} must be {{batches: N}}, got {period!r}; better, set hyperparameters.{name}"
+        )
+    return _positive_int(period["batches"], f"{field}.batches")
+
+
+DEPRECATED_PERIODS = {
+    "val_interval": "min_validation_period",
+    "checkpoint_interval": "min_checkpoint_period",
+}
+
+
+def _positive_int(value: Any, field: str, unit: str = "batches") -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        what = f"a positive whole number of {unit}" if unit else "a positive whole number"
+        raise ConfigError(f"{field} must be {what}, got {value!r}")
+    return value
 
 
 def trial_settings(
@@ -84,18 +136,29 @@ def trial_settings(
     launcher: str = "none",
 ) -> TrainSettings:
     """Everything the config builder needs, from the experiment config and its hyperparameters."""
-    length = max_iters or searcher_length(experiment)
-    val_interval = min(length, period_in_batches(experiment, "min_validation_period", length))
-    ckpt_interval = period_in_batches(experiment, "min_checkpoint_period", val_interval)
+    length = max_iters or training_length(experiment, hparams)
+    val_interval = min(length, interval(experiment, hparams, "val_interval", length))
+    ckpt_interval = interval(experiment, hparams, "checkpoint_interval", val_interval)
     global_batch = hparams.get("global_batch_size")
     if global_batch is not None and (
-        int(global_batch) < world_size or int(global_batch) % world_size
+        _positive_int(global_batch, "hyperparameters.global_batch_size", "images") % world_size
     ):
         raise ConfigError(
             f"hyperparameters.global_batch_size {global_batch} must be a positive multiple of the "
             f"{world_size} slots"
         )
+    for name in ("num_workers", "log_interval"):
+        if hparams.get(name) is not None and hparams[name] != 0:
+            _positive_int(hparams[name], f"hyperparameters.{name}", "")
     scale = hparams.get("image_scale")
+    if scale is not None and not (
+        isinstance(scale, (list, tuple))
+        and len(scale) == 2
+        and all(isinstance(v, int) and v > 0 for v in scale)
+    ):
+        raise ConfigError(
+            f"hyperparameters.image_scale must be [width, height] in pixels, got {scale!r}"
+        )
     return TrainSettings(
         data=data,
         work_dir=work_dir,
@@ -108,10 +171,9 @@ def trial_settings(
         log_interval=min(int(hparams.get("log_interval", 50)), length),
         pretrained=bool(hparams.get("pretrained", True)),
         launcher=launcher,
-        overrides={
-            **flatten_hparams(hparams, reserved=RESERVED_HPARAMS),
-            **dict(extra_overrides or {}),
-        },
+        overrides=layer(
+            flatten_hparams(hparams, reserved=RESERVED_HPARAMS), dict(extra_overrides or {})
+        ),
     )
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 from collections.abc import Mapping
 from typing import Any
 
@@ -84,6 +85,20 @@ class DetCoreHook(Hook):
         self._last_train_report = -1
         self._last_val_report = -1
         self._last_percent = -1
+        self._samples_per_epoch = 0
+        self._samples_per_step = 0
+
+    def before_train(self, runner) -> None:
+        loader = runner.train_dataloader
+        batch = loader.batch_size or getattr(loader.batch_sampler, "batch_size", 0)
+        self._samples_per_step = int(batch or 0) * runner.world_size
+        self._samples_per_epoch = len(loader.dataset)
+
+    def time_metrics(self, steps: int) -> dict[str, float]:
+        """``batches`` and ``epochs`` as Determined 0.38's training loops report them (ASHA's
+        ``time_metric`` must be among the validation metrics)."""
+        epochs = steps * self._samples_per_step / max(1, self._samples_per_epoch)
+        return {"batches": steps, "epochs": round(epochs, 6)}
 
     def after_train_iter(self, runner, batch_idx: int, data_batch=None, outputs=None) -> None:
         steps = runner.iter + 1
@@ -107,7 +122,9 @@ class DetCoreHook(Hook):
         tags, _ = runner.log_processor.get_log_after_iter(runner, batch_idx, "train")
         metrics = to_det_metrics(tags)
         if runner.rank == 0 and metrics:
-            self.core.train.report_training_metrics(steps_completed=steps, metrics=metrics)
+            self.core.train.report_training_metrics(
+                steps_completed=steps, metrics={**metrics, **self.time_metrics(steps)}
+            )
             percent = should_report_progress(steps, runner.max_iters, self._last_percent)
             if percent is not None:
                 self._last_percent = percent
@@ -118,7 +135,9 @@ class DetCoreHook(Hook):
         if runner.rank != 0 or not det_metrics or steps == self._last_val_report:
             return
         self._last_val_report = steps
-        self.core.train.report_validation_metrics(steps_completed=steps, metrics=det_metrics)
+        self.core.train.report_validation_metrics(
+            steps_completed=steps, metrics={**det_metrics, **self.time_metrics(steps)}
+        )
 
     def _save_and_upload(self, runner, steps: int) -> None:
         if steps == self._last_saved_step:
@@ -130,13 +149,17 @@ class DetCoreHook(Hook):
             return
         metadata = {"steps_completed": steps, **self.checkpoint_metadata}
         with self.core.checkpoint.store_path(metadata) as (path, storage_id):
+            # Written under a temp name and renamed: a kill mid-write never leaves a partial
+            # checkpoint.pth (and Determined writes metadata.json only after this block).
+            partial = CHECKPOINT_FILE + ".incomplete"
             runner.save_checkpoint(
                 str(path),
-                filename=CHECKPOINT_FILE,
+                filename=partial,
                 by_epoch=False,
                 save_optimizer=True,
                 save_param_scheduler=True,
             )
+            os.replace(os.path.join(path, partial), os.path.join(path, CHECKPOINT_FILE))
         self.last_checkpoint = storage_id
         logger.info("stored checkpoint %s at step %d", storage_id, steps)
 

@@ -73,7 +73,12 @@ class TestDetCoreHook(RunnerTestCase):
         assert {"loss", "lr"} <= set(train[0][2])
         val = kinds(core.events, "val")
         assert [e[1] for e in val] == [6, 12]
-        assert set(val[0][2]) == {"acc"}  # ToyMetric's key, prefix stripped
+        # ToyMetric's key (prefix stripped) and Determined 0.38's time metrics, for ASHA
+        assert set(val[0][2]) == {"acc", "batches", "epochs"}
+        toy_epoch = len(runner.train_dataloader.dataset) / runner.train_dataloader.batch_size
+        for kind in (train, val):
+            assert all(e[2]["batches"] == e[1] for e in kind)
+            assert all(e[2]["epochs"] == pytest.approx(e[1] / toy_epoch) for e in kind)
         # every 4 steps, and the end state once (12 is both: saved once)
         assert [e[1] for e in kinds(core.events, "checkpoint")] == [4, 8, 12]
         progress = [e[1] for e in kinds(core.events, "progress")]

@@ -61,7 +61,21 @@ def check_reports(model, records, steps):
     expected = BBOX_KEYS | ({"segm_mAP", "segm_mAP_50"} if model == "maskrcnn" else set())
     assert expected <= set(metrics)
     assert all(0.0 <= metrics[k] <= 1.0 for k in expected)
+    # Determined 0.38: ASHA's time_metric (batches or epochs) is reported with every validation.
+    for record in [*train, *val]:
+        assert record["metrics"]["batches"] == record["steps_completed"]
+    assert 0 < metrics["epochs"] == pytest.approx(steps * 2 / records_per_epoch(records), rel=1e-5)
     return metrics
+
+
+def records_per_epoch(records) -> float:
+    """Train images per epoch, as the epochs metric implies (checked for consistency over steps)."""
+    train = [r for r in records if r["group"] == "training"]
+    sizes = {round(r["steps_completed"] * 2 / r["metrics"]["epochs"], 3) for r in train}
+    assert len(sizes) == 1, sizes
+    size = sizes.pop()
+    assert size >= 1 and size == int(size), size  # a whole number of training images
+    return size
 
 
 @pytest.mark.parametrize("model", ["retinanet", "maskrcnn", "gfl"])
