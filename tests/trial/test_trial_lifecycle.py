@@ -23,6 +23,21 @@ REPO = Path(__file__).resolve().parents[2]
 SMALL = ["image_scale=[160, 160]", "global_batch_size=2", "log_interval=2", "num_workers=0"]
 
 
+def interrupt_after_first_report(proc: subprocess.Popen, work: Path, sig: signal.Signals) -> None:
+    """Send ``sig`` once the run has reported a training step; it must exit 0 (its own session:
+    whatever is left is killed at the end)."""
+    try:
+        deadline = time.monotonic() + 300
+        while not read_metrics_log(work / "metrics.jsonl") and time.monotonic() < deadline:
+            assert proc.poll() is None, "the run ended before it was interrupted"
+            time.sleep(0.5)
+        proc.send_signal(sig)
+        assert proc.wait(timeout=300) == 0
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+
+
 def test_retinanet_learns_the_shapes_set(tmp_path, shapes_root):
     """bbox mAP after a few minutes of CPU training is clearly above its value at the start.
 
@@ -93,16 +108,8 @@ def test_sigterm_preempts_with_a_checkpoint_and_a_clean_exit_then_resumes(tmp_pa
         max_iters=200,
         hparams=hparams,
     )
-    proc = subprocess.Popen(command, cwd=tmp_path)
-    try:
-        deadline = time.monotonic() + 300
-        while not read_metrics_log(work / "metrics.jsonl") and time.monotonic() < deadline:
-            assert proc.poll() is None, "trial exited before it was preempted"
-            time.sleep(0.5)
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=300) == 0
-    finally:
-        proc.kill()
+    proc = subprocess.Popen(command, cwd=tmp_path, start_new_session=True)
+    interrupt_after_first_report(proc, work, signal.SIGTERM)
     result = json.loads((work / "result.json").read_text())
     assert result["preempted"] and 2 <= result["steps"] < 200
     meta = json.loads((work / "checkpoints" / result["checkpoint"] / "metadata.json").read_text())
@@ -132,16 +139,7 @@ def test_ctrl_c_to_invoke_train_checkpoints_exits_0_and_resume_continues(tmp_pat
         *[arg for item in SMALL for arg in ("--hparam", item)],
     ]  # fmt: skip
     proc = subprocess.Popen([*base, "--max-iters", "200"], cwd=tmp_path, start_new_session=True)
-    try:
-        deadline = time.monotonic() + 300
-        while not read_metrics_log(work / "metrics.jsonl") and time.monotonic() < deadline:
-            assert proc.poll() is None, "the run ended before it was interrupted"
-            time.sleep(0.5)
-        proc.send_signal(signal.SIGINT)
-        assert proc.wait(timeout=300) == 0
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
+    interrupt_after_first_report(proc, work, signal.SIGINT)
     result = json.loads((work / "result.json").read_text())
     assert result["preempted"] and 2 <= result["steps"] < 200
     assert checkpoint_problem(work / "checkpoints" / result["checkpoint"]) is None
