@@ -4,7 +4,11 @@ The first read of an object downloads it into the cache (same write protocol as 
 unique temp file, crc32c check, atomic rename); later reads, in this process or any other on the
 node, hit local disk. The trial passes ``DataSpec.backend_args()``:
 
-    LoadImageFromFile(backend_args={"backend": "gs_cached", "cache": "/mnt/node-cache/coco"})
+    LoadImageFromFile(backend_args={"backend": "gs_cached", "cache": "/mnt/node-cache/coco",
+                                    "index": "/mnt/node-cache/coco/manifests/<key>-images.json"})
+
+The index (written by staging) pins each image's generation, so the images read are the ones
+listed together with the staged annotations, and warm reads need no network at all.
 
 mmengine builds a new backend instance per call, so instances are cheap: clients, the cache and
 the url -> path memo live at module level.
@@ -16,64 +20,114 @@ import contextlib
 import json
 import os
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from errors import StagingError
-from staging.cache import Cache, write_atomic
-from staging.paths import GS, REFS_DIR, parse_source, short_hash
+from staging.cache import Cache
+from staging.paths import GS, parse_source
+from staging.sources import ObjectInfo
 from staging.spec import BACKEND_NAME
 
 CACHE_ENV = "STAGING_CACHE"  # fallback when backend_args carry no "cache"
 DEFAULT_CACHE = Path.home() / ".cache" / "mmdet-determined" / "gs"
+INDEX_CHECK_S = 1.0  # how often a process looks whether staging rewrote the index
 
-_memo: dict[tuple[str, str], Path] = {}
-_memo_lock = threading.Lock()
+_memo: dict[tuple[str, str, str], Path] = {}  # (cache, url, ident) -> cached path
+_indexes: dict[str, tuple[float, tuple, dict]] = {}  # index path -> (checked, stat key, objects)
+_sources: dict[tuple, Any] = {}  # (bucket, endpoint, pid) -> GcsSource
+_lock = threading.Lock()
 _registered = False
 
 
-def fetch_url(url: str, cache_root: str | Path) -> Path:
+def fetch_url(url: str, cache_root: str | Path, index: str | Path | None = None) -> Path:
     """Local path of ``gs://bucket/name`` in the cache, downloading it on the first read.
 
-    Lookup order: in-process memo, then ``<cache>/refs/<urlhash>.json`` (written after the first
-    download; no network), then object metadata + download.
+    The object's generation comes from ``index`` (the listing staging pinned beside the staged
+    annotations; no network) or, for a URL it does not hold, from GCS (one metadata call per
+    read). The cache path is keyed by URL + generation + crc32c, so a re-uploaded object is
+    never served from an older copy.
     """
-    key = (str(cache_root), url)
-    with _memo_lock:
-        hit = _memo.get(key)
-    if hit is not None and hit.exists():
-        return hit
-    root = Path(cache_root)
-    ref_file = root / REFS_DIR / f"{short_hash(url)}.json"
-    path = _from_ref(root, ref_file)
+    info = _pinned(str(index), url) if index else None
+    if info is None:
+        info = _source(url).stat(_object_name(url))
+    key = (str(cache_root), url, info.ident)
+    path = _memo.get(key)
     if path is None:
-        path = _download(url, root)
-        rel = str(path.relative_to(root))
-        # advisory (a lost ref costs one metadata call, never a download): no fsync needed
-        write_atomic(ref_file, json.dumps({"url": url, "path": rel}).encode(), durable=False)
-    with _memo_lock:
-        _memo[key] = path
+        path = Cache(Path(cache_root)).ensure(info, _source(url)).path
+        with _lock:
+            _memo[key] = path
     return path
 
 
-def _from_ref(root: Path, ref_file: Path) -> Path | None:
+def read_url(url: str, cache_root: str | Path, index: str | Path | None = None) -> bytes:
+    """The bytes of ``url`` through the cache (re-fetched if its cached file vanished)."""
     try:
-        path = root / json.loads(ref_file.read_text())["path"]
-    except (OSError, ValueError, KeyError):
-        return None
-    return path if path.exists() else None
+        return fetch_url(url, cache_root, index).read_bytes()
+    except FileNotFoundError:
+        with _lock:
+            _memo.clear()
+        return fetch_url(url, cache_root, index).read_bytes()
 
 
-def _download(url: str, root: Path) -> Path:
-    from staging.sources import GcsSource
-
+def _object_name(url: str) -> str:
     ref = parse_source(url, field="gs:// path")
     if ref.kind != GS or not ref.prefix:
         raise StagingError(f"{url!r} is not a gs://bucket/object path")
-    bucket_ref = parse_source(f"gs://{ref.bucket}", field="gs:// path")
-    source = GcsSource(bucket_ref, workers=4)
-    info = source.stat(ref.prefix)
-    return Cache(root).ensure(info, source).path
+    return ref.prefix
+
+
+def _source(url: str):
+    from staging.sources import GcsSource
+
+    bucket = url[len("gs://") :].split("/", 1)[0]
+    # a forked loader worker gets its own client; so does another endpoint (emulator tests)
+    key = (bucket, os.environ.get("STORAGE_EMULATOR_HOST", ""), os.getpid())
+    source = _sources.get(key)
+    if source is None:
+        source = GcsSource(parse_source(f"gs://{bucket}", field="gs:// path"), workers=4)
+        with _lock:
+            _sources[key] = source
+    return source
+
+
+def _pinned(index: str, url: str) -> ObjectInfo | None:
+    """``url``'s pinned ObjectInfo from the index staging wrote, or None (absent or unlisted)."""
+    now = time.monotonic()
+    entry = _indexes.get(index)
+    if entry is None or now - entry[0] > INDEX_CHECK_S:
+        entry = _load_index(index, entry, now)
+    row = entry[2].get(url)
+    if row is None:
+        return None
+    generation, crc32c, size = row
+    return ObjectInfo(
+        relpath=_object_name(url),
+        url=url,
+        size=size,
+        ident=f"generation={generation},crc32c={crc32c}",
+        crc32c=crc32c,
+        generation=generation,
+    )
+
+
+def _load_index(index: str, old, now: float) -> tuple[float, tuple, dict]:
+    try:
+        st = os.stat(index)
+        stat_key = (st.st_ino, st.st_mtime_ns, st.st_size)
+        if old is not None and old[1] == stat_key:
+            objects = old[2]
+        else:
+            with open(index, "rb") as f:
+                objects = json.load(f)["objects"]
+    except (OSError, ValueError, KeyError, TypeError):
+        stat_key, objects = (), {}
+    entry = (now, stat_key, objects)
+    with _lock:
+        _indexes[index] = entry
+    return entry
 
 
 def _backend_class():
@@ -82,18 +136,19 @@ def _backend_class():
     class GsCachedBackend(BaseStorageBackend):
         """Read ``gs://`` objects through the node cache (read-through; see module docstring)."""
 
-        def __init__(self, cache: str | None = None, **_ignored) -> None:
+        def __init__(self, cache: str | None = None, index: str | None = None, **_ignored) -> None:
             self.cache = cache or os.environ.get(CACHE_ENV) or str(DEFAULT_CACHE)
+            self.index = index
 
         def get(self, filepath) -> bytes:
-            return fetch_url(str(filepath), self.cache).read_bytes()
+            return read_url(str(filepath), self.cache, self.index)
 
         def get_text(self, filepath, encoding: str = "utf-8") -> str:
-            return fetch_url(str(filepath), self.cache).read_text(encoding=encoding)
+            return self.get(filepath).decode(encoding)
 
         @contextlib.contextmanager
         def get_local_path(self, filepath) -> Iterator[str]:
-            yield str(fetch_url(str(filepath), self.cache))
+            yield str(fetch_url(str(filepath), self.cache, self.index))
 
         def join_path(self, filepath, *filepaths: str) -> str:
             return "/".join([str(filepath).rstrip("/"), *(p.strip("/") for p in filepaths)])

@@ -189,7 +189,7 @@ class Cache:
             make_durable(tmp)  # fsync, grouped with other writers' (staging/durable.py)
             if validate is not None:
                 validate(tmp)
-            tmp.chmod(READ_ONLY)
+            tmp.chmod(cached_mode(info))
             with contextlib.suppress(OSError):  # not every filesystem has user xattrs
                 os.setxattr(tmp, CRC_XATTR, crc.encode())
             os.replace(tmp, final)  # the data was durable first: a visible final is complete
@@ -204,6 +204,11 @@ class Cache:
                 tmp.unlink()
             if not ok:
                 _rmdir_empty(tmp.parent, stop=self.root)
+
+
+def cached_mode(info: ObjectInfo) -> int:
+    """Read-only, and never more readable than the source file was (0600 -> 0400)."""
+    return READ_ONLY if info.mode is None else READ_ONLY & info.mode
 
 
 def temp_name(final: Path) -> str:
@@ -276,9 +281,9 @@ def write_atomic(path: Path, data: bytes, *, mode: int = 0o644, durable: bool = 
     ``durable=False`` skips the fsync for advisory files (the object sidecar): a reader that
     finds it empty after a power loss treats it as missing.
     """
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f"{path.name}.{uuid.uuid4().hex[:8]}{INCOMPLETE}")
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
         with open(tmp, "wb") as f:
             f.write(data)
             f.flush()
@@ -286,6 +291,11 @@ def write_atomic(path: Path, data: bytes, *, mode: int = 0o644, durable: bool = 
                 os.fsync(f.fileno())
         tmp.chmod(mode)
         os.replace(tmp, path)
+    except OSError as err:
+        raise StagingError(
+            f"cannot write {path}: {err.strerror or err}; free space in {path.parent} or point "
+            "data.cache elsewhere (nothing was changed)"
+        ) from err
     finally:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()

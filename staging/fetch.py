@@ -8,6 +8,7 @@ started over instead of being trusted.
 from __future__ import annotations
 
 import base64
+import errno
 import logging
 import time
 from collections.abc import Callable
@@ -126,6 +127,11 @@ def _raise_final(info: ObjectInfo, attempt: int, err: Exception) -> None:
         raise err
     if isinstance(err, StagingError) and not isinstance(err, CorruptDataError):
         raise err
+    if isinstance(err, OSError) and err.errno == errno.ENOSPC:
+        raise StagingError(
+            f"no space left on the cache's disk while writing {info.url}; free space or point "
+            "data.cache elsewhere (the cache is unchanged)"
+        ) from err
     first = str(err).splitlines()[0][:300] if str(err) else type(err).__name__
     cls = CorruptDataError if isinstance(err, CorruptDataError) else StagingError
     raise cls(

@@ -19,7 +19,6 @@ OBJECTS_DIR = "objects"
 LOCKS_DIR = ".locks"
 DERIVED_DIR = "derived"
 MANIFESTS_DIR = "manifests"
-REFS_DIR = "refs"
 INCOMPLETE = ".incomplete"
 LOCK_STRIPES = 4096
 

@@ -10,6 +10,7 @@ from staging import DataSpec, backend
 
 pytestmark = pytest.mark.gcs
 
+
 @pytest.fixture
 def spec(tmp_path) -> DataSpec:
     return DataSpec.from_dict({"source": GS_SOURCE, "cache": str(tmp_path / "cache"),
