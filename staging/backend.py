@@ -20,7 +20,6 @@ import contextlib
 import json
 import os
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -33,10 +32,9 @@ from staging.spec import BACKEND_NAME
 
 CACHE_ENV = "STAGING_CACHE"  # fallback when backend_args carry no "cache"
 DEFAULT_CACHE = Path.home() / ".cache" / "mmdet-determined" / "gs"
-INDEX_CHECK_S = 1.0  # how often a process looks whether staging rewrote the index
 
 _memo: dict[tuple[str, str, str], Path] = {}  # (cache, url, ident) -> cached path
-_indexes: dict[str, tuple[float, tuple, dict]] = {}  # index path -> (checked, stat key, objects)
+_indexes: dict[str, tuple[tuple, dict]] = {}  # index path -> (stat key, objects)
 _sources: dict[tuple, Any] = {}  # (bucket, endpoint, pid) -> GcsSource
 _lock = threading.Lock()
 _registered = False
@@ -95,11 +93,7 @@ def _source(url: str):
 
 def _pinned(index: str, url: str) -> ObjectInfo | None:
     """``url``'s pinned ObjectInfo from the index staging wrote, or None (absent or unlisted)."""
-    now = time.monotonic()
-    entry = _indexes.get(index)
-    if entry is None or now - entry[0] > INDEX_CHECK_S:
-        entry = _load_index(index, entry, now)
-    row = entry[2].get(url)
+    row = _index(index).get(url)
     if row is None:
         return None
     generation, crc32c, size = row
@@ -113,21 +107,23 @@ def _pinned(index: str, url: str) -> ObjectInfo | None:
     )
 
 
-def _load_index(index: str, old, now: float) -> tuple[float, tuple, dict]:
+def _index(index: str) -> dict:
+    """The index's objects, re-read whenever staging replaced the file (one stat per read)."""
     try:
         st = os.stat(index)
-        stat_key = (st.st_ino, st.st_mtime_ns, st.st_size)
-        if old is not None and old[1] == stat_key:
-            objects = old[2]
-        else:
+    except OSError:
+        return {}
+    stat_key = (st.st_ino, st.st_mtime_ns, st.st_size)
+    entry = _indexes.get(index)
+    if entry is None or entry[0] != stat_key:
+        try:
             with open(index, "rb") as f:
-                objects = json.load(f)["objects"]
-    except (OSError, ValueError, KeyError, TypeError):
-        stat_key, objects = (), {}
-    entry = (now, stat_key, objects)
-    with _lock:
-        _indexes[index] = entry
-    return entry
+                entry = (stat_key, json.load(f)["objects"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return {}
+        with _lock:
+            _indexes[index] = entry
+    return entry[1]
 
 
 def _backend_class():
