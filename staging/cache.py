@@ -12,11 +12,12 @@ delete our temp file.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import logging
 import os
-import shutil
 import socket
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -69,9 +70,15 @@ def check_space(directory: Path, need: int) -> None:
     """Raise StagingError when ``need`` bytes plus the reserve do not fit in ``directory``."""
     reserve = int(os.environ.get(RESERVE_ENV, DEFAULT_RESERVE))
     probe = directory
-    while not probe.exists() and probe != probe.parent:
-        probe = probe.parent
-    free = shutil.disk_usage(probe).free
+    while True:
+        try:
+            st = os.statvfs(probe)
+            break
+        except FileNotFoundError:
+            if probe == probe.parent:
+                raise
+            probe = probe.parent
+    free = st.f_bavail * st.f_frsize
     if need + reserve > free:
         raise StagingError(
             f"not enough disk space in {directory}: need {human_bytes(need)} + reserve "
@@ -109,12 +116,17 @@ class Cache:
         validate: Callable[[Path], None] | None = None,
         verify: bool = False,
         on_bytes: Callable[[int], None] | None = None,
+        final: Path | None = None,
     ) -> Fetched:
-        """Return the cached copy of ``info``, downloading it once if needed."""
-        final = self.final_path(info)
-        hit = self._hit(final, info, verify=verify)
-        if hit is not None:
-            return hit
+        """Return the cached copy of ``info``, downloading it once if needed.
+
+        ``final``: its cache path, passed by a caller that just found it missing (one
+        ``stat`` and one path computation fewer per object)."""
+        if final is None:
+            final = self.final_path(info)
+            hit = self._hit(final, info, verify=verify)
+            if hit is not None:
+                return hit
         ensure_dir(final.parent)
         with self.locked(final):
             hit = None if verify else self._hit(final, info, verify=False)  # verify: known bad
@@ -138,29 +150,25 @@ class Cache:
 
     @contextlib.contextmanager
     def locked(self, final: Path) -> Iterator[None]:
-        """Best-effort per-path lock with a timeout and a periodic "still waiting" log."""
-        from filelock import FileLock, Timeout
-
+        """Best-effort per-path lock with a timeout and a periodic "still waiting" log: a
+        threading.Lock per stripe (this process's threads), then ``flock`` on the stripe's
+        file (other processes). ~20 us, against ~400 us for filelock's general-purpose lock;
+        where ``flock`` fails (some NFS) it does nothing, which costs only bandwidth."""
         path = lock_path(self.root, final)
         ensure_dir(path.parent)
-        lock = FileLock(str(path))
-        waited = 0.0
-        while True:
-            try:
-                lock.acquire(timeout=LOCK_POLL_S)
-                break
-            except Timeout:
-                waited += LOCK_POLL_S
-                log.info("still waiting for %s (%.0f s): another process stages it", path, waited)
-                if waited >= LOCK_TIMEOUT_S:
-                    raise StagingError(
-                        f"timed out after {waited:.0f} s waiting for lock {path}; if no other "
-                        "staging process runs, delete that lock file"
-                    ) from None
+        waiter = _Waiter(path)
+        stripe = _stripe_lock(path)
+        while not stripe.acquire(timeout=LOCK_POLL_S):
+            waiter.waited(LOCK_POLL_S)
         try:
-            yield
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                _flock(fd, waiter)
+                yield
+            finally:
+                os.close(fd)  # releases the flock
         finally:
-            lock.release()
+            stripe.release()
 
     def _fetch(self, info, source, final, *, validate, on_bytes) -> Fetched:
         """Download into a temp file and rename it into place; if another writer (whose lock
@@ -189,7 +197,7 @@ class Cache:
             make_durable(tmp)  # fsync, grouped with other writers' (staging/durable.py)
             if validate is not None:
                 validate(tmp)
-            tmp.chmod(cached_mode(info))
+            os.chmod(tmp, cached_mode(info))
             with contextlib.suppress(OSError):  # not every filesystem has user xattrs
                 os.setxattr(tmp, CRC_XATTR, crc.encode())
             os.replace(tmp, final)  # the data was durable first: a visible final is complete
@@ -200,10 +208,56 @@ class Cache:
                 raise TempVanished(str(tmp)) from err
             raise
         finally:
-            with contextlib.suppress(FileNotFoundError):
-                tmp.unlink()
             if not ok:
+                with contextlib.suppress(FileNotFoundError):
+                    tmp.unlink()
                 _rmdir_empty(tmp.parent, stop=self.root)
+
+
+_stripes: dict[Path, threading.Lock] = {}
+_stripes_lock = threading.Lock()
+
+
+def _stripe_lock(path: Path) -> threading.Lock:
+    lock = _stripes.get(path)
+    if lock is None:
+        with _stripes_lock:
+            lock = _stripes.setdefault(path, threading.Lock())
+    return lock
+
+
+class _Waiter:
+    """Counts the time spent waiting for a lock; logs "still waiting", raises at the timeout."""
+
+    def __init__(self, path: Path) -> None:
+        self.path, self.total, self.logged = path, 0.0, 0.0
+
+    def waited(self, seconds: float) -> None:
+        self.total += seconds
+        if self.total - self.logged >= LOCK_POLL_S:
+            self.logged = self.total
+            log.info("still waiting for %s (%.0f s): another process stages it", self.path,
+                     self.total)  # fmt: skip
+        if self.total >= LOCK_TIMEOUT_S:
+            raise StagingError(
+                f"timed out after {self.total:.0f} s waiting for lock {self.path}; if no other "
+                "staging process runs, delete that lock file"
+            )
+
+
+def _flock(fd: int, waiter: _Waiter) -> None:
+    """Take an exclusive flock, polling (1 ms, doubling to 50 ms) so the wait can time out."""
+    delay = 0.001
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            time.sleep(delay)
+            waiter.waited(delay)
+            delay = min(delay * 2, 0.05)
+        except OSError:  # no flock on this filesystem: correctness never needed it
+            return
 
 
 def cached_mode(info: ObjectInfo) -> int:
@@ -242,14 +296,8 @@ def _adopt_leftover(final: Path, tmp: Path, *, resumable: bool) -> bool:
     Adopts only when the source gives a checksum that will vet the joined bytes (GCS).
     Returns True when ``tmp`` now holds the leftover's bytes.
     """
-    prefix = f"{final.name}."
-    try:
-        with os.scandir(tmp.parent) as entries:  # .partial/ is small: in-flight temps, leftovers
-            names = [e.name for e in entries if e.name.startswith(prefix)]
-    except FileNotFoundError:
-        return False
-    dead = [tmp.parent / n for n in names if n.endswith(INCOMPLETE)]
-    dead = sorted((p for p in dead if _writer_is_gone(p)), key=_size, reverse=True)
+    found = _leftovers(tmp.parent, final.name)
+    dead = sorted((p for p in found if _writer_is_gone(p)), key=_size, reverse=True)
     adopted = False
     for path in dead:
         with contextlib.suppress(FileNotFoundError):
@@ -259,6 +307,27 @@ def _adopt_leftover(final: Path, tmp: Path, *, resumable: bool) -> bool:
             else:
                 path.unlink()
     return adopted
+
+
+_scanned: dict[Path, dict[str, list[str]]] = {}  # .partial/ -> final name -> temp names
+_scan_lock = threading.Lock()
+
+
+def _leftovers(folder: Path, final_name: str) -> list[Path]:
+    """Temp files for ``final_name`` that were in ``folder`` when this process first looked
+    there: one scan per folder and process, not one per object. (A writer that dies while we
+    run leaves its file to the next run, which resumes or deletes it.)"""
+    with _scan_lock:
+        groups = _scanned.get(folder)
+        if groups is None:
+            groups = {}
+            with contextlib.suppress(FileNotFoundError):
+                for name in os.listdir(folder):
+                    if name.endswith(INCOMPLETE) and name.count(".") >= 3:
+                        groups.setdefault(name.rsplit(".", 3)[0], []).append(name)
+            _scanned[folder] = groups
+        names = groups.pop(final_name, [])
+    return [folder / n for n in names]
 
 
 def _size(path: Path) -> int:

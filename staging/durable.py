@@ -20,6 +20,7 @@ from pathlib import Path
 
 _state_lock = threading.Lock()
 _devices: dict[int, _Device] = {}
+_dev_of: dict[str, int] = {}  # folder -> st_dev (a folder does not change filesystem)
 
 
 class _Device:
@@ -50,7 +51,10 @@ def make_durable(path: Path) -> None:
     if syncfs is None:
         _fsync(path)
         return
-    dev = os.stat(path).st_dev
+    folder = os.path.dirname(path)
+    dev = _dev_of.get(folder)
+    if dev is None:
+        dev = _dev_of[folder] = os.stat(folder).st_dev
     with _state_lock:
         device = _devices.setdefault(dev, _Device())
         device.issued += 1

@@ -184,7 +184,8 @@ def run_transfers(
         futures = {
             pool.submit(cache.ensure, transfers[i].info, source, verify=verify,
                         validate=validate(transfers[i]) if validate else None,
-                        on_bytes=on_bytes): i
+                        on_bytes=on_bytes,
+                        final=None if verify else transfers[i].final): i
             for i in todo
         }  # fmt: skip
         for fut in as_completed(futures):
