@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import hashlib
 import logging
 import os
@@ -21,11 +22,12 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
 
 from errors import StagingError
-from staging.durable import make_durable
+from staging.durable import Committer, make_durable
 from staging.fetch import RETRIES, TempVanished, crc32c_b64, download_verified
 from staging.paths import INCOMPLETE, human_bytes, lock_path, object_path
 from staging.sources import CHUNK, ObjectInfo, Source
@@ -117,23 +119,28 @@ class Cache:
         verify: bool = False,
         on_bytes: Callable[[int], None] | None = None,
         final: Path | None = None,
-    ) -> Fetched:
+        committer: Committer | None = None,
+    ) -> Fetched | Future:
         """Return the cached copy of ``info``, downloading it once if needed.
 
         ``final``: its cache path, passed by a caller that just found it missing (one
-        ``stat`` and one path computation fewer per object)."""
+        ``stat`` and one path computation fewer per object). With a ``committer`` a download
+        returns a Future instead: the durable flush, rename and lock release happen there
+        (staging/durable.py), so this thread can go on with its next object."""
         if final is None:
             final = self.final_path(info)
             hit = self._hit(final, info, verify=verify)
             if hit is not None:
                 return hit
         ensure_dir(final.parent)
-        with self.locked(final):
+        with contextlib.ExitStack() as lock:
+            lock.enter_context(self.locked(final))
             hit = None if verify else self._hit(final, info, verify=False)  # verify: known bad
             if hit is not None:
                 return hit
             check_space(final.parent, info.size)
-            return self._fetch(info, source, final, validate=validate, on_bytes=on_bytes)
+            job = _Job(info, source, final, validate, on_bytes, committer, lock)
+            return self._fetch(job)
 
     def _hit(self, final: Path, info: ObjectInfo, *, verify: bool) -> Fetched | None:
         if not final.exists():
@@ -170,13 +177,13 @@ class Cache:
         finally:
             stripe.release()
 
-    def _fetch(self, info, source, final, *, validate, on_bytes) -> Fetched:
+    def _fetch(self, job: _Job) -> Fetched | Future:
         """Download into a temp file and rename it into place; if another writer (whose lock
         did nothing) removed our temp file, start again or take its finished result."""
+        info, final = job.info, job.final
         for attempt in range(1, RETRIES + 1):
             try:
-                return self._fetch_once(info, source, final, validate=validate,
-                                        on_bytes=on_bytes)  # fmt: skip
+                return self._fetch_once(job)
             except TempVanished:
                 _made_dirs.discard(final.parent / PARTIAL_DIR)
                 if final.exists():
@@ -188,30 +195,70 @@ class Cache:
             "deleting files in the cache?"
         )
 
-    def _fetch_once(self, info, source, final, *, validate, on_bytes) -> Fetched:
+    def _fetch_once(self, job: _Job) -> Fetched | Future:
+        info, final = job.info, job.final
         tmp = partial_dir(final) / temp_name(final)
         ok = False
         try:
             resume = _adopt_leftover(final, tmp, resumable=bool(info.crc32c))
-            crc = download_verified(info, source, tmp, resume=resume, on_bytes=on_bytes)
+            crc = download_verified(info, job.source, tmp, resume=resume, on_bytes=job.on_bytes)
+            if job.committer is not None:  # flush + rename in the committer; it owns the lock
+                fut = job.committer.submit(
+                    tmp, finish=functools.partial(self._finish_handed, job, tmp, crc),
+                    abort=functools.partial(self._discard, tmp), release=job.lock.pop_all().close,
+                )  # fmt: skip
+                ok = True
+                return fut
             make_durable(tmp)  # fsync, grouped with other writers' (staging/durable.py)
-            if validate is not None:
-                validate(tmp)
-            os.chmod(tmp, cached_mode(info))
-            with contextlib.suppress(OSError):  # not every filesystem has user xattrs
-                os.setxattr(tmp, CRC_XATTR, crc.encode())
-            os.replace(tmp, final)  # the data was durable first: a visible final is complete
+            result = self._finish(job, tmp, crc)
             ok = True
-            return Fetched(final, True, info.size, crc)
+            return result
         except FileNotFoundError as err:
             if not tmp.exists():
                 raise TempVanished(str(tmp)) from err
             raise
         finally:
             if not ok:
-                with contextlib.suppress(FileNotFoundError):
-                    tmp.unlink()
-                _rmdir_empty(tmp.parent, stop=self.root)
+                self._discard(tmp)
+
+    def _finish(self, job: _Job, tmp: Path, crc: str) -> Fetched:
+        """Validate, make read-only, record the crc32c, rename into place (data is durable)."""
+        if job.validate is not None:
+            job.validate(tmp)
+        os.chmod(tmp, cached_mode(job.info))
+        with contextlib.suppress(OSError):  # not every filesystem has user xattrs
+            os.setxattr(tmp, CRC_XATTR, crc.encode())
+        os.replace(tmp, job.final)  # the data was durable first: a visible final is complete
+        return Fetched(job.final, True, job.info.size, crc)
+
+    def _finish_handed(self, job: _Job, tmp: Path, crc: str) -> Fetched:
+        try:
+            return self._finish(job, tmp, crc)
+        except FileNotFoundError as err:
+            if tmp.exists() or not job.final.exists():
+                raise StagingError(
+                    f"{job.info.url}: its temp file {tmp} vanished before the rename; is another "
+                    "process deleting files in the cache? rerun staging"
+                ) from err
+            return Fetched(job.final, False, job.info.size, crc)  # another writer finished it
+
+    def _discard(self, tmp: Path) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+        _rmdir_empty(tmp.parent, stop=self.root)
+
+
+@dataclass(frozen=True)
+class _Job:
+    """One download: what, from where, to which final path, and how it is finished."""
+
+    info: ObjectInfo
+    source: Source
+    final: Path
+    validate: Callable[[Path], None] | None
+    on_bytes: Callable[[int], None] | None
+    committer: Committer | None
+    lock: contextlib.ExitStack
 
 
 _stripes: dict[Path, threading.Lock] = {}

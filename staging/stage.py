@@ -11,7 +11,7 @@ import json
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor, as_completed
+from concurrent.futures import Future, ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,6 +19,7 @@ from errors import ProjectError, StagingError
 from staging import coco
 from staging.archive import archive_member, extract_annotations
 from staging.cache import Cache, Fetched, check_space, write_atomic
+from staging.durable import Committer
 from staging.paths import GS, derived_path, human_bytes, parse_source
 from staging.plan import ARCHIVE_KIND, Transfer, describe, plan_annotations, plan_images
 from staging.sources import ObjectInfo, Source, open_source
@@ -180,17 +181,29 @@ def run_transfers(
             todo.append(i)
     total = sum(transfers[i].info.size for i in todo)
     workers = max(1, min(max_workers, len(todo)))
-    with _progress_bar(total, enabled=progress) as on_bytes, ThreadPoolExecutor(workers) as pool:
+    handed: dict[int, Future] = {}  # downloads whose flush + rename the committer finishes
+    with (
+        _progress_bar(total, enabled=progress) as on_bytes,
+        Committer() as committer,
+        ThreadPoolExecutor(workers) as pool,
+    ):
         futures = {
             pool.submit(cache.ensure, transfers[i].info, source, verify=verify,
                         validate=validate(transfers[i]) if validate else None,
-                        on_bytes=on_bytes,
-                        final=None if verify else transfers[i].final): i
+                        on_bytes=on_bytes, final=None if verify else transfers[i].final,
+                        committer=committer): i
             for i in todo
         }  # fmt: skip
         for fut in as_completed(futures):
-            err = fut.exception()
-            results[futures[fut]] = err if err is not None else fut.result()
+            i, err = futures[fut], fut.exception()
+            result = err if err is not None else fut.result()
+            if isinstance(result, Future):
+                handed[i] = result
+            else:
+                results[i] = result
+    for i, fut in handed.items():  # the committer has finished them all on leaving the block
+        err = fut.exception()
+        results[i] = err if err is not None else fut.result()
     return results  # type: ignore[return-value]
 
 
