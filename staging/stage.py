@@ -59,10 +59,11 @@ def stage_coco(
     check_dest(spec.dest, source=ref.path, cache=spec.cache)  # before anything is written
     source = open_source(ref, workers=spec.workers)
     cache = Cache(spec.cache)
-    ann_plan = plan_annotations(
-        ref, source.list_dir("annotations"), spec.splits, cache_root=cache.root
-    )
-    listings = {s: _image_listing(source, spec, s) for s in spec.splits}
+    with ThreadPoolExecutor(1 + len(spec.splits)) as pool:  # one round trip, not three
+        ann_listing = pool.submit(source.list_dir, "annotations")
+        img_listings = {s: pool.submit(_image_listing, source, spec, s) for s in spec.splits}
+        ann_plan = plan_annotations(ref, ann_listing.result(), spec.splits, cache_root=cache.root)
+        listings = {s: f.result() for s, f in img_listings.items()}
     if dry_run:
         return _dry_run(spec, ann_plan, listings, source, out=out, t0=t0)
     check_space(cache.root, _missing_bytes(ann_plan))
