@@ -20,6 +20,7 @@ import contextlib
 import json
 import os
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -33,11 +34,23 @@ from staging.spec import BACKEND_NAME
 CACHE_ENV = "STAGING_CACHE"  # fallback when backend_args carry no "cache"
 DEFAULT_CACHE = Path.home() / ".cache" / "mmdet-determined" / "gs"
 
-_memo: dict[tuple, tuple[tuple, str]] = {}  # (cache, index, url) -> (index version, path)
-_indexes: dict[str, tuple[tuple, dict]] = {}  # index path -> (stat key, objects)
+INDEX_RECHECK_S = 1.0  # how often a reader looks whether another process re-staged
+
+_memo: dict[str, _Pins] = {}  # index path -> what was loaded from it
 _sources: dict[tuple, Any] = {}  # (bucket, endpoint, pid) -> GcsSource
 _lock = threading.Lock()
 _registered = False
+
+
+class _Pins:
+    """One loaded index: its file version, the pinned rows and a url -> cached path memo (a
+    new index version gets a new _Pins, so the memo can never outlive its pins)."""
+
+    __slots__ = ("checked", "objects", "paths", "version")
+
+    def __init__(self, version: tuple, objects: dict, checked: float) -> None:
+        self.version, self.objects, self.checked = version, objects, checked
+        self.paths: dict[str, str] = {}
 
 
 def fetch_url(url: str, cache_root: str | Path, index: str | Path | None = None) -> Path:
@@ -51,40 +64,67 @@ def fetch_url(url: str, cache_root: str | Path, index: str | Path | None = None)
     return Path(_local_path(url, str(cache_root), str(index) if index else ""))
 
 
-def read_url(url: str, cache_root: str | Path, index: str | Path | None = None) -> bytes:
+def read_url(url: str, cache_root: str, index: str = "") -> bytes:
     """The bytes of ``url`` through the cache (re-fetched if its cached file vanished).
 
-    A warm read is one ``stat`` of the index (has staging replaced it?), a dict lookup and the
-    file read: within a few percent of mmengine's local backend (``invoke bench staging``).
+    A warm read is two dict lookups and the file read (the index file is re-checked at most
+    every INDEX_RECHECK_S; staging in this process invalidates it at once).
     """
-    root, idx = str(cache_root), str(index) if index else ""
+    pins = _memo.get(index) if index else None  # the hot path inlines _pins()
+    if pins is None or time.monotonic() - pins.checked >= INDEX_RECHECK_S:
+        pins = _pins(index) if index else None
+    path = pins.paths.get(url) if pins is not None else None
+    if path is None:
+        path = _local_path(url, cache_root, index)
     try:
-        with open(_local_path(url, root, idx), "rb") as f:
+        with open(path, "rb") as f:
             return f.read()
     except FileNotFoundError:  # removed from the cache behind our back: fetch it again
-        with _lock:
-            _memo.clear()
-        with open(_local_path(url, root, idx), "rb") as f:
+        if pins is not None:
+            pins.paths.pop(url, None)
+        with open(_local_path(url, cache_root, index), "rb") as f:
             return f.read()
+
+
+def forget_index(index: str | Path) -> None:
+    """Drop what this process loaded from ``index`` (staging just rewrote it)."""
+    with _lock:
+        _memo.pop(str(index), None)
 
 
 def _local_path(url: str, root: str, index: str) -> str:
-    if index:
-        version, objects = _index(index)
-        key = (root, index, url)
-        hit = _memo.get(key)
-        if hit is not None and hit[0] == version:
-            return hit[1]
-        info = _pinned(url, objects.get(url))
-    else:
-        version, info = (), None
+    pins = _pins(index) if index else None
+    info = _pinned(url, pins.objects.get(url)) if pins is not None else None
     if info is None:  # not pinned: ask GCS for the current generation (never stale)
         info = _source(url).stat(_object_name(url))
     path = str(Cache(Path(root)).ensure(info, _source(url)).path)
-    if index and version:
-        with _lock:
-            _memo[(root, index, url)] = (version, path)
+    if pins is not None and url in pins.objects:
+        pins.paths[url] = path
     return path
+
+
+def _pins(index: str) -> _Pins | None:
+    """The index as loaded, re-read when its file changed (checked every INDEX_RECHECK_S)."""
+    now = time.monotonic()
+    pins = _memo.get(index)
+    if pins is not None and now - pins.checked < INDEX_RECHECK_S:
+        return pins
+    try:
+        st = os.stat(index)
+    except OSError:
+        return None
+    version = (st.st_ino, st.st_mtime_ns, st.st_size)
+    if pins is not None and pins.version == version:
+        pins.checked = now
+        return pins
+    try:
+        with open(index, "rb") as f:
+            pins = _Pins(version, json.load(f)["objects"], now)
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    with _lock:
+        _memo[index] = pins
+    return pins
 
 
 def _object_name(url: str) -> str:
@@ -123,26 +163,6 @@ def _pinned(url: str, row: list | None) -> ObjectInfo | None:
     )
 
 
-def _index(index: str) -> tuple[tuple, dict]:
-    """(version, objects) of the index, re-read whenever staging replaced the file (one stat
-    per read); ((), {}) when there is none."""
-    try:
-        st = os.stat(index)
-    except OSError:
-        return (), {}
-    version = (st.st_ino, st.st_mtime_ns, st.st_size)
-    entry = _indexes.get(index)
-    if entry is None or entry[0] != version:
-        try:
-            with open(index, "rb") as f:
-                entry = (version, json.load(f)["objects"])
-        except (OSError, ValueError, KeyError, TypeError):
-            return (), {}
-        with _lock:
-            _indexes[index] = entry
-    return entry
-
-
 def _backend_class():
     from mmengine.fileio.backends import BaseStorageBackend
 
@@ -150,11 +170,12 @@ def _backend_class():
         """Read ``gs://`` objects through the node cache (read-through; see module docstring)."""
 
         def __init__(self, cache: str | None = None, index: str | None = None, **_ignored) -> None:
-            self.cache = cache or os.environ.get(CACHE_ENV) or str(DEFAULT_CACHE)
-            self.index = index
+            self.cache = str(cache or os.environ.get(CACHE_ENV) or DEFAULT_CACHE)
+            self.index = str(index) if index else ""
 
         def get(self, filepath) -> bytes:
-            return read_url(str(filepath), self.cache, self.index)
+            return read_url(filepath if isinstance(filepath, str) else str(filepath),
+                            self.cache, self.index)  # fmt: skip
 
         def get_text(self, filepath, encoding: str = "utf-8") -> str:
             return self.get(filepath).decode(encoding)

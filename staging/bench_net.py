@@ -64,10 +64,10 @@ def bench_read_through(root: Path, runs: int, *, median: Callable, verdict: Call
         upload_dir(root / "src", BUCKET_URL, workers=4)
         args = [_stage_for_backend(root / f"cold{i}", stage_seconds) for i in range(runs)]
         cold = median(lambda i: len(urls) / _loader_seconds(urls, args[i]), runs)
-        warm, local = _warm_pair(urls, args[0], median=median, runs=runs)
+        warm, local = _warm_pair(urls, args[0], runs=runs)
     ratio = warm / local
     print(f"read-through backend, warm get() of {len(urls)} cached {human_bytes(OBJECT_BYTES)} "
-          f"images x {WARM_PASSES}: {warm * 1e6:.1f} us vs mmengine local backend "
+          f"images x {WARM_PASSES}, best of {max(runs, 5)}: {warm * 1e6:.1f} us vs mmengine local backend "
           f"{local * 1e6:.1f} us per image -> {ratio:.2f}x the time (goal <= 1.1x): "
           f"{verdict(ratio <= 1.1)}")  # fmt: skip
     print(f"read-through backend, cold at {LATENCY_MS:.0f} ms per request with "
@@ -113,7 +113,7 @@ def _loader(urls: list[str], backend_args: dict, start) -> None:
         fileio.get(url, backend_args=backend_args)
 
 
-def _warm_pair(urls: list[str], backend_args: dict, *, median, runs: int) -> tuple[float, float]:
+def _warm_pair(urls: list[str], backend_args: dict, *, runs: int) -> tuple[float, float]:
     """Seconds per get(): through the backend (all cached) and mmengine's local backend reading
     the very same cached files."""
     from mmengine import fileio
@@ -137,10 +137,11 @@ def _warm_pair(urls: list[str], backend_args: dict, *, median, runs: int) -> tup
         return run
 
     ours, local = [], []
-    for i in range(max(runs, 5)):  # interleaved, so drift hits both sides alike
-        ours.append(timed(urls, backend_args)(i))
-        local.append(timed(paths, None)(i))
-    return median(lambda i: ours[i], len(ours)), median(lambda i: local[i], len(local))
+    for i in range(max(runs, 5)):  # interleaved, alternating who goes first: drift hits both
+        pair = [(ours, urls, backend_args), (local, paths, None)]
+        for out, items, args in pair if i % 2 == 0 else pair[::-1]:
+            out.append(timed(items, args)(i))
+    return min(ours), min(local)  # best of N: load on a shared machine only ever adds time
 
 
 @contextlib.contextmanager

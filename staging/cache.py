@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from errors import StagingError
-from staging.durable import Committer, make_durable
+from staging.durable import Committer, make_durable_one
 from staging.fetch import RETRIES, TempVanished, crc32c_b64, download_verified
 from staging.paths import INCOMPLETE, human_bytes, lock_path, object_path
 from staging.sources import CHUNK, ObjectInfo, Source
@@ -209,7 +209,7 @@ class Cache:
                 )  # fmt: skip
                 ok = True
                 return fut
-            make_durable(tmp)  # fsync, grouped with other writers' (staging/durable.py)
+            make_durable_one(tmp)  # a lone download (a run of them uses the committer)
             result = self._finish(job, tmp, crc)
             ok = True
             return result

@@ -62,6 +62,12 @@ def make_durable(path: Path) -> None:
     make_durable_many([path])
 
 
+def make_durable_one(path: Path) -> None:
+    """Make one file durable on its own (fsync): for a lone download, which should not wait
+    for a flush of everything else on the filesystem."""
+    _fsync(path)
+
+
 def make_durable_many(paths: Iterable[Path]) -> None:
     """Return once every one of ``paths`` (written and closed) is on stable storage: one
     ``syncfs`` per filesystem they are on (or one fsync each where syncfs is missing)."""

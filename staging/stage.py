@@ -18,6 +18,7 @@ from pathlib import Path
 from errors import ProjectError, StagingError
 from staging import coco
 from staging.archive import archive_member, extract_annotations
+from staging.backend import forget_index
 from staging.cache import Cache, Fetched, check_space, write_atomic
 from staging.durable import Committer
 from staging.paths import GS, derived_path, human_bytes, parse_source
@@ -289,6 +290,7 @@ def write_index(path: Path, listings: dict[str, list[ObjectInfo]]) -> None:
         if path.read_bytes() == data:
             return
     write_atomic(path, data)
+    forget_index(path)  # readers in this process see the new pins at once
 
 
 def _write_manifest(
