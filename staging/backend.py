@@ -26,7 +26,8 @@ from pathlib import Path
 from typing import Any
 
 from errors import StagingError
-from staging.cache import Cache
+from staging.cache import Cache, Fetched, Pending
+from staging.durable import Committer
 from staging.paths import GS, parse_source
 from staging.sources import ObjectInfo
 from staging.spec import BACKEND_NAME
@@ -38,6 +39,7 @@ INDEX_RECHECK_S = 1.0  # how often a reader looks whether another process re-sta
 
 _memo: dict[str, _Pins] = {}  # index path -> what was loaded from it
 _sources: dict[tuple, Any] = {}  # (bucket, endpoint, pid) -> GcsSource
+_committers: dict[int, Committer] = {}  # pid -> its committer (never closed: a daemon thread)
 _lock = threading.Lock()
 _registered = False
 
@@ -74,12 +76,15 @@ def read_url(url: str, cache_root: str, index: str = "") -> bytes:
     if pins is None or time.monotonic() - pins.checked >= INDEX_RECHECK_S:
         pins = _pins(index) if index else None
     path = pins.paths.get(url) if pins is not None else None
-    if path is None:
-        path = _local_path(url, cache_root, index)
+    if path is None:  # cold: download; its durable flush + rename go on in the background
+        found = _ensure(url, cache_root, pins)
+        if isinstance(found, Pending):
+            return found.read_bytes()
+        path = str(found.path)
     try:
         with open(path, "rb") as f:
             return f.read()
-    except FileNotFoundError:  # removed from the cache behind our back: fetch it again
+    except FileNotFoundError:  # removed from the cache behind our back (or not renamed yet)
         if pins is not None:
             pins.paths.pop(url, None)
         with open(_local_path(url, cache_root, index), "rb") as f:
@@ -93,14 +98,30 @@ def forget_index(index: str | Path) -> None:
 
 
 def _local_path(url: str, root: str, index: str) -> str:
-    pins = _pins(index) if index else None
+    found = _ensure(url, root, _pins(index) if index else None, handed=False)
+    return str(found.path)  # type: ignore[union-attr]
+
+
+def _ensure(url: str, root: str, pins: _Pins | None, *, handed: bool = True) -> Fetched | Pending:
+    """The object in the cache: a hit, or a download (Pending while its commit is underway)."""
     info = _pinned(url, pins.objects.get(url)) if pins is not None else None
     if info is None:  # not pinned: ask GCS for the current generation (never stale)
         info = _source(url).stat(_object_name(url))
-    path = str(Cache(Path(root)).ensure(info, _source(url)).path)
+    committer = _committer() if handed else None
+    found = Cache(Path(root)).ensure(info, _source(url), committer=committer)
     if pins is not None and url in pins.objects:
-        pins.paths[url] = path
-    return path
+        pins.paths[url] = str(found.final if isinstance(found, Pending) else found.path)
+    return found
+
+
+def _committer() -> Committer:
+    """This process's committer (a forked loader worker makes its own): a download returns its
+    bytes at once and the flush + rename happen on that thread, batched across downloads."""
+    committer = _committers.get(os.getpid())
+    if committer is None:
+        with _lock:
+            committer = _committers.setdefault(os.getpid(), Committer())
+    return committer
 
 
 def _pins(index: str) -> _Pins | None:

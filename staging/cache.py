@@ -120,12 +120,12 @@ class Cache:
         on_bytes: Callable[[int], None] | None = None,
         final: Path | None = None,
         committer: Committer | None = None,
-    ) -> Fetched | Future:
+    ) -> Fetched | Pending:
         """Return the cached copy of ``info``, downloading it once if needed.
 
         ``final``: its cache path, passed by a caller that just found it missing (one
         ``stat`` and one path computation fewer per object). With a ``committer`` a download
-        returns a Future instead: the durable flush, rename and lock release happen there
+        returns a Pending instead: the durable flush, rename and lock release happen there
         (staging/durable.py), so this thread can go on with its next object."""
         if final is None:
             final = self.final_path(info)
@@ -177,7 +177,7 @@ class Cache:
         finally:
             stripe.release()
 
-    def _fetch(self, job: _Job) -> Fetched | Future:
+    def _fetch(self, job: _Job) -> Fetched | Pending:
         """Download into a temp file and rename it into place; if another writer (whose lock
         did nothing) removed our temp file, start again or take its finished result."""
         info, final = job.info, job.final
@@ -195,7 +195,7 @@ class Cache:
             "deleting files in the cache?"
         )
 
-    def _fetch_once(self, job: _Job) -> Fetched | Future:
+    def _fetch_once(self, job: _Job) -> Fetched | Pending:
         info, final = job.info, job.final
         tmp = partial_dir(final) / temp_name(final)
         ok = False
@@ -208,7 +208,7 @@ class Cache:
                     abort=functools.partial(self._discard, tmp), release=job.lock.pop_all().close,
                 )  # fmt: skip
                 ok = True
-                return fut
+                return Pending(fut, tmp, final)
             make_durable_one(tmp)  # a lone download (a run of them uses the committer)
             result = self._finish(job, tmp, crc)
             ok = True
@@ -246,6 +246,25 @@ class Cache:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
         _rmdir_empty(tmp.parent, stop=self.root)
+
+
+@dataclass(frozen=True)
+class Pending:
+    """A download handed to a committer: ``future`` gives its Fetched once it is durable and
+    renamed; until then its verified bytes can be read from ``tmp`` (then from ``final``)."""
+
+    future: Future
+    tmp: Path
+    final: Path
+
+    def read_bytes(self) -> bytes:
+        """The object's bytes, whether or not the rename has happened yet (same inode)."""
+        try:
+            with open(self.tmp, "rb") as f:
+                return f.read()
+        except FileNotFoundError:
+            with open(self.final, "rb") as f:
+                return f.read()
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ from errors import ProjectError, StagingError
 from staging import coco
 from staging.archive import archive_member, extract_annotations
 from staging.backend import forget_index
-from staging.cache import Cache, Fetched, check_space, write_atomic
+from staging.cache import Cache, Fetched, Pending, check_space, write_atomic
 from staging.durable import Committer
 from staging.paths import GS, derived_path, human_bytes, parse_source
 from staging.plan import ARCHIVE_KIND, Transfer, describe, plan_annotations, plan_images
@@ -82,7 +82,7 @@ def stage_coco(
     if spec.is_gs and not spec.with_images:
         write_index(spec.index(), listings)
     entries = _view_entries(spec, source, ann_files, img_plan, img_done)
-    build_view(spec.dest, entries)
+    build_view(spec.dest, entries, cache=spec.cache)
     done = [*ann_done, *img_done]
     manifest = _write_manifest(cache, spec, [*ann_plan, *img_plan], done)
     downloads = sum(f.downloaded for f in done)
@@ -199,8 +199,8 @@ def run_transfers(
         for fut in as_completed(futures):
             i, err = futures[fut], fut.exception()
             result = err if err is not None else fut.result()
-            if isinstance(result, Future):
-                handed[i] = result
+            if isinstance(result, Pending):
+                handed[i] = result.future
             else:
                 results[i] = result
     for i, fut in handed.items():  # the committer has finished them all on leaving the block

@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 import time
 import uuid
@@ -25,6 +26,8 @@ from errors import StagingError
 from staging.paths import INCOMPLETE, short_hash
 
 VIEW_MARKER = ".staging-view"  # in every view folder staging made (JSON: dest, key)
+LEGACY_NAMES = ("annotations", "train2017", "val2017")  # what a pre-switch view held
+LEGACY_ANN = re.compile(r"instances_(train|val)2017\.json")
 VIEWS_SUFFIX = ".staging-views"
 HARDLINK = "hardlink"
 SYMLINK = "symlink"
@@ -51,7 +54,7 @@ def check_dest(dest: Path, *, source: Path | None, cache: Path) -> None:
     for field, other in (("source", source), ("cache", cache)):
         if other is not None:
             _refuse_overlap(dest, field, other)
-    current_view(dest)
+    current_view(dest, cache=cache)
 
 
 def _refuse_overlap(dest: Path, field: str, other: Path) -> None:
@@ -65,9 +68,10 @@ def _refuse_overlap(dest: Path, field: str, other: Path) -> None:
         )
 
 
-def current_view(dest: Path) -> Path | None:
-    """The staging-made view folder ``dest`` points at, None when ``dest`` is absent or an
-    empty folder; StagingError (one line) for anything staging did not make."""
+def current_view(dest: Path, *, cache: Path | None = None) -> Path | None:
+    """The staging-made view folder ``dest`` points at (``dest`` itself for a view made by an
+    older staging, proven by ``cache``), None when ``dest`` is absent or an empty folder;
+    StagingError (one line) for anything staging did not make."""
     if dest.is_symlink():
         target = Path(os.path.realpath(dest))
         if target.parent == Path(os.path.realpath(views_dir(dest))):
@@ -83,6 +87,8 @@ def current_view(dest: Path) -> Path | None:
         with os.scandir(dest) as entries:
             if next(entries, None) is None:
                 return None
+        if cache is not None and _is_legacy_view(dest, cache):
+            return dest
         raise StagingError(
             f"data.dest {dest} is an existing folder that staging did not make; staging never "
             "writes into or deletes your folders: choose a new path for data.dest"
@@ -96,8 +102,37 @@ def _is_view(folder: Path) -> bool:
     return (folder / VIEW_MARKER).is_file()
 
 
-def build_view(dest: Path, entries: Sequence[Entry]) -> bool:
-    """Make ``dest`` show exactly ``entries``; return False when it already did (no change)."""
+def _is_legacy_view(dest: Path, cache: Path) -> bool:
+    """A view that staging made before views were switched in (a real folder), proven by its
+    content: only annotations/ with instances JSONs that are links into ``cache`` (same inode
+    or a symlink), plus image folders that are symlinks or carry VIEW_MARKER."""
+    names = set(os.listdir(dest))
+    if "annotations" not in names or not names <= set(LEGACY_NAMES):
+        return False
+    anns = list((dest / "annotations").iterdir())
+    if not anns or any(not LEGACY_ANN.fullmatch(a.name) for a in anns):
+        return False
+    real_cache = os.path.realpath(cache)
+    cached = {(st.st_dev, st.st_ino) for st in map(os.stat, _cached_annotations(cache))}
+    for ann in anns:
+        if ann.is_symlink():
+            if not os.path.realpath(ann).startswith(real_cache + os.sep):
+                return False
+        elif (ann.stat().st_dev, ann.stat().st_ino) not in cached:
+            return False
+    images = [dest / n for n in names - {"annotations"}]
+    return all(p.is_symlink() or (p / VIEW_MARKER).is_file() for p in images)
+
+
+def _cached_annotations(cache: Path) -> list[Path]:
+    patterns = ("objects/*/*-instances_*2017.json", "derived/*/instances_*2017.json",
+                "derived/*/annotations/instances_*2017.json")  # fmt: skip
+    return [p for pattern in patterns for p in cache.glob(pattern)]
+
+
+def build_view(dest: Path, entries: Sequence[Entry], *, cache: Path | None = None) -> bool:
+    """Make ``dest`` show exactly ``entries``; return False when it already did (no change).
+    ``cache`` lets a view made by an older staging (a real folder) be recognised and replaced."""
     from filelock import FileLock
 
     key = short_hash(*(f"{e.relpath}\0{e.target}\0{e.is_dir}" for e in entries))
@@ -105,10 +140,12 @@ def build_view(dest: Path, entries: Sequence[Entry]) -> bool:
     try:
         views.mkdir(parents=True, exist_ok=True)
         with FileLock(str(views / ".lock")):
-            current = current_view(dest)
+            current = current_view(dest, cache=cache)
             if current is not None and current.name.startswith(f"{key}-"):
                 return False
             folder = _make_view(views, key, dest, entries)
+            if current == dest:  # an older staging's real folder: move it in with the views
+                current = _retire_legacy(dest, views)
             _switch(dest, folder)
             _prune(views, keep={folder.name, current.name if current else ""})
     except OSError as err:
@@ -157,6 +194,14 @@ def link_file(target: Path, link: Path) -> str:
     except OSError:
         shutil.copyfile(target, link)
         return COPY
+
+
+def _retire_legacy(dest: Path, views: Path) -> Path:
+    """Move an older staging's real-folder view among the views (marked, so it is pruned)."""
+    retired = views / f"legacy-{uuid.uuid4().hex[:8]}"
+    os.rename(dest, retired)
+    (retired / VIEW_MARKER).write_text(json.dumps({"dest": str(dest), "key": "legacy"}))
+    return retired
 
 
 def _switch(dest: Path, folder: Path) -> None:

@@ -222,3 +222,26 @@ def test_task_subset_abc_is_one_line(tmp_path, src, monkeypatch):
                          dest=str(tmp_path / "d"), subset="abc")  # fmt: skip
     assert exc.value.code == 1 and "\n" not in exc.value.message
     assert "--subset 'abc' is not a whole number" in exc.value.message
+
+
+def test_view_made_by_an_older_staging_is_replaced(tmp_path, src):
+    """Before views were switched in, dest was a real folder of links into the cache: proven by
+    the shared inode, it is retired into the views folder (a look-alike copy is refused)."""
+    cache = tmp_path / "cache"
+    assert _stage(src, cache, tmp_path / "new", "--splits", "val").returncode == 0
+    old = tmp_path / "old"
+    (old / "annotations").mkdir(parents=True)
+    staged = os.path.realpath(tmp_path / "new" / "annotations" / "instances_val2017.json")
+    os.link(staged, old / "annotations" / "instances_val2017.json")
+    (old / "val2017").symlink_to(src / "val2017")
+    done = _stage(src, cache, old, "--splits", "val")
+    assert done.returncode == 0, done.stderr
+    assert old.is_symlink() and (old / VIEW_MARKER).exists()
+    assert (old / "annotations" / "instances_val2017.json").read_bytes() == Path(
+        staged
+    ).read_bytes()
+    lookalike = tmp_path / "lookalike"
+    (lookalike / "annotations").mkdir(parents=True)
+    (lookalike / "annotations" / "instances_val2017.json").write_bytes(Path(staged).read_bytes())
+    _one_line_error(_stage(src, cache, lookalike, "--splits", "val"), "did not make")
+    assert (lookalike / "annotations" / "instances_val2017.json").exists()
