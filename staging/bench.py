@@ -22,6 +22,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
@@ -39,6 +40,8 @@ DISK_FILE_BYTES = 200_000
 def main(runs: int = 0) -> None:
     """Run the three comparisons and print one line each (plus the commands to reproduce)."""
     runs = runs or DEFAULT_RUNS
+    # google-api-core warns on import that it will drop this Python one day: not a result
+    warnings.filterwarnings("ignore", category=FutureWarning, module=r"google\.api_core")
     load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
     print(
         f"staging benchmark: median of {runs} runs per side; {os.cpu_count()} CPUs, "

@@ -8,6 +8,7 @@ cache owns retries, resume and verification).
 from __future__ import annotations
 
 import contextlib
+import errno
 import functools
 import os
 import stat
@@ -77,6 +78,7 @@ class LocalSource:
         self.ref = ref
         self.root: Path = ref.path
         self._real_root = os.path.realpath(ref.path)
+        self._inside_dirs: set[str] = set()
 
     def stat(self, relpath: str) -> ObjectInfo:
         """Metadata for one file (size and mtime_ns are its identity)."""
@@ -96,6 +98,23 @@ class LocalSource:
         path = safe_join(self.root, relpath, what=self.ref.url)
         self._check_inside(path, relpath)
         return path
+
+    def _open(self, relpath: str) -> int:
+        """Open ``relpath`` for reading, refusing a path that leads out of the source: its
+        folder is resolved once per process, the file itself opened with O_NOFOLLOW (only a
+        symlink is resolved and checked)."""
+        path = os.path.join(self._real_root, check_relpath(relpath, what=self.ref.url))
+        folder = os.path.dirname(path)
+        if folder not in self._inside_dirs:
+            self._check_inside(folder, relpath.rpartition("/")[0] or ".")
+            self._inside_dirs.add(folder)
+        try:
+            return os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+        except OSError as err:
+            if err.errno != errno.ELOOP:
+                raise
+        self._check_inside(path, relpath)
+        return os.open(path, os.O_RDONLY)
 
     def _check_inside(self, path: str | Path, relpath: str) -> None:
         real = os.path.realpath(path)
@@ -133,8 +152,7 @@ class LocalSource:
 
     def read_into(self, info: ObjectInfo, writer: Writer, *, start: int) -> None:
         """Copy the file from byte ``start`` into ``writer``; refuse it if it changed meanwhile."""
-        path = self._path(info.relpath)
-        with open(path, "rb", buffering=0) as src:
+        with os.fdopen(self._open(info.relpath), "rb", buffering=0) as src:
             src.seek(start)
             while chunk := src.read(CHUNK):
                 writer.write(chunk)
