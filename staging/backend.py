@@ -44,6 +44,14 @@ _lock = threading.Lock()
 _registered = False
 
 
+def _after_fork() -> None:
+    global _lock
+    _lock = threading.Lock()  # a copy taken while a parent thread held it would stay held
+
+
+os.register_at_fork(after_in_child=_after_fork)
+
+
 class _Pins:
     """One loaded index: its file version, the pinned rows and a url -> cached path memo (a
     new index version gets a new _Pins, so the memo can never outlive its pins)."""

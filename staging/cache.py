@@ -12,7 +12,6 @@ delete our temp file.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import functools
 import hashlib
 import logging
@@ -21,7 +20,7 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +28,7 @@ from pathlib import Path
 from errors import StagingError
 from staging.durable import Committer, make_durable_one
 from staging.fetch import RETRIES, TempVanished, crc32c_b64, download_verified
+from staging.locks import stripe_locked
 from staging.paths import INCOMPLETE, human_bytes, lock_path, object_path
 from staging.sources import CHUNK, ObjectInfo, Source
 
@@ -36,8 +36,6 @@ log = logging.getLogger(__name__)
 
 RESERVE_ENV = "STAGING_RESERVE_BYTES"
 DEFAULT_RESERVE = 256 << 20
-LOCK_POLL_S = 10.0
-LOCK_TIMEOUT_S = 3600.0
 PARTIAL_DIR = ".partial"
 CRC_XATTR = "user.mmdet_staging.crc32c"
 READ_ONLY = 0o444
@@ -155,27 +153,12 @@ class Cache:
                 return None
         return Fetched(final, False, info.size, expected)
 
-    @contextlib.contextmanager
-    def locked(self, final: Path) -> Iterator[None]:
-        """Best-effort per-path lock with a timeout and a periodic "still waiting" log: a
-        threading.Lock per stripe (this process's threads), then ``flock`` on the stripe's
-        file (other processes). ~20 us, against ~400 us for filelock's general-purpose lock;
-        where ``flock`` fails (some NFS) it does nothing, which costs only bandwidth."""
+    def locked(self, final: Path) -> contextlib.AbstractContextManager[None]:
+        """Best-effort lock for writers of ``final`` (staging/locks.py): it avoids duplicate
+        downloads, but correctness never depends on it."""
         path = lock_path(self.root, final)
         ensure_dir(path.parent)
-        waiter = _Waiter(path)
-        stripe = _stripe_lock(path)
-        while not stripe.acquire(timeout=LOCK_POLL_S):
-            waiter.waited(LOCK_POLL_S)
-        try:
-            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-            try:
-                _flock(fd, waiter)
-                yield
-            finally:
-                os.close(fd)  # releases the flock
-        finally:
-            stripe.release()
+        return stripe_locked(path)
 
     def _fetch(self, job: _Job) -> Fetched | Pending:
         """Download into a temp file and rename it into place; if another writer (whose lock
@@ -280,52 +263,6 @@ class _Job:
     lock: contextlib.ExitStack
 
 
-_stripes: dict[Path, threading.Lock] = {}
-_stripes_lock = threading.Lock()
-
-
-def _stripe_lock(path: Path) -> threading.Lock:
-    lock = _stripes.get(path)
-    if lock is None:
-        with _stripes_lock:
-            lock = _stripes.setdefault(path, threading.Lock())
-    return lock
-
-
-class _Waiter:
-    """Counts the time spent waiting for a lock; logs "still waiting", raises at the timeout."""
-
-    def __init__(self, path: Path) -> None:
-        self.path, self.total, self.logged = path, 0.0, 0.0
-
-    def waited(self, seconds: float) -> None:
-        self.total += seconds
-        if self.total - self.logged >= LOCK_POLL_S:
-            self.logged = self.total
-            log.info("still waiting for %s (%.0f s): another process stages it", self.path,
-                     self.total)  # fmt: skip
-        if self.total >= LOCK_TIMEOUT_S:
-            raise StagingError(
-                f"timed out after {self.total:.0f} s waiting for lock {self.path}; if no other "
-                "staging process runs, delete that lock file"
-            )
-
-
-def _flock(fd: int, waiter: _Waiter) -> None:
-    """Take an exclusive flock, polling (1 ms, doubling to 50 ms) so the wait can time out."""
-    delay = 0.001
-    while True:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            return
-        except BlockingIOError:
-            time.sleep(delay)
-            waiter.waited(delay)
-            delay = min(delay * 2, 0.05)
-        except OSError:  # no flock on this filesystem: correctness never needed it
-            return
-
-
 def cached_mode(info: ObjectInfo) -> int:
     """Read-only, and never more readable than the source file was (0600 -> 0400)."""
     return READ_ONLY if info.mode is None else READ_ONLY & info.mode
@@ -377,6 +314,15 @@ def _adopt_leftover(final: Path, tmp: Path, *, resumable: bool) -> bool:
 
 _scanned: dict[Path, dict[str, list[str]]] = {}  # .partial/ -> final name -> temp names
 _scan_lock = threading.Lock()
+
+
+def _forget_scans() -> None:
+    global _scan_lock
+    _scanned.clear()  # a forked child rescans (and its lock copy may have been held)
+    _scan_lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_forget_scans)
 
 
 def _leftovers(folder: Path, final_name: str) -> list[Path]:

@@ -44,6 +44,17 @@ class _Device:
         self.synced = 0
 
 
+def _forget_devices() -> None:
+    """In a forked child: a sync lock copied while a parent thread held it would never be
+    released; the child starts with fresh tickets."""
+    global _state_lock
+    _devices.clear()
+    _state_lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_forget_devices)
+
+
 @functools.cache
 def _syncfs():
     """libc's syncfs, or None."""
