@@ -185,6 +185,7 @@ class Cache:
         try:
             resume = _adopt_leftover(final, tmp, resumable=bool(info.crc32c))
             crc = download_verified(info, job.source, tmp, resume=resume, on_bytes=job.on_bytes)
+            self._prepare(job, tmp, crc)
             if job.committer is not None:  # flush + rename in the committer; it owns the lock
                 fut = job.committer.submit(
                     tmp, finish=functools.partial(self._finish_handed, job, tmp, crc),
@@ -204,13 +205,16 @@ class Cache:
             if not ok:
                 self._discard(tmp)
 
-    def _finish(self, job: _Job, tmp: Path, crc: str) -> Fetched:
-        """Validate, make read-only, record the crc32c, rename into place (data is durable)."""
+    def _prepare(self, job: _Job, tmp: Path, crc: str) -> None:
+        """Validate the temp file, make it read-only, record its crc32c (before the flush)."""
         if job.validate is not None:
             job.validate(tmp)
         os.chmod(tmp, cached_mode(job.info))
         with contextlib.suppress(OSError):  # not every filesystem has user xattrs
             os.setxattr(tmp, CRC_XATTR, crc.encode())
+
+    def _finish(self, job: _Job, tmp: Path, crc: str) -> Fetched:
+        """Rename the prepared temp file into place (its data is durable by now)."""
         os.replace(tmp, job.final)  # the data was durable first: a visible final is complete
         return Fetched(job.final, True, job.info.size, crc)
 

@@ -28,7 +28,7 @@ from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
 
-MAX_PENDING = 256  # handed-over files not yet committed (each holds a lock's file descriptor)
+MAX_PENDING = 4096  # handed-over files not yet committed (each holds a lock stripe)
 
 _state_lock = threading.Lock()
 _devices: dict[int, _Device] = {}

@@ -20,7 +20,7 @@ LOCKS_DIR = ".locks"
 DERIVED_DIR = "derived"
 MANIFESTS_DIR = "manifests"
 INCOMPLETE = ".incomplete"
-LOCK_STRIPES = 4096
+LOCK_STRIPES = 1 << 16  # bytes of one record-lock file: rarely shared, free to have many
 
 
 @dataclass(frozen=True)
