@@ -136,9 +136,7 @@ def stage_coco(
 
         spec = build_spec(
             experiment_config, source=source, cache=cache, dest=dest, splits=splits,
-            with_images=with_images, subset=None if subset is None else int(subset),
-            seed=None if seed is None else int(seed),
-            workers=None if workers is None else int(workers), verify=verify,
+            with_images=with_images, subset=subset, seed=seed, workers=workers, verify=verify,
         )  # fmt: skip
         result = run_stage(spec, progress=True, dry_run=dry_run)
         if not dry_run:

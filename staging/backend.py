@@ -4,7 +4,11 @@ The first read of an object downloads it into the cache (same write protocol as 
 unique temp file, crc32c check, atomic rename); later reads, in this process or any other on the
 node, hit local disk. The trial passes ``DataSpec.backend_args()``:
 
-    LoadImageFromFile(backend_args={"backend": "gs_cached", "cache": "/mnt/node-cache/coco"})
+    LoadImageFromFile(backend_args={"backend": "gs_cached", "cache": "/mnt/node-cache/coco",
+                                    "index": "/mnt/node-cache/coco/manifests/<key>-images.json"})
+
+The index (written by staging) pins each image's generation, so the images read are the ones
+listed together with the staged annotations, and warm reads need no network at all.
 
 mmengine builds a new backend instance per call, so instances are cheap: clients, the cache and
 the url -> path memo live at module level.
@@ -16,64 +20,176 @@ import contextlib
 import json
 import os
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from errors import StagingError
-from staging.cache import Cache, write_atomic
-from staging.paths import GS, REFS_DIR, parse_source, short_hash
+from staging.cache import Cache, Fetched, Pending
+from staging.durable import Committer
+from staging.paths import GS, parse_source
+from staging.sources import ObjectInfo
 from staging.spec import BACKEND_NAME
 
 CACHE_ENV = "STAGING_CACHE"  # fallback when backend_args carry no "cache"
 DEFAULT_CACHE = Path.home() / ".cache" / "mmdet-determined" / "gs"
 
-_memo: dict[tuple[str, str], Path] = {}
-_memo_lock = threading.Lock()
+INDEX_RECHECK_S = 1.0  # how often a reader looks whether another process re-staged
+
+_memo: dict[str, _Pins] = {}  # index path -> what was loaded from it
+_sources: dict[tuple, Any] = {}  # (bucket, endpoint, pid) -> GcsSource
+_committers: dict[int, Committer] = {}  # pid -> its committer (never closed: a daemon thread)
+_lock = threading.Lock()
 _registered = False
 
 
-def fetch_url(url: str, cache_root: str | Path) -> Path:
+def _after_fork() -> None:
+    global _lock
+    _lock = threading.Lock()  # a copy taken while a parent thread held it would stay held
+
+
+os.register_at_fork(after_in_child=_after_fork)
+
+
+class _Pins:
+    """One loaded index: its file version, the pinned rows and a url -> cached path memo (a
+    new index version gets a new _Pins, so the memo can never outlive its pins)."""
+
+    __slots__ = ("checked", "objects", "paths", "version")
+
+    def __init__(self, version: tuple, objects: dict, checked: float) -> None:
+        self.version, self.objects, self.checked = version, objects, checked
+        self.paths: dict[str, str] = {}
+
+
+def fetch_url(url: str, cache_root: str | Path, index: str | Path | None = None) -> Path:
     """Local path of ``gs://bucket/name`` in the cache, downloading it on the first read.
 
-    Lookup order: in-process memo, then ``<cache>/refs/<urlhash>.json`` (written after the first
-    download; no network), then object metadata + download.
+    The object's generation comes from ``index`` (the listing staging pinned beside the staged
+    annotations; no network) or, for a URL it does not hold, from GCS (one metadata call per
+    read). The cache path is keyed by URL + generation + crc32c, so a re-uploaded object is
+    never served from an older copy.
     """
-    key = (str(cache_root), url)
-    with _memo_lock:
-        hit = _memo.get(key)
-    if hit is not None and hit.exists():
-        return hit
-    root = Path(cache_root)
-    ref_file = root / REFS_DIR / f"{short_hash(url)}.json"
-    path = _from_ref(root, ref_file)
-    if path is None:
-        path = _download(url, root)
-        rel = str(path.relative_to(root))
-        # advisory (a lost ref costs one metadata call, never a download): no fsync needed
-        write_atomic(ref_file, json.dumps({"url": url, "path": rel}).encode(), durable=False)
-    with _memo_lock:
-        _memo[key] = path
-    return path
+    return Path(_local_path(url, str(cache_root), str(index) if index else ""))
 
 
-def _from_ref(root: Path, ref_file: Path) -> Path | None:
+def read_url(url: str, cache_root: str, index: str = "") -> bytes:
+    """The bytes of ``url`` through the cache (re-fetched if its cached file vanished).
+
+    A warm read is two dict lookups and the file read (the index file is re-checked at most
+    every INDEX_RECHECK_S; staging in this process invalidates it at once).
+    """
+    pins = _memo.get(index) if index else None  # the hot path inlines _pins()
+    if pins is None or time.monotonic() - pins.checked >= INDEX_RECHECK_S:
+        pins = _pins(index) if index else None
+    path = pins.paths.get(url) if pins is not None else None
+    if path is None:  # cold: download; its durable flush + rename go on in the background
+        found = _ensure(url, cache_root, pins)
+        if isinstance(found, Pending):
+            return found.read_bytes()
+        path = str(found.path)
     try:
-        path = root / json.loads(ref_file.read_text())["path"]
-    except (OSError, ValueError, KeyError):
+        with open(path, "rb") as f:
+            return f.read()
+    except FileNotFoundError:  # removed from the cache behind our back (or not renamed yet)
+        if pins is not None:
+            pins.paths.pop(url, None)
+        with open(_local_path(url, cache_root, index), "rb") as f:
+            return f.read()
+
+
+def forget_index(index: str | Path) -> None:
+    """Drop what this process loaded from ``index`` (staging just rewrote it)."""
+    with _lock:
+        _memo.pop(str(index), None)
+
+
+def _local_path(url: str, root: str, index: str) -> str:
+    found = _ensure(url, root, _pins(index) if index else None, handed=False)
+    return str(found.path)  # type: ignore[union-attr]
+
+
+def _ensure(url: str, root: str, pins: _Pins | None, *, handed: bool = True) -> Fetched | Pending:
+    """The object in the cache: a hit, or a download (Pending while its commit is underway)."""
+    info = _pinned(url, pins.objects.get(url)) if pins is not None else None
+    if info is None:  # not pinned: ask GCS for the current generation (never stale)
+        info = _source(url).stat(_object_name(url))
+    committer = _committer() if handed else None
+    found = Cache(Path(root)).ensure(info, _source(url), committer=committer)
+    if pins is not None and url in pins.objects:
+        pins.paths[url] = str(found.final if isinstance(found, Pending) else found.path)
+    return found
+
+
+def _committer() -> Committer:
+    """This process's committer (a forked loader worker makes its own): a download returns its
+    bytes at once and the flush + rename happen on that thread, batched across downloads."""
+    committer = _committers.get(os.getpid())
+    if committer is None:
+        with _lock:
+            committer = _committers.setdefault(os.getpid(), Committer())
+    return committer
+
+
+def _pins(index: str) -> _Pins | None:
+    """The index as loaded, re-read when its file changed (checked every INDEX_RECHECK_S)."""
+    now = time.monotonic()
+    pins = _memo.get(index)
+    if pins is not None and now - pins.checked < INDEX_RECHECK_S:
+        return pins
+    try:
+        st = os.stat(index)
+    except OSError:
         return None
-    return path if path.exists() else None
+    version = (st.st_ino, st.st_mtime_ns, st.st_size)
+    if pins is not None and pins.version == version:
+        pins.checked = now
+        return pins
+    try:
+        with open(index, "rb") as f:
+            pins = _Pins(version, json.load(f)["objects"], now)
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    with _lock:
+        _memo[index] = pins
+    return pins
 
 
-def _download(url: str, root: Path) -> Path:
-    from staging.sources import GcsSource
-
+def _object_name(url: str) -> str:
     ref = parse_source(url, field="gs:// path")
     if ref.kind != GS or not ref.prefix:
         raise StagingError(f"{url!r} is not a gs://bucket/object path")
-    bucket_ref = parse_source(f"gs://{ref.bucket}", field="gs:// path")
-    source = GcsSource(bucket_ref, workers=4)
-    info = source.stat(ref.prefix)
-    return Cache(root).ensure(info, source).path
+    return ref.prefix
+
+
+def _source(url: str):
+    from staging.sources import GcsSource
+
+    bucket = url[len("gs://") :].split("/", 1)[0]
+    # a forked loader worker gets its own client; so does another endpoint (emulator tests)
+    key = (bucket, os.environ.get("STORAGE_EMULATOR_HOST", ""), os.getpid())
+    source = _sources.get(key)
+    if source is None:
+        source = GcsSource(parse_source(f"gs://{bucket}", field="gs:// path"), workers=4)
+        with _lock:
+            _sources[key] = source
+    return source
+
+
+def _pinned(url: str, row: list | None) -> ObjectInfo | None:
+    """The ObjectInfo of an index row ``[generation, crc32c, size]`` (None: not listed)."""
+    if row is None:
+        return None
+    generation, crc32c, size = row
+    return ObjectInfo(
+        relpath=_object_name(url),
+        url=url,
+        size=size,
+        ident=f"generation={generation},crc32c={crc32c}",
+        crc32c=crc32c,
+        generation=generation,
+    )
 
 
 def _backend_class():
@@ -82,18 +198,20 @@ def _backend_class():
     class GsCachedBackend(BaseStorageBackend):
         """Read ``gs://`` objects through the node cache (read-through; see module docstring)."""
 
-        def __init__(self, cache: str | None = None, **_ignored) -> None:
-            self.cache = cache or os.environ.get(CACHE_ENV) or str(DEFAULT_CACHE)
+        def __init__(self, cache: str | None = None, index: str | None = None, **_ignored) -> None:
+            self.cache = str(cache or os.environ.get(CACHE_ENV) or DEFAULT_CACHE)
+            self.index = str(index) if index else ""
 
         def get(self, filepath) -> bytes:
-            return fetch_url(str(filepath), self.cache).read_bytes()
+            return read_url(filepath if isinstance(filepath, str) else str(filepath),
+                            self.cache, self.index)  # fmt: skip
 
         def get_text(self, filepath, encoding: str = "utf-8") -> str:
-            return fetch_url(str(filepath), self.cache).read_text(encoding=encoding)
+            return self.get(filepath).decode(encoding)
 
         @contextlib.contextmanager
         def get_local_path(self, filepath) -> Iterator[str]:
-            yield str(fetch_url(str(filepath), self.cache))
+            yield str(fetch_url(str(filepath), self.cache, self.index))
 
         def join_path(self, filepath, *filepaths: str) -> str:
             return "/".join([str(filepath).rstrip("/"), *(p.strip("/") for p in filepaths)])

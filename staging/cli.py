@@ -25,6 +25,9 @@ OPTION_HELP = {
 }
 
 
+INT_OPTIONS = ("subset", "seed", "workers")
+
+
 def merge_options(base: dict[str, Any] | None, **options: Any) -> dict[str, Any]:
     """``data:`` from a config overlaid by explicit options (None/False/'' mean "not given")."""
     data = dict(base or {})
@@ -36,8 +39,11 @@ def merge_options(base: dict[str, Any] | None, **options: Any) -> dict[str, Any]
 
 
 def build_spec(experiment_config: str | None = None, *, base: dict | None = None, **options: Any):
-    """DataSpec from an optional experiment config (or its loaded ``base``) plus options."""
+    """DataSpec from an optional experiment config (or its loaded ``base``) plus options
+    (numbers may come as command-line strings: ``--subset abc`` is one ConfigError)."""
     from staging.spec import DataSpec, load_data_section
+
+    options = {k: _cli_int(k, v) if k in INT_OPTIONS else v for k, v in options.items()}
 
     if base is None and experiment_config:
         base = load_data_section(experiment_config)
@@ -48,13 +54,22 @@ def build_spec(experiment_config: str | None = None, *, base: dict | None = None
     return DataSpec.from_dict(merge_options(base, **options))
 
 
+def _cli_int(name: str, value: Any) -> Any:
+    if not isinstance(value, str):
+        return value
+    try:
+        return int(value.strip())
+    except ValueError:
+        flag = name.replace("_", "-")
+        raise ConfigError(f"--{flag} {value!r} is not a whole number; e.g. --{flag} 100") from None
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m staging", description=__doc__)
     for name in ("source", "cache", "dest", "splits", "experiment_config"):
         p.add_argument(f"--{name.replace('_', '-')}", help=OPTION_HELP[name])
-    p.add_argument("--subset", type=int, help=OPTION_HELP["subset"])
-    p.add_argument("--seed", type=int, help=OPTION_HELP["seed"])
-    p.add_argument("--workers", type=int, help=OPTION_HELP["workers"])
+    for name in INT_OPTIONS:  # checked by build_spec: one-line error, exit 1
+        p.add_argument(f"--{name}", help=OPTION_HELP[name])
     for name in ("with_images", "verify", "dry_run"):
         p.add_argument(f"--{name.replace('_', '-')}", action="store_true", help=OPTION_HELP[name])
     p.add_argument(

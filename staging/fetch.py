@@ -8,13 +8,15 @@ started over instead of being trusted.
 from __future__ import annotations
 
 import base64
+import errno
 import logging
+import random
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 from errors import CorruptDataError, StagingError
-from staging.sources import CHUNK, ObjectInfo, Source, is_transient, quiet_google_imports
+from staging.sources import CHUNK, ObjectInfo, Source, is_transient
 
 log = logging.getLogger(__name__)
 
@@ -65,15 +67,12 @@ def download_verified(
     info: ObjectInfo, source: Source, tmp: Path, *, resume: bool, on_bytes=None
 ) -> str:
     """Fill ``tmp`` with exactly the object's bytes; return its crc32c. Retries transient errors."""
-    with quiet_google_imports():
-        from google.api_core.retry import exponential_sleep_generator
-
     state = _Written()
     if resume:
         with open(tmp, "rb") as f:
             while chunk := f.read(CHUNK):
                 state.add(chunk)
-    delays = exponential_sleep_generator(BACKOFF_INITIAL_S, BACKOFF_MAX_S, multiplier=2.0)
+    delays = _backoff()
     for attempt in range(1, RETRIES + 1):
         try:
             _one_attempt(info, source, tmp, state, on_bytes)
@@ -90,8 +89,16 @@ def download_verified(
     raise AssertionError("unreachable")
 
 
+def _backoff():
+    """Sleeps between attempts: BACKOFF_INITIAL_S doubling up to BACKOFF_MAX_S, jittered."""
+    delay = BACKOFF_INITIAL_S
+    while True:
+        yield min(random.uniform(0.0, delay * 2), BACKOFF_MAX_S)
+        delay *= 2
+
+
 def _one_attempt(info: ObjectInfo, source: Source, tmp: Path, state: _Written, on_bytes) -> None:
-    if _size(tmp) != state.nbytes:  # not what we wrote: removed or adopted by another writer
+    if state.nbytes and _size(tmp) != state.nbytes:  # not what we wrote: removed or adopted
         raise TempVanished(str(tmp))
     if state.nbytes >= info.size > 0:
         return
@@ -126,6 +133,11 @@ def _raise_final(info: ObjectInfo, attempt: int, err: Exception) -> None:
         raise err
     if isinstance(err, StagingError) and not isinstance(err, CorruptDataError):
         raise err
+    if isinstance(err, OSError) and err.errno == errno.ENOSPC:
+        raise StagingError(
+            f"no space left on the cache's disk while writing {info.url}; free space or point "
+            "data.cache elsewhere (the cache is unchanged)"
+        ) from err
     first = str(err).splitlines()[0][:300] if str(err) else type(err).__name__
     cls = CorruptDataError if isinstance(err, CorruptDataError) else StagingError
     raise cls(

@@ -19,9 +19,8 @@ OBJECTS_DIR = "objects"
 LOCKS_DIR = ".locks"
 DERIVED_DIR = "derived"
 MANIFESTS_DIR = "manifests"
-REFS_DIR = "refs"
 INCOMPLETE = ".incomplete"
-LOCK_STRIPES = 4096
+LOCK_STRIPES = 1 << 16  # bytes of one record-lock file: rarely shared, free to have many
 
 
 @dataclass(frozen=True)
@@ -108,11 +107,11 @@ def object_path(cache_root: Path, url: str, ident: str) -> Path:
 
 
 def lock_path(cache_root: Path, final: Path) -> Path:
-    """The lock file guarding writers of ``final`` (best effort; correctness never needs it).
+    """The lock stripe guarding writers of ``final`` (best effort; correctness never needs it).
 
-    Each object's key is hashed into one of LOCK_STRIPES files, so ``.locks/`` stays bounded
-    (COCO train would otherwise leave 118k lock files); two objects rarely share a stripe, and
-    sharing one only makes a writer wait.
+    Each object's key is hashed into one of LOCK_STRIPES stripes (a byte of
+    ``.locks/stripes``, staging/locks.py), so locks stay bounded (COCO train has 118k objects);
+    two objects rarely share a stripe, and sharing one only makes a writer wait.
     """
     stripe = int(short_hash(str(final)), 16) % LOCK_STRIPES
     return cache_root / LOCKS_DIR / f"{stripe:04x}.lock"

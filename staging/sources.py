@@ -8,8 +8,10 @@ cache owns retries, resume and verification).
 from __future__ import annotations
 
 import contextlib
+import errno
 import functools
 import os
+import stat
 import threading
 import warnings
 from collections.abc import Iterator
@@ -22,6 +24,9 @@ from staging.paths import GS, SourceRef, check_relpath, safe_join
 
 CHUNK = 1 << 20
 ANON_PROJECT = "test"
+CONNECT_TIMEOUT_S = 5.0  # per request; a blackholed endpoint fails in seconds, not minutes
+READ_TIMEOUT_S = 60.0
+METADATA_RETRY_S = 8.0  # listing/metadata calls retry transient errors this long in all
 
 
 @dataclass(frozen=True)
@@ -34,6 +39,7 @@ class ObjectInfo:
     ident: str
     crc32c: str | None = None  # base64 big-endian, as GCS reports it; None on disk (computed)
     generation: int | None = None
+    mode: int | None = None  # permission bits on disk (the cached copy keeps at most these)
 
 
 class Writer(Protocol):
@@ -64,16 +70,19 @@ def open_source(ref: SourceRef, *, workers: int = 16) -> Source:
 
 
 class LocalSource:
-    """A directory on local disk or NFS."""
+    """A directory on local disk or NFS. Symlinks inside it are followed only while they
+    resolve inside it: one that leads out (``-> /etc/shadow``) is refused, naming the link."""
 
     def __init__(self, ref: SourceRef) -> None:
         assert ref.path is not None
         self.ref = ref
         self.root: Path = ref.path
+        self._real_root = os.path.realpath(ref.path)
+        self._inside_dirs: set[str] = set()
 
     def stat(self, relpath: str) -> ObjectInfo:
         """Metadata for one file (size and mtime_ns are its identity)."""
-        return self._info(relpath, safe_join(self.root, relpath, what=self.ref.url).stat())
+        return self._info(relpath, self._path(relpath).stat())
 
     def _info(self, relpath: str, st: os.stat_result) -> ObjectInfo:
         return ObjectInfo(
@@ -81,27 +90,69 @@ class LocalSource:
             url=self.ref.object_url(relpath),
             size=st.st_size,
             ident=f"size={st.st_size},mtime_ns={st.st_mtime_ns}",
+            mode=stat.S_IMODE(st.st_mode),
         )
+
+    def _path(self, relpath: str) -> Path:
+        """``relpath`` under the root; StagingError if it (through a symlink) leads outside."""
+        path = safe_join(self.root, relpath, what=self.ref.url)
+        self._check_inside(path, relpath)
+        return path
+
+    def _open(self, relpath: str) -> int:
+        """Open ``relpath`` for reading, refusing a path that leads out of the source: its
+        folder is resolved once per process, the file itself opened with O_NOFOLLOW (only a
+        symlink is resolved and checked)."""
+        path = os.path.join(self._real_root, check_relpath(relpath, what=self.ref.url))
+        folder = os.path.dirname(path)
+        if folder not in self._inside_dirs:
+            self._check_inside(folder, relpath.rpartition("/")[0] or ".")
+            self._inside_dirs.add(folder)
+        try:
+            return os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+        except OSError as err:
+            if err.errno != errno.ELOOP:
+                raise
+        self._check_inside(path, relpath)
+        return os.open(path, os.O_RDONLY)
+
+    def _check_inside(self, path: str | Path, relpath: str) -> None:
+        real = os.path.realpath(path)
+        if real != self._real_root and not real.startswith(self._real_root + os.sep):
+            raise StagingError(
+                f"{self.ref.object_url(relpath)} is a symlink to {real}, outside data.source "
+                f"{self.ref.url}; copy the file into the source or remove the link"
+            )
 
     def list_dir(self, reldir: str) -> list[ObjectInfo]:
         """Every regular file below ``reldir`` (empty when the folder does not exist)."""
-        base = safe_join(self.root, reldir, what=self.ref.url)
         out: list[ObjectInfo] = []
-        for dirpath, dirnames, filenames in os.walk(base):
-            dirnames.sort()
-            rel_dir = os.path.relpath(dirpath, self.root).replace(os.sep, "/")
-            for name in sorted(filenames):
-                rel = check_relpath(f"{rel_dir}/{name}", what=self.ref.url)
-                out.append(self._info(rel, os.stat(os.path.join(dirpath, name))))
+        self._walk(self._path(reldir), reldir.rstrip("/"), out)
         return out
 
+    def _walk(self, folder: Path, rel_dir: str, out: list[ObjectInfo]) -> None:
+        try:
+            with os.scandir(folder) as it:
+                entries = sorted(it, key=lambda e: e.name)
+        except (FileNotFoundError, NotADirectoryError):
+            return
+        for entry in entries:
+            rel = check_relpath(f"{rel_dir}/{entry.name}", what=self.ref.url)
+            if entry.is_symlink():
+                self._check_inside(entry.path, rel)
+                if entry.is_dir():
+                    continue  # a folder link inside the source: not walked (no loops)
+            if entry.is_dir(follow_symlinks=False):
+                self._walk(Path(entry.path), rel, out)
+            elif entry.is_file():
+                out.append(self._info(rel, entry.stat()))
+
     def exists_dir(self, reldir: str) -> bool:
-        return safe_join(self.root, reldir, what=self.ref.url).is_dir()
+        return self._path(reldir).is_dir()
 
     def read_into(self, info: ObjectInfo, writer: Writer, *, start: int) -> None:
         """Copy the file from byte ``start`` into ``writer``; refuse it if it changed meanwhile."""
-        path = safe_join(self.root, info.relpath, what=self.ref.url)
-        with open(path, "rb", buffering=0) as src:
+        with os.fdopen(self._open(info.relpath), "rb", buffering=0) as src:
             src.seek(start)
             while chunk := src.read(CHUNK):
                 writer.write(chunk)
@@ -119,6 +170,7 @@ class GcsSource:
         self.ref = ref
         self.client = get_client(pool_size=max(workers, 10))
         self.bucket = self.client.bucket(ref.bucket)
+        self._calls = {"timeout": (CONNECT_TIMEOUT_S, READ_TIMEOUT_S), "retry": _metadata_retry()}
 
     def _info(self, blob) -> ObjectInfo:
         name: str = blob.name
@@ -137,7 +189,7 @@ class GcsSource:
         """Every object below ``reldir/`` (metadata only; pages of up to 1000)."""
         prefix = self.ref.object_name(reldir).rstrip("/") + "/"
         with gcs_errors(self.ref, reldir, listing=True):
-            blobs = list(self.client.list_blobs(self.ref.bucket, prefix=prefix))
+            blobs = list(self.client.list_blobs(self.ref.bucket, prefix=prefix, **self._calls))
         return sorted(
             (self._info(b) for b in blobs if not b.name.endswith("/")), key=lambda i: i.relpath
         )
@@ -145,14 +197,15 @@ class GcsSource:
     def exists_dir(self, reldir: str) -> bool:
         prefix = self.ref.object_name(reldir).rstrip("/") + "/"
         with gcs_errors(self.ref, reldir, listing=True):
-            return any(
-                True for _ in self.client.list_blobs(self.ref.bucket, prefix=prefix, max_results=1)
+            blobs = self.client.list_blobs(
+                self.ref.bucket, prefix=prefix, max_results=1, **self._calls
             )
+            return any(True for _ in blobs)
 
     def stat(self, relpath: str) -> ObjectInfo:
         """Metadata for one object; StagingError when it does not exist."""
         with gcs_errors(self.ref, relpath):
-            blob = self.bucket.get_blob(self.ref.object_name(relpath))
+            blob = self.bucket.get_blob(self.ref.object_name(relpath), **self._calls)
         if blob is None:
             raise StagingError(
                 f"missing object {self.ref.object_url(relpath)}; check data.source and the bucket"
@@ -162,10 +215,24 @@ class GcsSource:
     def read_into(self, info: ObjectInfo, writer: Writer, *, start: int) -> None:
         """Download the object's pinned generation from byte ``start`` (no client retries)."""
         blob = self.bucket.blob(self.ref.object_name(info.relpath), generation=info.generation)
-        with gcs_errors(self.ref, info.relpath):
+        with gcs_errors(self.ref, info.relpath, generation=info.generation):
             blob.download_to_file(
-                writer, start=start or None, checksum=None, raw_download=True, retry=None
-            )
+                writer, start=start or None, checksum=None, raw_download=True, retry=None,
+                timeout=(CONNECT_TIMEOUT_S, READ_TIMEOUT_S),
+            )  # fmt: skip
+
+
+def _metadata_retry():
+    """google-cloud-storage's own retry policy, bounded to METADATA_RETRY_S in all."""
+    with quiet_google_imports():
+        from google.cloud.storage.retry import DEFAULT_RETRY
+
+    return DEFAULT_RETRY.with_timeout(METADATA_RETRY_S)
+
+
+def endpoint() -> str:
+    """The GCS endpoint in use (the emulator's when STORAGE_EMULATOR_HOST is set)."""
+    return os.environ.get("STORAGE_EMULATOR_HOST") or "https://storage.googleapis.com"
 
 
 _client_lock = threading.Lock()
@@ -212,10 +279,13 @@ def _make_client(emulator_host: str, pool_size: int, pid: int):
 
 
 class gcs_errors:
-    """Map google.api_core NotFound/Forbidden to one-line StagingErrors; let transient ones by."""
+    """Map NotFound/Forbidden and an unreachable endpoint (retries exhausted) to one-line
+    StagingErrors; let transient ones by (downloads retry them in staging/fetch.py)."""
 
-    def __init__(self, ref: SourceRef, relpath: str, *, listing: bool = False) -> None:
-        self.ref, self.relpath, self.listing = ref, relpath, listing
+    def __init__(
+        self, ref: SourceRef, relpath: str, *, listing: bool = False, generation: int | None = None
+    ) -> None:
+        self.ref, self.relpath, self.listing, self.generation = ref, relpath, listing, generation
 
     def __enter__(self) -> None:
         return None
@@ -231,13 +301,35 @@ class gcs_errors:
                 f"bucket gs://{self.ref.bucket} not found (data.source={self.ref.url}); check "
                 "the bucket name and project"
             ) from err
+        if isinstance(err, gexc.NotFound) and self.generation is not None:
+            raise StagingError(
+                f"object {url} generation {self.generation} not found: it was replaced or deleted "
+                "after it was listed; rerun staging"
+            ) from err
         if isinstance(err, gexc.NotFound):
             raise StagingError(f"object {url} not found; check data.source") from err
+        if isinstance(err, gexc.RetryError):
+            raise StagingError(
+                f"cannot reach GCS at {endpoint()} for {url} (gave up after "
+                f"{METADATA_RETRY_S:.0f} s: {_reason(err.cause or err)}); check the network or "
+                "STORAGE_EMULATOR_HOST"
+            ) from err
         if isinstance(err, gexc.Forbidden | gexc.Unauthorized):
             raise StagingError(
                 f"access denied to {url}; grant storage.objects.get/list to these credentials"
             ) from err
         return False
+
+
+def _reason(err: BaseException) -> str:
+    """A short reason: ``[Errno 111] Connection refused`` from a urllib3 chain, else the type."""
+    import re
+
+    found = re.search(r"\[Errno -?\d+\] [^'\")]+", str(err))
+    if found:
+        return found.group(0)
+    first = str(err).splitlines()[0][:120] if str(err) else ""
+    return f"{type(err).__name__}: {first}" if first else type(err).__name__
 
 
 def is_transient(err: BaseException) -> bool:

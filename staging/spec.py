@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from errors import ConfigError
-from staging.paths import GS, parse_source
+from staging.paths import GS, MANIFESTS_DIR, parse_source, short_hash
 
 SPLITS = ("train", "val")
 BACKEND_NAME = "gs_cached"
@@ -81,10 +81,24 @@ class DataSpec:
         return f"{self.dest}/{split}2017/"
 
     def backend_args(self) -> dict[str, Any] | None:
-        """``LoadImageFromFile(backend_args=...)``: None on disk, else our gs:// cached backend."""
+        """``LoadImageFromFile(backend_args=...)``: None on disk, else our gs:// cached backend
+        (``index``: the image listing staging pinned, so reads match the staged annotations)."""
         if self.is_gs and not self.with_images:
-            return {"backend": BACKEND_NAME, "cache": str(self.cache)}
+            return {"backend": BACKEND_NAME, "cache": str(self.cache), "index": str(self.index())}
         return None
+
+    def manifest(self) -> Path:
+        """``<cache>/manifests/<key>.json``: every object this spec staged, with its crc32c."""
+        return self.cache / MANIFESTS_DIR / f"{self._key()}.json"
+
+    def index(self) -> Path:
+        """``<cache>/manifests/<key>-images.json``: URL -> generation of every image that the
+        ``gs://`` read-through backend may read (written by staging; see staging/backend.py)."""
+        return self.cache / MANIFESTS_DIR / f"{self._key()}-images.json"
+
+    def _key(self) -> str:
+        parts = (self.source, ",".join(self.splits), str(self.with_images), str(self.subset))
+        return short_hash(*parts, str(self.seed))
 
     def to_dict(self) -> dict[str, Any]:
         """The spec as a plain ``data:`` mapping (round-trips through from_dict)."""

@@ -11,21 +11,24 @@ import json
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor, as_completed
+from concurrent.futures import Future, ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 
 from errors import ProjectError, StagingError
 from staging import coco
 from staging.archive import archive_member, extract_annotations
-from staging.cache import Cache, Fetched, check_space, write_atomic
-from staging.paths import GS, MANIFESTS_DIR, derived_path, human_bytes, parse_source, short_hash
+from staging.backend import forget_index
+from staging.cache import Cache, Fetched, Pending, check_space, write_atomic
+from staging.durable import Committer
+from staging.paths import GS, derived_path, human_bytes, parse_source
 from staging.plan import ARCHIVE_KIND, Transfer, describe, plan_annotations, plan_images
-from staging.sources import Source, open_source
+from staging.sources import ObjectInfo, Source, open_source
 from staging.spec import DataSpec
-from staging.view import link_dir, link_file, real_dir
+from staging.view import Entry, build_view, check_dest
 
 MANIFEST_VERSION = 1
+INDEX_VERSION = 1
 
 
 @dataclass(frozen=True)
@@ -54,12 +57,14 @@ def stage_coco(
     """Stage the COCO annotations (and images if asked) of ``spec`` into its cache and dest."""
     t0 = time.monotonic()
     ref = parse_source(spec.source)
+    check_dest(spec.dest, source=ref.path, cache=spec.cache)  # before anything is written
     source = open_source(ref, workers=spec.workers)
     cache = Cache(spec.cache)
-    ann_plan = plan_annotations(
-        ref, source.list_dir("annotations"), spec.splits, cache_root=cache.root
-    )
-    listings = {s: _image_listing(source, spec, s) for s in spec.splits}
+    with ThreadPoolExecutor(1 + len(spec.splits)) as pool:  # one round trip, not three
+        ann_listing = pool.submit(source.list_dir, "annotations")
+        img_listings = {s: pool.submit(_image_listing, source, spec, s) for s in spec.splits}
+        ann_plan = plan_annotations(ref, ann_listing.result(), spec.splits, cache_root=cache.root)
+        listings = {s: f.result() for s, f in img_listings.items()}
     if dry_run:
         return _dry_run(spec, ann_plan, listings, source, out=out, t0=t0)
     check_space(cache.root, _missing_bytes(ann_plan))
@@ -74,7 +79,10 @@ def stage_coco(
     img_plan = _plan_images(spec, source, listings, ann_files, cache_root=cache.root)
     check_space(cache.root, _missing_bytes(img_plan))
     img_done = run.all(img_plan)
-    _build_view(spec, source, {s: p for s, (p, _) in ann_files.items()}, img_plan, img_done)
+    if spec.is_gs and not spec.with_images:
+        write_index(spec.index(), listings)
+    entries = _view_entries(spec, source, ann_files, img_plan, img_done)
+    build_view(spec.dest, entries, cache=spec.cache)
     done = [*ann_done, *img_done]
     manifest = _write_manifest(cache, spec, [*ann_plan, *img_plan], done)
     downloads = sum(f.downloaded for f in done)
@@ -110,9 +118,10 @@ def _validator(t: Transfer) -> Callable[[Path], None] | None:
 
 
 def _image_listing(source: Source, spec: DataSpec, split: str) -> list:
-    """List the split's images when we stage them; otherwise only check the folder exists."""
+    """List the split's images when we stage them or pin them for the gs:// read-through
+    backend; otherwise only check the folder exists."""
     folder = coco.image_dir(split)
-    if spec.with_images:
+    if spec.with_images or spec.is_gs:
         listing = source.list_dir(folder)
         if listing:
             return listing
@@ -174,16 +183,29 @@ def run_transfers(
             todo.append(i)
     total = sum(transfers[i].info.size for i in todo)
     workers = max(1, min(max_workers, len(todo)))
-    with _progress_bar(total, enabled=progress) as on_bytes, ThreadPoolExecutor(workers) as pool:
+    handed: dict[int, Future] = {}  # downloads whose flush + rename the committer finishes
+    with (
+        _progress_bar(total, enabled=progress) as on_bytes,
+        Committer() as committer,
+        ThreadPoolExecutor(workers) as pool,
+    ):
         futures = {
             pool.submit(cache.ensure, transfers[i].info, source, verify=verify,
                         validate=validate(transfers[i]) if validate else None,
-                        on_bytes=on_bytes): i
+                        on_bytes=on_bytes, final=None if verify else transfers[i].final,
+                        committer=committer): i
             for i in todo
         }  # fmt: skip
         for fut in as_completed(futures):
-            err = fut.exception()
-            results[futures[fut]] = err if err is not None else fut.result()
+            i, err = futures[fut], fut.exception()
+            result = err if err is not None else fut.result()
+            if isinstance(result, Pending):
+                handed[i] = result.future
+            else:
+                results[i] = result
+    for i, fut in handed.items():  # the committer has finished them all on leaving the block
+        err = fut.exception()
+        results[i] = err if err is not None else fut.result()
     return results  # type: ignore[return-value]
 
 
@@ -238,26 +260,37 @@ def _subset_file(cache: Cache, spec: DataSpec, split: str, ann: Path, label: str
     return final
 
 
-def _build_view(
+def _view_entries(
     spec: DataSpec,
     source: Source,
-    anns: dict[str, Path],
+    ann_files: dict[str, tuple[Path, str]],
     img_plan: Sequence[Transfer],
     img_done: Sequence[Fetched],
-) -> None:
-    """Link annotations and images (or the source's image folders) under ``spec.dest``."""
-    for split, path in anns.items():
-        link_file(path, spec.ann_file(split))
+) -> list[Entry]:
+    """What ``spec.dest`` shows: annotations and images (or the source's image folders)."""
+    entries = [Entry(coco.ann_relpath(s), p) for s, (p, _) in ann_files.items()]
     if spec.with_images:
-        for split in spec.splits:
-            real_dir(spec.dest / coco.image_dir(split))
-        for t, f in zip(img_plan, img_done, strict=True):
-            link_file(f.path, spec.dest / t.info.relpath)
+        entries += [Entry(t.info.relpath, f.path) for t, f in zip(img_plan, img_done, strict=True)]
     elif source.ref.kind != GS:
         assert source.ref.path is not None
         for split in spec.splits:
             folder = coco.image_dir(split)
-            link_dir(source.ref.path / folder, spec.dest / folder)
+            entries.append(Entry(folder, source.ref.path / folder, is_dir=True))
+    return entries
+
+
+def write_index(path: Path, listings: dict[str, list[ObjectInfo]]) -> None:
+    """Pin every listed image (URL -> [generation, crc32c, size]) for the read-through backend,
+    so training reads the generation listed with these annotations; rewritten only on change."""
+    objects = {
+        i.url: [i.generation, i.crc32c, i.size] for infos in listings.values() for i in infos
+    }
+    data = json.dumps({"version": INDEX_VERSION, "objects": objects}, sort_keys=True).encode()
+    with contextlib.suppress(OSError):
+        if path.read_bytes() == data:
+            return
+    write_atomic(path, data)
+    forget_index(path)  # readers in this process see the new pins at once
 
 
 def _write_manifest(
@@ -267,10 +300,7 @@ def _write_manifest(
 
     Rewritten only when something was downloaded or it is missing, so warm runs stay cheap.
     """
-    key = short_hash(
-        spec.source, ",".join(spec.splits), str(spec.with_images), str(spec.subset), str(spec.seed)
-    )
-    path = cache.root / MANIFESTS_DIR / f"{key}.json"
+    path = spec.manifest()
     if path.exists() and not any(f.downloaded for f in done):
         return path
     objects = [

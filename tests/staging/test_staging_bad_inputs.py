@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import socket
+import time
 
 import pytest
 from staging_helpers import incomplete_files, run_staging, snapshot, write_coco
@@ -77,6 +79,16 @@ def test_missing_object(warm_cache, emulator):
 @pytest.mark.gcs
 def test_source_url_with_dotdot(warm_cache, emulator):
     _fails_cleanly(warm_cache, "gs://coco/coco2017/../other", expect="unsafe object name")
+
+
+def test_unreachable_gcs_endpoint_fails_fast_with_one_line(warm_cache):
+    with socket.socket() as s:  # a port nobody listens on: connections are refused
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    t0 = time.monotonic()
+    _fails_cleanly(warm_cache, "gs://coco/coco2017", env={"STORAGE_EMULATOR_HOST": f"http://127.0.0.1:{port}"},
+                   expect=f"cannot reach GCS at http://127.0.0.1:{port}")  # fmt: skip
+    assert time.monotonic() - t0 < 30  # bounded retries, not google-api-core's 120 s
 
 
 def test_image_file_name_with_dotdot(warm_cache, tmp_path):

@@ -145,3 +145,21 @@ def test_kill_9_mid_download_then_rerun_resumes(proxy, tmp_path, coco_sample):
     assert resumed.range.startswith("bytes=") and resumed.range != "bytes=0-"
     _same_tree(tmp_path / "dest", coco_sample, [f"annotations/{TRAIN_JSON}"])
     assert incomplete_files(tmp_path) == []
+
+
+def test_latency_option_delays_every_request(emulator):
+    """The bench's latency proxy (staging/proxy.py): every request waits latency_s first."""
+    import urllib.request
+
+    from staging.proxy import FaultProxy
+
+    proxy = FaultProxy(int(emulator.rsplit(":", 1)[1]), latency_s=0.2)
+    try:
+        for _ in range(2):
+            t0 = time.monotonic()
+            with urllib.request.urlopen(f"{proxy.url}/", timeout=10) as resp:
+                assert resp.status == 200
+            assert time.monotonic() - t0 >= 0.2
+        assert len(proxy.records) == 2
+    finally:
+        proxy.close()

@@ -111,7 +111,9 @@ def test_data_spec_paths_for_gs_and_local():
     gs = DataSpec.from_dict(GOOD)
     assert gs.ann_file("val") == Path("/d/annotations/instances_val2017.json")
     assert gs.image_prefix("train") == "gs://b/coco/train2017/"
-    assert gs.backend_args() == {"backend": "gs_cached", "cache": "/c"}
+    index = gs.backend_args()["index"]  # the image generations pinned when staging ran
+    assert gs.backend_args() == {"backend": "gs_cached", "cache": "/c", "index": index}
+    assert index == str(gs.index()) and index.startswith("/c/manifests/")
     staged = DataSpec.from_dict({**GOOD, "with_images": True})
     assert staged.image_prefix("train") == "/d/train2017/" and staged.backend_args() is None
     local = DataSpec.from_dict({**GOOD, "source": "/data/coco", "splits": "val"})
