@@ -19,6 +19,7 @@ from typing import Any
 
 from trial.config import DataPaths, build_config, load_base_config, resolve_base
 from trial.experiment import model_ref, trial_settings
+from trial.pictures import CURVES_FILE, plot_curves, set_tensorboard_dir
 
 logger = logging.getLogger("trial")
 
@@ -68,6 +69,8 @@ def train(core_context: Any, request: RunRequest, *, world_size: int = 1) -> Run
         launcher="pytorch" if world_size > 1 else "none",
     )
     cfg = build_config(load_base_config(resolve_base(model_ref(request.hparams))), settings)
+    local_dir = request.metrics_log.parent if request.metrics_log else request.work_dir
+    set_tensorboard_dir(cfg, core_context, local_dir)
     if request.resume_from:
         cfg["load_from"] = _download_checkpoint(core_context, request.resume_from, request.work_dir)
         cfg["resume"] = True
@@ -83,6 +86,10 @@ def train(core_context: Any, request: RunRequest, *, world_size: int = 1) -> Run
         runner.register_hook(extra)
     with trusted_checkpoint_loading():
         runner.train()
+    if request.metrics_log is not None:  # local: beside metrics.jsonl and result.json
+        plot_curves(
+            read_metrics_log(request.metrics_log), request.metrics_log.with_name(CURVES_FILE)
+        )
     validation = getattr(core_context.train, "last_validation", {})
     return RunResult(runner.iter, hook.preempted, hook.last_checkpoint, validation)
 
