@@ -85,6 +85,7 @@ def locate(source: str, *, download_dir: Path, master: str | None = None) -> Sou
 
 def write_export(source: Source, out: Path) -> dict:
     """Write config.py, model.pth, export.json and README.md of ``source`` into ``out``."""
+    import torch
     from mmengine.config import Config
 
     checkpoint = load_checkpoint(source.checkpoint)
@@ -112,8 +113,8 @@ def write_export(source: Source, out: Path) -> dict:
         },
         "state_dict": checkpoint["state_dict"],
     }
-    _save_weights(weights, out / artifact.WEIGHTS_FILE)
-    _check_loads(out, set(checkpoint["state_dict"]))
+    torch.save(weights, out / artifact.WEIGHTS_FILE)
+    _check_loads(out)
     info = _provenance(source, train_cfg, meta, classes, out)
     (out / artifact.INFO_FILE).write_text(json.dumps(info, indent=2) + "\n")
     (out / artifact.README_FILE).write_text(artifact.readme_text(info))
@@ -209,34 +210,28 @@ def _reachable_master(master: str | None) -> str:
     return url
 
 
-def _save_weights(weights: dict, path: Path) -> None:
+def _check_loads(out: Path) -> None:
+    """Build the model from the exported config, load model.pth into it strictly.
+
+    ``weights_only=True`` is the point of model.pth: stock mmdet on torch >= 2.6 loads it without
+    opting out of torch's safe loading.
+    """
     import torch
+    from mmdet.registry import MODELS
+    from mmengine.config import Config
+    from mmengine.registry import init_default_scope
 
-    torch.save(weights, path)
-    # The point of model.pth: stock mmdet on torch >= 2.6 loads it without opting out of safety.
-    torch.load(path, map_location="cpu", weights_only=True)
-
-
-def _check_loads(out: Path, keys: set[str]) -> None:
-    """Build the model from the exported config and load the weights strictly (stock mmdet APIs)."""
-    from mmdet.apis import init_detector
-    from mmengine.logging import MMLogger
-
-    logger = MMLogger.get_current_instance()
-    level = logger.level
-    logger.setLevel("ERROR")  # init_detector's "loads checkpoint from ..." chatter
+    cfg = Config.fromfile(str(out / artifact.CONFIG_FILE))
+    init_default_scope(cfg.get("default_scope", "mmdet"))
+    model = MODELS.build(cfg.model)
+    weights = torch.load(out / artifact.WEIGHTS_FILE, map_location="cpu", weights_only=True)
     try:
-        model = init_detector(
-            str(out / artifact.CONFIG_FILE), str(out / artifact.WEIGHTS_FILE), device="cpu"
-        )
-    finally:
-        logger.setLevel(level)
-    mismatch = sorted(set(model.state_dict()) ^ keys)
-    if mismatch:
+        model.load_state_dict(weights["state_dict"], strict=True)
+    except RuntimeError as err:
         raise ProjectError(
-            f"the exported config builds a model whose weights differ from the checkpoint's "
-            f"(e.g. {mismatch[:3]}); please report this with the checkpoint's config"
-        )
+            "the exported config builds a model the checkpoint's weights do not fit "
+            f"({_one_line(err)[:300]}); please report this with the checkpoint's config"
+        ) from err
 
 
 def _provenance(source: Source, train_cfg: Any, meta: Mapping, classes: list, out: Path) -> dict:
