@@ -188,3 +188,41 @@ def test_mask_rcnn_export_round_trips(tmp_path, coco_sample):
     )["metrics"]
     assert metrics == result["validation"]
     assert {"bbox_mAP", "segm_mAP"} <= set(metrics)
+
+
+def test_uuid_source_downloads_through_the_sdk_from_a_mocked_master(
+    retinanet, tmp_path, monkeypatch
+):
+    """No Determined master exists here: the SDK's client is replaced by a stand-in that serves
+    the run's own checkpoint directory, as the master's checkpoint storage would."""
+    import shutil
+    from types import SimpleNamespace
+
+    from determined.experimental import client
+
+    import trial.export
+
+    work, _, result = retinanet
+    uuid = result["checkpoint"]
+    stored = work / "checkpoints" / uuid
+    asked = {}
+
+    def download(path):
+        shutil.copytree(stored, path)
+        return path
+
+    def fake_determined(master):
+        asked["master"] = master
+        checkpoint = SimpleNamespace(
+            download=download,
+            training=SimpleNamespace(validation_metrics={"avgMetrics": {"bbox_mAP": 0.5}}),
+        )
+        return SimpleNamespace(get_checkpoint=lambda u: asked.setdefault("uuid", u) and checkpoint)
+
+    monkeypatch.setattr(trial.export, "_reachable_master", lambda master: "http://det:8080")
+    monkeypatch.setattr(client, "Determined", fake_determined)
+    info = export_model(uuid, tmp_path / "export")
+    assert asked == {"master": "http://det:8080", "uuid": uuid}
+    assert info["source"]["checkpoint"] == uuid and info["iterations"] == 4
+    assert info["validation"] == {"bbox_mAP": 0.5}  # what the master recorded
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["export"]  # the download was temporary
