@@ -73,7 +73,9 @@ def locate(source: str, *, download_dir: Path, master: str | None = None) -> Sou
     """Find the checkpoint file SOURCE means; a UUID is downloaded into ``download_dir``."""
     path = Path(source).expanduser()
     if path.is_file():
-        return Source(source, path.resolve(), work_dir=_owning_work_dir(path.resolve().parent))
+        folder = path.resolve().parent  # <work-dir>/checkpoints/<id>/ for the trial's own files
+        storage_id = folder.name if (folder / "metadata.json").is_file() else None
+        return Source(source, path.resolve(), storage_id, _owning_work_dir(folder.parent))
     if path.is_dir():
         return _locate_dir(source, path.resolve())
     if UUID_RE.fullmatch(source):
@@ -90,7 +92,12 @@ def write_export(source: Source, out: Path) -> dict:
 
     checkpoint = load_checkpoint(source.checkpoint)
     meta = checkpoint["meta"]
-    train_cfg = Config.fromstring(meta["cfg"], file_format=".py")
+    try:
+        train_cfg = Config.fromstring(meta["cfg"], file_format=".py")
+    except (SyntaxError, ImportError, ValueError, KeyError) as err:
+        raise ConfigError(
+            f"the config stored in {source.checkpoint} does not load here ({_one_line(err)[:200]})"
+        ) from err
     dataset_meta = meta.get("dataset_meta") or {}
     classes = list(dataset_meta.get("classes") or [])
     if not classes:
@@ -108,7 +115,7 @@ def write_export(source: Source, out: Path) -> dict:
     weights = {
         "meta": {
             "dataset_meta": cfg["metainfo"],
-            "iter": int(meta.get("iter", 0)),
+            "iter": _steps(source, meta),
             "mmengine_version": str(meta.get("mmengine_version", "")),
         },
         "state_dict": checkpoint["state_dict"],
@@ -240,7 +247,7 @@ def _provenance(source: Source, train_cfg: Any, meta: Mapping, classes: list, ou
     import mmengine
     import torch
 
-    steps = int(meta.get("iter", 0))
+    steps = _steps(source, meta)
     return {
         "format": artifact.EXPORT_FORMAT,
         "model": _model_name(source),
@@ -266,12 +273,25 @@ def _provenance(source: Source, train_cfg: Any, meta: Mapping, classes: list, ou
 
 
 def _model_name(source: Source) -> str:
-    metadata = source.checkpoint.parent / "metadata.json"
-    if metadata.is_file():
-        model = json.loads(metadata.read_text()).get("model")
-        if model:
-            return str(model)
-    return source.checkpoint.parent.name
+    return str(_determined_metadata(source).get("model") or source.checkpoint.parent.name)
+
+
+def _steps(source: Source, meta: Mapping) -> int:
+    """Iterations trained: Determined's ``steps_completed``, else mmengine's ``meta.iter``.
+
+    (mmengine writes ``iter + 1`` for a save outside the loop, e.g. the trial's final one.)
+    """
+    steps = _determined_metadata(source).get("steps_completed")
+    return int(steps if steps is not None else meta.get("iter", 0))
+
+
+def _determined_metadata(source: Source) -> dict:
+    """The checkpoint's metadata.json (Determined's storage writes it beside checkpoint.pth)."""
+    path = source.checkpoint.parent / "metadata.json"
+    try:
+        return json.loads(path.read_text()) if path.is_file() else {}
+    except (OSError, ValueError):
+        return {}
 
 
 def _local_validation(work_dir: Path | None, steps: int) -> dict:

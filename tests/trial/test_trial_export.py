@@ -226,3 +226,15 @@ def test_uuid_source_downloads_through_the_sdk_from_a_mocked_master(
     assert info["source"]["checkpoint"] == uuid and info["iterations"] == 4
     assert info["validation"] == {"bbox_mAP": 0.5}  # what the master recorded
     assert sorted(p.name for p in tmp_path.iterdir()) == ["export"]  # the download was temporary
+
+
+def test_a_checkpoint_dir_or_its_pth_file_exports_like_the_work_dir(retinanet, tmp_path):
+    work, export, result = retinanet
+    stored = work / "checkpoints" / result["checkpoint"]
+    expected = json.loads((export / "export.json").read_text())
+    for name, source in [("dir", stored), ("file", stored / "checkpoint.pth")]:
+        info = export_model(str(source), tmp_path / name)
+        for key in ("model", "iterations", "validation", "categories"):
+            assert info[key] == expected[key], (name, key)
+        assert info["source"]["checkpoint"] == result["checkpoint"]
+        assert (tmp_path / name / "config.py").read_text() == (export / "config.py").read_text()
