@@ -256,9 +256,10 @@ def export(c, source, out, master=None):
         "split": "which split of --data (default val)",
         "out": "where to write the metrics JSON (default ./eval_SPLIT.json)",
         "master": "Determined master URL when MODEL is a checkpoint UUID (default: $DET_MASTER)",
+        "device": "torch device, e.g. cpu or cuda:1 (default: cuda:0 when there is a GPU, else cpu)",
     },
 )
-def eval_(c, model, data, split="val", out=None, master=None):
+def eval_(c, model, data, split="val", out=None, master=None, device=None):
     """COCO bbox (and segm) mAP of a model on a COCO-layout directory; prints the table, writes JSON.
 
     Example: invoke eval exports/retinanet --data /data/coco
@@ -266,7 +267,7 @@ def eval_(c, model, data, split="val", out=None, master=None):
     with user_errors():
         from trial.evaluate import evaluate_model
 
-        result = evaluate_model(model, data, split=split, out=out, master=master)
+        result = evaluate_model(model, data, split=split, out=out, master=master, device=device)
         shown = ", ".join(f"{k} {v:.4f}" for k, v in result["metrics"].items() if k.endswith("mAP"))
         print(
             f"{shown} on {result['images']} {split} images; metrics in {out or f'eval_{split}.json'}"
@@ -280,9 +281,10 @@ def eval_(c, model, data, split="val", out=None, master=None):
         "out": "new (or empty) directory for NAME.png per image, results.json and images.json",
         "score_thr": "draw and report detections with at least this score (default 0.3)",
         "master": "Determined master URL when MODEL is a checkpoint UUID (default: $DET_MASTER)",
+        "device": "torch device, e.g. cpu or cuda:1 (default: cuda:0 when there is a GPU, else cpu)",
     },
 )
-def predict(c, model, images, out, score_thr=0.3, master=None):
+def predict(c, model, images, out, score_thr="0.3", master=None, device=None):
     """Draw a model's detections (boxes, masks, class names) on images; COCO results JSON too.
 
     Example: invoke predict exports/retinanet photos/,more/cat.jpg --out predictions
@@ -291,7 +293,9 @@ def predict(c, model, images, out, score_thr=0.3, master=None):
         from trial.predict import predict_images
 
         inputs = [item for item in images.split(",") if item]
-        summary = predict_images(model, inputs, out, score_thr=float(score_thr), master=master)
+        summary = predict_images(
+            model, inputs, out, score_thr=float(score_thr), master=master, device=device
+        )
         print(
             f"{summary['detections']} detections on {summary['images']} images in {summary['out']}"
         )

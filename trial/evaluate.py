@@ -16,7 +16,7 @@ from pathlib import Path
 
 from errors import ConfigError
 from trial import artifact
-from trial.export import resolve_model
+from trial.export import pick_device, resolve_model
 
 
 def evaluate_model(
@@ -26,6 +26,7 @@ def evaluate_model(
     split: str = artifact.DEFAULT_SPLIT,
     out: str | None = None,
     master: str | None = None,
+    device: str | None = None,
 ) -> dict:
     """Evaluate MODEL on ``data``'s split; writes and returns ``{..., "metrics": {...}}``."""
     ann, images = coco_split(data, split)
@@ -33,7 +34,7 @@ def evaluate_model(
     if out_path.is_dir():
         raise ConfigError(f"--out {out_path} is a directory; pass a .json file path")
     with resolve_model(model, master=master) as export_dir:
-        metrics, count = _evaluate(export_dir, ann, images)
+        metrics, count = _evaluate(export_dir, ann, images, device=pick_device(device))
     result = {
         "model": model,
         "data": str(Path(data).expanduser().resolve()),
@@ -63,7 +64,7 @@ def coco_split(data: str, split: str) -> tuple[Path, Path]:
     return ann, images
 
 
-def _evaluate(export_dir: Path, ann: Path, images: Path) -> tuple[dict, int]:
+def _evaluate(export_dir: Path, ann: Path, images: Path, *, device: str) -> tuple[dict, int]:
     import torch
     from mmdet.apis import init_detector
     from mmdet.registry import DATASETS
@@ -76,7 +77,7 @@ def _evaluate(export_dir: Path, ann: Path, images: Path) -> tuple[dict, int]:
     from trial.hook import to_det_metrics
 
     cfg = Config.fromfile(str(export_dir / artifact.CONFIG_FILE))
-    model = init_detector(cfg, str(export_dir / artifact.WEIGHTS_FILE), device="cpu")
+    model = init_detector(cfg, str(export_dir / artifact.WEIGHTS_FILE), device=device)
     dataset_cfg = copy.deepcopy(cfg.test_dataloader.dataset)
     dataset_cfg.update(data_root="", ann_file=str(ann), data_prefix=dict(img=f"{images}/"))
     dataset = DATASETS.build(dataset_cfg)

@@ -64,6 +64,15 @@ def resolve_model(model: str, *, master: str | None = None) -> Iterator[Path]:
         yield Path(tmp)
 
 
+def pick_device(device: str | None) -> str:
+    """``--device``: as given, else the first CUDA device when there is one, else the CPU."""
+    if device:
+        return device
+    import torch
+
+    return "cuda:0" if torch.cuda.is_available() else "cpu"
+
+
 def is_export_dir(path: Path) -> bool:
     """Whether ``path`` holds an export (config.py + model.pth)."""
     return (path / artifact.CONFIG_FILE).is_file() and (path / artifact.WEIGHTS_FILE).is_file()

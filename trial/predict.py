@@ -17,7 +17,7 @@ from typing import Any
 
 from errors import ConfigError
 from trial import artifact
-from trial.export import resolve_model
+from trial.export import pick_device, resolve_model
 from trial.outdir import atomic_dir, check_new_dir
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
@@ -32,6 +32,7 @@ def predict_images(
     *,
     score_thr: float = 0.3,
     master: str | None = None,
+    device: str | None = None,
 ) -> dict:
     """Predict every image of ``inputs`` (files or directories); returns a small summary."""
     check_new_dir(out)
@@ -39,7 +40,9 @@ def predict_images(
     if not 0.0 <= score_thr <= 1.0:
         raise ConfigError(f"--score-thr {score_thr} must be between 0 and 1")
     with resolve_model(model, master=master) as export_dir, atomic_dir(out) as tmp:
-        detections = _predict(export_dir, paths, tmp, score_thr=score_thr)
+        detections = _predict(
+            export_dir, paths, tmp, score_thr=score_thr, device=pick_device(device)
+        )
     return {"images": len(paths), "detections": detections, "out": str(Path(out).resolve())}
 
 
@@ -73,14 +76,16 @@ def output_names(paths: Sequence[Path]) -> list[str]:
     return names
 
 
-def _predict(export_dir: Path, paths: Sequence[Path], tmp: Path, *, score_thr: float) -> int:
+def _predict(
+    export_dir: Path, paths: Sequence[Path], tmp: Path, *, score_thr: float, device: str
+) -> int:
     from mmdet.apis import inference_detector, init_detector
     from tqdm import tqdm
 
     model = init_detector(
         str(export_dir / artifact.CONFIG_FILE),
         str(export_dir / artifact.WEIGHTS_FILE),
-        device="cpu",
+        device=device,
     )
     categories = _categories(export_dir, model.dataset_meta["classes"])
     visualizer = _visualizer(model.dataset_meta)

@@ -181,3 +181,46 @@ def test_help_lists_the_three_verbs(tmp_path):
     helptext = invoke("--help", "predict", cwd=tmp_path).stdout
     for option in ("--out", "--score-thr", "--master"):
         assert option in helptext
+
+
+def test_predictions_become_coco_results_with_category_ids_and_rle_masks():
+    import torch
+    from mmengine.structures import InstanceData
+
+    from trial.predict import coco_results
+
+    masks = torch.zeros(2, 4, 6, dtype=torch.bool)
+    masks[0, 1:3, 2:5] = True
+    instances = InstanceData(
+        bboxes=torch.tensor([[2.0, 1.0, 5.0, 3.0], [0.0, 0.0, 1.5, 1.25]]),
+        scores=torch.tensor([0.9, 0.4]),
+        labels=torch.tensor([1, 0]),
+        masks=masks,
+    )
+    categories = [{"id": 1, "name": "person"}, {"id": 3, "name": "car"}]
+    results = coco_results(instances, image_id=7, categories=categories)
+    assert [(r["image_id"], r["category_id"], r["bbox"]) for r in results] == [
+        (7, 3, [2.0, 1.0, 3.0, 2.0]),
+        (7, 1, [0.0, 0.0, 1.5, 1.25]),
+    ]
+    assert results[0]["score"] == pytest.approx(0.9)
+    assert results[0]["segmentation"]["size"] == [4, 6]
+    from pycocotools import mask as mask_utils
+
+    rle = dict(results[0]["segmentation"], counts=results[0]["segmentation"]["counts"].encode())
+    assert mask_utils.area(rle) == 6
+
+
+def test_images_are_files_or_directories_and_png_names_stay_unique(tmp_path):
+    from trial.predict import image_paths, output_names
+
+    (tmp_path / "d").mkdir()
+    for name in ("b.JPG", "a.png", "notes.txt"):
+        (tmp_path / "d" / name).write_bytes(b"x")
+    (tmp_path / "a.jpg").write_bytes(b"x")
+    paths = image_paths([str(tmp_path / "d"), str(tmp_path / "a.jpg")])
+    assert [p.name for p in paths] == ["a.png", "b.JPG", "a.jpg"]
+    assert output_names(paths) == ["a.png", "b.png", "a-2.png"]
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ConfigError, match="holds no"):
+        image_paths([str(tmp_path / "empty")])
