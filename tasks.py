@@ -230,6 +230,90 @@ def train(
 # END trial tasks
 
 
+# --- export / eval / predict (owner: trial/export.py, trial/evaluate.py, trial/predict.py) ----
+# BEGIN export tasks
+SOURCE_HELP = (
+    "a local work directory (its newest checkpoint), a checkpoint directory or .pth file, "
+    "or a Determined checkpoint UUID"
+)
+
+
+@task(
+    help={
+        "source": SOURCE_HELP,
+        "out": "new (or empty) directory for config.py, model.pth, export.json and README.md",
+        "master": "Determined master URL for a checkpoint UUID (default: $DET_MASTER)",
+    },
+)
+def export(c, source, out, master=None):
+    """Export a trained checkpoint as a plain MMDetection model (config.py + model.pth).
+
+    The export loads with stock mmdet (init_detector / DetInferencer), without this project.
+    Example: invoke export work_dirs/retinanet --out exports/retinanet
+    """
+    with user_errors():
+        from trial.export import export_model
+
+        info = export_model(source, out, master=master)
+        print(f"exported {info['model']} (iteration {info['iterations']}) to {out}")
+
+
+@task(
+    name="eval",
+    help={
+        "model": "an export directory (invoke export), or any SOURCE invoke export takes",
+        "data": "COCO-layout directory: annotations/instances_SPLIT2017.json and SPLIT2017/",
+        "split": "which split of --data (default val)",
+        "out": "where to write the metrics JSON (default ./eval_SPLIT.json)",
+        "master": "Determined master URL when MODEL is a checkpoint UUID (default: $DET_MASTER)",
+        "device": "torch device, e.g. cpu or cuda:1 (default: cuda:0 when there is a GPU, else cpu)",
+    },
+)
+def eval_(c, model, data, split="val", out=None, master=None, device=None):
+    """COCO bbox (and segm) mAP of a model on a COCO-layout directory; prints the table, writes JSON.
+
+    Example: invoke eval exports/retinanet --data /data/coco
+    """
+    with user_errors():
+        from trial.evaluate import evaluate_model
+
+        result = evaluate_model(model, data, split=split, out=out, master=master, device=device)
+        shown = ", ".join(f"{k} {v:.4f}" for k, v in result["metrics"].items() if k.endswith("mAP"))
+        print(
+            f"{shown} on {result['images']} {split} images; metrics in {out or f'eval_{split}.json'}"
+        )
+
+
+@task(
+    help={
+        "model": "an export directory (invoke export), or any SOURCE invoke export takes",
+        "images": "an image, a directory of images, or several of them separated by commas",
+        "out": "new (or empty) directory for NAME.png per image, results.json and images.json",
+        "score_thr": "draw and report detections with at least this score (default 0.3)",
+        "master": "Determined master URL when MODEL is a checkpoint UUID (default: $DET_MASTER)",
+        "device": "torch device, e.g. cpu or cuda:1 (default: cuda:0 when there is a GPU, else cpu)",
+    },
+)
+def predict(c, model, images, out, score_thr="0.3", master=None, device=None):
+    """Draw a model's detections (boxes, masks, class names) on images; COCO results JSON too.
+
+    Example: invoke predict exports/retinanet photos/,more/cat.jpg --out predictions
+    """
+    with user_errors():
+        from trial.predict import predict_images
+
+        inputs = [item for item in images.split(",") if item]
+        summary = predict_images(
+            model, inputs, out, score_thr=float(score_thr), master=master, device=device
+        )
+        print(
+            f"{summary['detections']} detections on {summary['images']} images in {summary['out']}"
+        )
+
+
+# END export tasks
+
+
 # --- ci (owner: ci/) ---------------------------------------------------------------------------
 # BEGIN ci tasks
 @task(

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from errors import ConfigError
+from trial.pictures import apply_tensorboard
 
 MODELS = {
     "retinanet": "mmdet::retinanet/retinanet_r50_fpn_1x_coco.py",
@@ -86,6 +87,7 @@ def build_config(base: Any, settings: TrainSettings) -> Any:
     _apply_data(cfg, settings.data)
     _apply_schedule(cfg, settings)
     _apply_runtime(cfg, settings)
+    apply_tensorboard(cfg, backend_args=settings.data.backend_args)
     if not settings.pretrained:
         _drop_pretrained(cfg)
     if settings.image_scale:

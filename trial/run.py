@@ -22,6 +22,7 @@ from errors import ConfigError
 from trial.config import DataPaths, build_config, load_base_config, resolve_base
 from trial.expconf import deprecations
 from trial.experiment import model_ref, trial_settings
+from trial.pictures import CURVES_FILE, plot_curves, set_tensorboard_dir
 
 logger = logging.getLogger("trial")
 
@@ -73,6 +74,8 @@ def train(core_context: Any, request: RunRequest, *, world_size: int = 1) -> Run
     for notice in deprecations(request.experiment, source="experiment"):
         logger.warning(notice)
     cfg = build_config(load_base_config(resolve_base(model_ref(request.hparams))), settings)
+    local_dir = request.metrics_log.parent if request.metrics_log else request.work_dir
+    set_tensorboard_dir(cfg, core_context, local_dir)
     if request.resume_from:
         cfg["load_from"] = _download_checkpoint(core_context, request.resume_from, request.work_dir)
         cfg["resume"] = True
@@ -88,6 +91,10 @@ def train(core_context: Any, request: RunRequest, *, world_size: int = 1) -> Run
         runner.register_hook(extra)
     with trusted_checkpoint_loading():
         runner.train()
+    if request.metrics_log is not None:  # local: beside metrics.jsonl and result.json
+        plot_curves(
+            read_metrics_log(request.metrics_log), request.metrics_log.with_name(CURVES_FILE)
+        )
     validation = getattr(core_context.train, "last_validation", {})
     return RunResult(runner.iter, hook.preempted, hook.last_checkpoint, validation)
 
