@@ -18,7 +18,10 @@ WEIGHTS_FILE = "model.pth"
 INFO_FILE = "export.json"
 README_FILE = "README.md"
 # Types that exist only inside the trial, and the stock mmdet type that does the same job.
-TRIAL_TYPES = {"ZeroSafeCocoMetric": "CocoMetric"}
+TRIAL_TYPES = {
+    "ZeroSafeCocoMetric": "CocoMetric",
+    "SparseDetVisualizationHook": "DetVisualizationHook",
+}
 # mmdet's own COCO layout, relative to where a user runs mmdet's tools/test.py: a default that names
 # no directory of the training machine. `invoke eval --data DIR` replaces it.
 DEFAULT_DATA_ROOT = "data/coco/"

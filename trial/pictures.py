@@ -1,7 +1,8 @@
 """Pictures of a run: TensorBoard event files while it trains, one PNG of its curves at the end.
 
 mmengine's own visualizer does the TensorBoard part: LoggerHook sends every logged scalar (losses,
-lr, ``coco/bbox_mAP``…) to the visualizer's backends, and mmdet's DetVisualizationHook draws a
+lr, ``coco/bbox_mAP``…) to the visualizer's backends, and mmdet's DetVisualizationHook (as trial/drawing.py's
+SparseDetVisualizationHook, which reads only the images it draws) draws a
 validation image with its predictions every ``interval`` validation images. The trial gives the
 visualizer one ``TensorboardVisBackend``; its directory is Determined's TensorBoard path on a
 cluster (uploaded with every metrics report, so ``det tensorboard start`` shows it) and
@@ -23,11 +24,13 @@ VAL_IMAGE_INTERVAL = 50  # mmdet's default: one drawn validation image per 50
 
 def apply_tensorboard(cfg: Any, *, backend_args: Mapping[str, Any] | None = None) -> None:
     """Send mmengine's scalars and drawn validation images to TensorBoard (directory set later)."""
+    import trial.drawing  # noqa: F401  (registers SparseDetVisualizationHook, named below)
+
     visualizer = dict(cfg.get("visualizer") or {"type": "DetLocalVisualizer"})
     visualizer.update(vis_backends=[{"type": "TensorboardVisBackend"}], name="visualizer")
     cfg["visualizer"] = visualizer
     cfg.setdefault("default_hooks", {})["visualization"] = {
-        "type": "DetVisualizationHook",
+        "type": "SparseDetVisualizationHook",
         "draw": True,
         "interval": VAL_IMAGE_INTERVAL,
         # the hook re-reads each validation image by path: through the gs:// cache when staged so
