@@ -22,6 +22,7 @@ from errors import ConfigError
 from trial.config import DataPaths, build_config, load_base_config, resolve_base
 from trial.expconf import deprecations
 from trial.experiment import model_ref, trial_settings
+from trial.weights import use_staged_weights
 
 logger = logging.getLogger("trial")
 
@@ -73,6 +74,7 @@ def train(core_context: Any, request: RunRequest, *, world_size: int = 1) -> Run
     for notice in deprecations(request.experiment, source="experiment"):
         logger.warning(notice)
     cfg = build_config(load_base_config(resolve_base(model_ref(request.hparams))), settings)
+    use_staged_weights(cfg, request.experiment.get("data"))  # data.weights_mirror: node cache
     if request.resume_from:
         cfg["load_from"] = _download_checkpoint(core_context, request.resume_from, request.work_dir)
         cfg["resume"] = True
