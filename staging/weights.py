@@ -166,7 +166,7 @@ def _fetch(cache: Cache, ref: str, url: str, mirror: str | None):
                 "gs://bucket/prefix holding the checkpoint files"
             )
         source = open_source(ref_m)
-        info = _stat(source, name, what=f"{ref} ({url})")
+        info = _stat(source, name, what=f"{ref}, from {url}")
     elif url.startswith("gs://"):
         folder = url.rpartition("/")[0]
         source = open_source(parse_source(folder, field=f"checkpoint {ref}"))
@@ -188,8 +188,8 @@ def _stat(source: Source, name: str, *, what: str) -> ObjectInfo:
         with contextlib.suppress(FileNotFoundError, NotADirectoryError):
             return source.stat(name)  # type: ignore[attr-defined]
     raise StagingError(
-        f"missing object {source.ref.object_url(name)} (the checkpoint {what}); upload that "
-        "file to the mirror, or fix data.weights_mirror"
+        f"missing object {source.ref.object_url(name)} (checkpoint {what}); upload that file "
+        "to the mirror, or fix data.weights_mirror"
     )
 
 
