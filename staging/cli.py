@@ -30,6 +30,10 @@ OPTION_HELP = {
 
 
 INT_OPTIONS = ("subset", "seed", "workers")
+WEIGHTS_NEED_EXPERIMENT = (
+    "staging weights needs the experiment's hyperparameters (its model names the "
+    "checkpoints); pass --experiment-config EXPERIMENT.yaml"
+)
 
 
 def merge_options(base: dict[str, Any] | None, **options: Any) -> dict[str, Any]:
@@ -55,7 +59,10 @@ def build_spec(experiment_config: str | None = None, *, base: dict | None = None
             raise ConfigError(
                 f"{experiment_config} has no data: section; add data.source/cache/dest"
             )
-    return DataSpec.from_dict(merge_options(base, **options))
+    spec = DataSpec.from_dict(merge_options(base, **options))
+    if spec.weights_enabled and not experiment_config:
+        raise ConfigError(WEIGHTS_NEED_EXPERIMENT)
+    return spec
 
 
 def _cli_int(name: str, value: Any) -> Any:
@@ -117,28 +124,33 @@ def _run(args: argparse.Namespace) -> int:
     if not args.dry_run:
         print(result.summary())
         if spec.weights_enabled:
-            print(stage_experiment_weights(spec, doc or {}).summary())
+            print(stage_experiment_weights(spec, doc).summary())
     return 0
 
 
-def stage_experiment_weights(spec, doc: dict[str, Any]):
+def stage_experiment_weights(spec, doc: dict[str, Any] | str | None):
     """Stage the pretrained checkpoints the experiment's trial config loads (staging/weights.py).
 
     The trial's hyperparameters come from Determined ($DET_HPARAMS, or ``hparams`` in
     trial.json), else from the experiment's ``hyperparameters:`` as a local run resolves them.
-    The trial package builds the config (it knows the model names and overrides)."""
+    ``doc``: the loaded experiment document, or its path. The trial package builds the config
+    (it knows the model names and overrides)."""
     import json
     import os
 
+    from staging.spec import load_experiment_doc
     from staging.weights import stage_weights
     from trial.experiment import local_hparams
     from trial.weights import needed_checkpoints
 
+    doc = load_experiment_doc(doc) if isinstance(doc, str) else doc or {}
     config = doc.get("config") if "hyperparameters" not in doc and "config" in doc else doc
     hparams = doc.get("hparams")
     if os.environ.get("DET_HPARAMS"):
         hparams = json.loads(os.environ["DET_HPARAMS"])
     if not isinstance(hparams, dict):
         hparams = local_hparams((config or {}).get("hyperparameters") or {})
+    if not hparams:
+        raise ConfigError(WEIGHTS_NEED_EXPERIMENT)
     refs = needed_checkpoints(hparams)
     return stage_weights(spec.cache, refs, mirror=spec.weights_mirror)

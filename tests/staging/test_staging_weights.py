@@ -158,3 +158,54 @@ def test_staging_cli_stages_the_experiments_weights(tmp_path, coco_sample, disk_
     done = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     assert "weights: 0 checkpoint(s), 0 downloaded, 0 cache hits" in done.stdout
+
+
+@pytest.mark.gcs
+def test_startup_hook_stages_weights_from_trial_info(proxy, tmp_path, coco_sample, r18_bytes):
+    """hooks/startup-hook.sh on a cluster node: the experiment config and the trial's
+    hyperparameters come from Determined's trial.json; the second trial downloads nothing."""
+    upload_bytes(f"{MIRROR}/{R18_FILE}", r18_bytes)
+    config = {
+        "name": "r18",
+        "hyperparameters": {"model": "gfl"},  # the trial's hparams (below) are what count
+        "data": {"source": str(coco_sample), "cache": str(tmp_path / "cache"),
+                 "dest": str(tmp_path / "coco"), "weights_mirror": MIRROR},
+    }  # fmt: skip
+    hparams = {"model": "retinanet", "model.backbone.init_cfg.checkpoint": R18}
+    info = tmp_path / "trial.json"  # the shape of /run/determined/info/trial.json
+    info.write_text(json.dumps({"trial_id": 3, "hparams": hparams, "config": config}))
+    drop = ("PYTHONPATH", "DET_EXPERIMENT_CONFIG", "DET_HPARAMS", "MMDET_DET_EXPERIMENT_CONFIG")
+    env = {k: v for k, v in os.environ.items() if k not in drop}
+    env.update(MMDET_PYTHON=sys.executable, MMDET_DET_TRIAL_INFO=str(info))
+    hook = [str(REPO / "hooks" / "startup-hook.sh")]
+    for downloads in (1, 0):
+        done = subprocess.run(["bash", *hook], cwd=tmp_path, env=env, capture_output=True,
+                              text=True, timeout=300)  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        assert f"weights: 1 checkpoint(s), {downloads} downloaded" in done.stdout
+    assert len(proxy.media_requests(R18_FILE)) == 1
+
+
+def test_stage_coco_task_weights_options(tmp_path, coco_sample, disk_mirror, capsys, monkeypatch):
+    """`invoke stage-coco --weights-mirror DIR --experiment-config X`; without an experiment
+    there is no model to name checkpoints: one line, exit 1, no COCO summary lost."""
+    from invoke import Exit, MockContext
+
+    monkeypatch.syspath_prepend(str(REPO))
+    monkeypatch.delenv("DET_HPARAMS", raising=False)
+    import tasks
+
+    where = {"source": str(coco_sample), "cache": str(tmp_path / "c"), "dest": str(tmp_path / "d")}
+    with pytest.raises(Exit) as exc:
+        tasks.stage_coco(MockContext(), splits="val", stage_weights=True, **where)
+    assert exc.value.code == 1 and "\n" not in exc.value.message
+    assert "pass --experiment-config" in exc.value.message
+    assert not (tmp_path / "d").exists()  # checked before anything is staged
+    exp = tmp_path / "exp.yaml"
+    hparams = {"model": "retinanet", "model.backbone.init_cfg.checkpoint": R18}
+    exp.write_text(yaml.safe_dump({"hyperparameters": hparams}))
+    capsys.readouterr()
+    tasks.stage_coco(MockContext(), splits="val", experiment_config=str(exp),
+                     weights_mirror=str(disk_mirror), **where)  # fmt: skip
+    out = capsys.readouterr().out
+    assert "weights: 1 checkpoint(s), 1 downloaded, 0 cache hits" in out
