@@ -212,6 +212,10 @@ class HttpSource:
                 f"cannot reach {url} for checkpoint {self.label} ({_reason(err)}); {MIRROR_HINT}"
             ) from err
         size = int(resp.headers.get("Content-Length") or 0)
+        if size <= 0:  # the size check needs it; model zoos send it
+            raise StagingError(
+                f"{url} (checkpoint {self.label}) does not report its size; {MIRROR_HINT}"
+            )
         tag = resp.headers.get("ETag") or resp.headers.get("Last-Modified") or ""
         return ObjectInfo(
             relpath=url.rpartition("/")[2], url=url, size=size, ident=f"size={size},tag={tag}"
