@@ -209,3 +209,35 @@ def test_stage_coco_task_weights_options(tmp_path, coco_sample, disk_mirror, cap
                      weights_mirror=str(disk_mirror), **where)  # fmt: skip
     out = capsys.readouterr().out
     assert "weights: 1 checkpoint(s), 1 downloaded, 0 cache hits" in out
+
+
+def test_checkpoint_from_its_https_url_is_fetched_once(tmp_path, disk_mirror, r18_bytes):
+    """No mirror: the checkpoint comes from its URL (a real HTTP server on loopback standing in
+    for the model zoo); the second staging on the node sends a HEAD, never a GET."""
+    import functools
+    import threading
+    from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+
+    gets: list[str] = []
+
+    class Handler(SimpleHTTPRequestHandler):
+        def do_GET(self):
+            gets.append(self.path)
+            super().do_GET()
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(
+        ("127.0.0.1", 0), functools.partial(Handler, directory=disk_mirror)
+    )
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/{R18_FILE}"
+        first = stage_weights(tmp_path / "cache", [url])
+        again = stage_weights(tmp_path / "cache", [url])
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert (first.downloads, again.downloads, again.cache_hits) == (1, 0, 1)
+    assert again.paths[url].read_bytes() == r18_bytes and gets == [f"/{R18_FILE}"]
