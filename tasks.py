@@ -109,6 +109,10 @@ def test_image(c, tag, builder="buildah"):
         "verify": "re-hash cached files against their crc32c and re-fetch bad ones",
         "dry_run": "print what would be fetched and exit without writing",
         "experiment_config": "read defaults from this experiment YAML's data: section",
+        "weights_mirror": "gs://bucket/prefix or folder holding pretrained checkpoints "
+        "(data.weights_mirror; implies --stage-weights)",
+        "stage_weights": "also stage the checkpoints the experiment's model loads (needs "
+        "--experiment-config)",
     },
 )
 def stage_coco(
@@ -124,6 +128,8 @@ def stage_coco(
     verify=False,
     dry_run=False,
     experiment_config=None,
+    weights_mirror=None,
+    stage_weights=False,
 ):
     """Stage COCO annotations (and images) from disk or gs:// into the node cache and a dest view.
 
@@ -137,10 +143,15 @@ def stage_coco(
         spec = build_spec(
             experiment_config, source=source, cache=cache, dest=dest, splits=splits,
             with_images=with_images, subset=subset, seed=seed, workers=workers, verify=verify,
+            weights_mirror=weights_mirror, stage_weights=stage_weights,
         )  # fmt: skip
         result = run_stage(spec, progress=True, dry_run=dry_run)
         if not dry_run:
             print(result.summary())
+        if spec.weights_enabled and not dry_run:
+            from staging.cli import stage_experiment_weights
+
+            print(stage_experiment_weights(spec, experiment_config).summary())
 
 
 # END staging tasks

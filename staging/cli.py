@@ -21,11 +21,19 @@ OPTION_HELP = {
     "workers": "parallel downloads",
     "verify": "re-hash cached files against their recorded crc32c and re-fetch bad ones",
     "dry_run": "print what would be fetched and exit without writing anything",
+    "weights_mirror": "gs://bucket/prefix or folder holding pretrained checkpoints "
+    "(data.weights_mirror; implies --stage-weights)",
+    "stage_weights": "also stage the pretrained checkpoints the experiment's model loads "
+    "(data.stage_weights)",
     "experiment_config": "read the data: section from this experiment YAML ('-' = stdin)",
 }
 
 
 INT_OPTIONS = ("subset", "seed", "workers")
+WEIGHTS_NEED_EXPERIMENT = (
+    "staging weights needs the experiment's hyperparameters (its model names the "
+    "checkpoints); pass --experiment-config EXPERIMENT.yaml"
+)
 
 
 def merge_options(base: dict[str, Any] | None, **options: Any) -> dict[str, Any]:
@@ -51,7 +59,10 @@ def build_spec(experiment_config: str | None = None, *, base: dict | None = None
             raise ConfigError(
                 f"{experiment_config} has no data: section; add data.source/cache/dest"
             )
-    return DataSpec.from_dict(merge_options(base, **options))
+    spec = DataSpec.from_dict(merge_options(base, **options))
+    if spec.weights_enabled and not experiment_config:
+        raise ConfigError(WEIGHTS_NEED_EXPERIMENT)
+    return spec
 
 
 def _cli_int(name: str, value: Any) -> Any:
@@ -66,11 +77,11 @@ def _cli_int(name: str, value: Any) -> Any:
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m staging", description=__doc__)
-    for name in ("source", "cache", "dest", "splits", "experiment_config"):
+    for name in ("source", "cache", "dest", "splits", "weights_mirror", "experiment_config"):
         p.add_argument(f"--{name.replace('_', '-')}", help=OPTION_HELP[name])
     for name in INT_OPTIONS:  # checked by build_spec: one-line error, exit 1
         p.add_argument(f"--{name}", help=OPTION_HELP[name])
-    for name in ("with_images", "verify", "dry_run"):
+    for name in ("with_images", "verify", "stage_weights", "dry_run"):
         p.add_argument(f"--{name.replace('_', '-')}", action="store_true", help=OPTION_HELP[name])
     p.add_argument(
         "--if-configured",
@@ -95,10 +106,11 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from staging.spec import load_data_section
+    from staging.spec import data_section, load_experiment_doc
     from staging.stage import stage_coco
 
-    base = load_data_section(args.experiment_config) if args.experiment_config else None
+    doc = load_experiment_doc(args.experiment_config) if args.experiment_config else None
+    base = data_section(doc) if doc is not None else None
     if args.if_configured and not (base and base.get("source")):
         print(
             f"staging: no data.source in {args.experiment_config}; nothing to stage",
@@ -111,4 +123,34 @@ def _run(args: argparse.Namespace) -> int:
     result = stage_coco(spec, progress=not args.quiet, dry_run=args.dry_run)
     if not args.dry_run:
         print(result.summary())
+        if spec.weights_enabled:
+            print(stage_experiment_weights(spec, doc).summary())
     return 0
+
+
+def stage_experiment_weights(spec, doc: dict[str, Any] | str | None):
+    """Stage the pretrained checkpoints the experiment's trial config loads (staging/weights.py).
+
+    The trial's hyperparameters come from Determined ($DET_HPARAMS, or ``hparams`` in
+    trial.json), else from the experiment's ``hyperparameters:`` as a local run resolves them.
+    ``doc``: the loaded experiment document, or its path. The trial package builds the config
+    (it knows the model names and overrides)."""
+    import json
+    import os
+
+    from staging.spec import load_experiment_doc
+    from staging.weights import stage_weights
+    from trial.experiment import local_hparams
+    from trial.weights import needed_checkpoints
+
+    doc = load_experiment_doc(doc) if isinstance(doc, str) else doc or {}
+    config = doc.get("config") if "hyperparameters" not in doc and "config" in doc else doc
+    hparams = doc.get("hparams")
+    if os.environ.get("DET_HPARAMS"):
+        hparams = json.loads(os.environ["DET_HPARAMS"])
+    if not isinstance(hparams, dict):
+        hparams = local_hparams((config or {}).get("hyperparameters") or {})
+    if not hparams:
+        raise ConfigError(WEIGHTS_NEED_EXPERIMENT)
+    refs = needed_checkpoints(hparams)
+    return stage_weights(spec.cache, refs, mirror=spec.weights_mirror)

@@ -32,6 +32,8 @@ class DataSpec:
     seed: int = 0
     workers: int = DEFAULT_WORKERS
     verify: bool = False
+    weights_mirror: str | None = None  # gs://bucket/prefix or a folder of checkpoint files
+    stage_weights: bool = False  # stage pretrained checkpoints (implied by weights_mirror)
 
     @classmethod
     def from_dict(cls, data: Any) -> DataSpec:
@@ -51,6 +53,9 @@ class DataSpec:
                     "command line)"
                 )
         parse_source(str(data["source"]))
+        mirror = data.get("weights_mirror")
+        if mirror is not None:
+            parse_source(mirror, field="data.weights_mirror")
         return cls(
             source=str(data["source"]),
             cache=Path(str(data["cache"])).expanduser().absolute(),
@@ -61,7 +66,14 @@ class DataSpec:
             seed=_int(data, "seed", 0, minimum=0),
             workers=_int(data, "workers", DEFAULT_WORKERS, minimum=1),
             verify=_bool(data, "verify", False),
+            weights_mirror=None if mirror is None else str(mirror),
+            stage_weights=_bool(data, "stage_weights", False),
         )
+
+    @property
+    def weights_enabled(self) -> bool:
+        """True when pretrained checkpoints go through the node cache (staging/weights.py)."""
+        return self.stage_weights or self.weights_mirror is not None
 
     @property
     def is_gs(self) -> bool:
@@ -112,6 +124,19 @@ def load_data_section(path: str) -> dict[str, Any] | None:
 
     ``path`` may be ``-`` for stdin. Returns None when the config has no ``data:`` section.
     """
+    return data_section(load_experiment_doc(path))
+
+
+def data_section(doc: dict[str, Any]) -> dict[str, Any] | None:
+    """The ``data:`` mapping of a document from load_experiment_doc (None when absent)."""
+    config = doc.get("config") if "data" not in doc else doc
+    data = config.get("data") if isinstance(config, dict) else None
+    return dict(data) if isinstance(data, dict) else None
+
+
+def load_experiment_doc(path: str) -> dict[str, Any]:
+    """The experiment YAML/JSON at ``path`` (``-``: stdin), or a Determined ``trial.json``
+    (``config`` holds the experiment config there, ``hparams`` the trial's hyperparameters)."""
     import yaml
 
     try:
@@ -122,12 +147,9 @@ def load_data_section(path: str) -> dict[str, Any] | None:
     except yaml.YAMLError as err:
         line = str(err).splitlines()[0]
         raise ConfigError(f"experiment config {path} is not valid YAML: {line}") from err
-    if isinstance(doc, dict) and "data" not in doc and isinstance(doc.get("config"), dict):
-        doc = doc["config"]  # /run/determined/info/trial.json keeps the experiment config here
     if not isinstance(doc, dict):
         raise ConfigError(f"experiment config {path} must be a mapping, got {type(doc).__name__}")
-    data = doc.get("data")
-    return dict(data) if isinstance(data, dict) else None
+    return doc
 
 
 def _check_split(split: str) -> None:

@@ -23,6 +23,7 @@ from trial.config import DataPaths, build_config, load_base_config, resolve_base
 from trial.expconf import deprecations
 from trial.experiment import model_ref, trial_settings
 from trial.pictures import CURVES_FILE, plot_curves, set_tensorboard_dir
+from trial.weights import use_staged_weights
 
 logger = logging.getLogger("trial")
 
@@ -76,6 +77,7 @@ def train(core_context: Any, request: RunRequest, *, world_size: int = 1) -> Run
     cfg = build_config(load_base_config(resolve_base(model_ref(request.hparams))), settings)
     local_dir = request.metrics_log.parent if request.metrics_log else request.work_dir
     set_tensorboard_dir(cfg, core_context, local_dir)
+    use_staged_weights(cfg, request.experiment.get("data"))  # data.weights_mirror: node cache
     if request.resume_from:
         cfg["load_from"] = _download_checkpoint(core_context, request.resume_from, request.work_dir)
         cfg["resume"] = True

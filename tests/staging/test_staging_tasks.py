@@ -46,4 +46,5 @@ def test_stage_coco_task_turns_errors_into_one_line_exit(tasks, tmp_path):
 def test_stage_coco_task_help_is_complete(tasks):
     params = set(tasks.stage_coco.help)
     assert params == {"source", "cache", "dest", "splits", "with_images", "subset", "seed",
-                      "workers", "verify", "dry_run", "experiment_config"}  # fmt: skip
+                      "workers", "verify", "dry_run", "experiment_config", "weights_mirror",
+                      "stage_weights"}  # fmt: skip
