@@ -1,0 +1,209 @@
+"""Samplers that start mid-stream, so a resume at batch N loads no sample of the N batches before it.
+
+Each class is the stock mmengine/mmdet sampler (same sequence of indices in an uninterrupted run) plus
+a ``set_position`` method. Where a rank's index stream is after N batches is pure arithmetic on
+indices: the infinite stream's permutations are regenerated from the seed, and the aspect-ratio
+batch sampler's buckets are replayed on image sizes from the annotations (``get_data_info``), never on
+loaded images. ``position_batch_sampler`` is the one entrypoint the resumable loop calls.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
+
+import torch
+from mmdet.datasets.samplers import AspectRatioBatchSampler
+from mmdet.registry import DATA_SAMPLERS
+from mmengine.dataset import DefaultSampler, InfiniteSampler
+from torch.utils.data import BatchSampler
+
+# stock sampler type -> the resumable subclass registered here (same sequence, plus set_position)
+RESUMABLE_TYPES = {
+    "InfiniteSampler": "ResumableInfiniteSampler",
+    "DefaultSampler": "ResumableDefaultSampler",
+    "AspectRatioBatchSampler": "ResumableAspectRatioBatchSampler",
+}
+
+
+@DATA_SAMPLERS.register_module()
+class ResumableInfiniteSampler(InfiniteSampler):
+    """mmengine's InfiniteSampler that can continue after this rank's first ``consumed`` indices."""
+
+    def set_position(self, consumed: int) -> None:
+        """Make the next iteration yield what the uninterrupted stream yields after ``consumed``."""
+        if self.size == 0:
+            raise ValueError("cannot position a sampler over an empty dataset")
+        start = self.rank + consumed * self.world_size  # position in the all-ranks stream
+        first_perm, offset = divmod(start, self.size)
+        self.indices = itertools.islice(
+            self._stream_from(first_perm), offset, None, self.world_size
+        )
+
+    def _stream_from(self, first_perm: int) -> Iterator[int]:
+        """The all-ranks stream from permutation ``first_perm`` on (earlier ones only advance the
+        generator: one ``randperm`` per pass over the dataset, no sample is touched)."""
+        generator = torch.Generator()
+        generator.manual_seed(self.seed)
+        for _ in range(first_perm if self.shuffle else 0):
+            torch.randperm(self.size, generator=generator)
+        while True:
+            if self.shuffle:
+                yield from torch.randperm(self.size, generator=generator).tolist()
+            else:
+                yield from range(self.size)
+
+
+@DATA_SAMPLERS.register_module()
+class ResumableDefaultSampler(DefaultSampler):
+    """mmengine's DefaultSampler that can continue inside an epoch."""
+
+    _skip = 0
+
+    def set_position(self, epoch: int, consumed: int) -> None:
+        """The next iteration is epoch ``epoch`` without this rank's first ``consumed`` indices."""
+        self.epoch = epoch
+        self._skip = consumed
+
+    def __iter__(self) -> Iterator[int]:
+        skip, self._skip = self._skip, 0  # only the first pass after a resume starts late
+        return itertools.islice(super().__iter__(), skip, None)
+
+    def epoch_indices(self, epoch: int) -> list[int]:
+        """This rank's indices of one epoch (the sampler's own epoch is left as it was)."""
+        saved = self.epoch
+        self.epoch = epoch
+        try:
+            return list(super().__iter__())
+        finally:
+            self.epoch = saved
+
+
+@DATA_SAMPLERS.register_module()
+class ResumableAspectRatioBatchSampler(AspectRatioBatchSampler):
+    """mmdet's AspectRatioBatchSampler that can continue after ``batches`` batches."""
+
+    def set_position(self, batches: int) -> int | None:
+        """Position the inner sampler and the two buckets; returns the epoch to continue in, or
+        None when the inner sampler is not one this module can position."""
+        sampler, size = self.sampler, self.batch_size
+        wide = _aspect_lookup(sampler.dataset)
+        if isinstance(sampler, ResumableInfiniteSampler):
+            buckets: list[list[int]] = [[], []]
+            fresh = sampler._indices_of_rank()  # the uninterrupted stream, indices only
+            consumed, _ = _fill_buckets(fresh, batches, size=size, buckets=buckets, wide=wide)
+            sampler.set_position(consumed)
+            self._aspect_ratio_buckets = buckets
+            return 0
+        if isinstance(sampler, ResumableDefaultSampler):
+            return self._position_finite(sampler, batches, wide)
+        return None
+
+    def _position_finite(self, sampler: ResumableDefaultSampler, batches: int, wide: Any) -> int:
+        epoch, remaining = 0, batches
+        while True:
+            indices = sampler.epoch_indices(epoch)
+            buckets: list[list[int]] = [[], []]
+            consumed, emitted = _fill_buckets(
+                indices, remaining, size=self.batch_size, buckets=buckets, wide=wide
+            )
+            if emitted == remaining:  # stops inside the epoch's bucket phase
+                sampler.set_position(epoch, consumed)
+                self._aspect_ratio_buckets = buckets
+                return epoch
+            leftover = buckets[0] + buckets[1]  # the end-of-epoch flush of both buckets
+            flushed = _flush_count(len(leftover), self.batch_size, drop_last=self.drop_last)
+            left = remaining - emitted
+            if left < flushed:  # stops inside the flush: keep what the flush still yields
+                sampler.set_position(epoch, len(indices))
+                self._aspect_ratio_buckets = [leftover[left * self.batch_size :], []]
+                return epoch
+            if emitted + flushed == 0:
+                raise ValueError("the aspect-ratio batch sampler yields no batch in an epoch")
+            epoch, remaining = epoch + 1, left - flushed
+
+
+def position_batch_sampler(batch_sampler: Any, batches: int) -> int | None:
+    """Make ``batch_sampler`` continue after this rank's first ``batches`` batches.
+
+    Returns the epoch the data loader continues in (0 for infinite samplers), or None when the
+    samplers are not ones this module knows; the caller then replays the data as mmengine does.
+    """
+    if isinstance(batch_sampler, ResumableAspectRatioBatchSampler):
+        return batch_sampler.set_position(batches)
+    if type(batch_sampler) is not BatchSampler:  # any other batch sampler: unknown grouping
+        return None
+    sampler, size = batch_sampler.sampler, batch_sampler.batch_size
+    if isinstance(sampler, ResumableInfiniteSampler):
+        sampler.set_position(batches * size)
+        return 0
+    if isinstance(sampler, ResumableDefaultSampler):
+        per_epoch = len(batch_sampler)
+        if per_epoch == 0:
+            raise ValueError("the training data loader yields no batch in an epoch")
+        epoch, within = divmod(batches, per_epoch)
+        sampler.set_position(epoch, within * size)
+        return epoch
+    return None
+
+
+def resumable_type(spec: Any) -> Any:
+    """The resumable counterpart of a sampler ``type`` (a name, scoped name or class), else itself."""
+    if isinstance(spec, str):
+        name = spec.rpartition(".")[2]
+        return RESUMABLE_TYPES.get(name, spec)
+    for stock in (InfiniteSampler, DefaultSampler, AspectRatioBatchSampler):
+        if spec is stock:
+            return DATA_SAMPLERS.get(RESUMABLE_TYPES[stock.__name__])
+    return spec
+
+
+def _fill_buckets(
+    indices: Iterable[int],
+    batches: int,
+    *,
+    size: int,
+    buckets: list[list[int]],
+    wide: Callable[[int], int],
+) -> tuple[int, int]:
+    """Run mmdet's bucket rule over ``indices`` until ``batches`` batches are full.
+
+    Returns (indices consumed, batches emitted); ``buckets`` is left as the sampler would hold it.
+    """
+    consumed = emitted = 0
+    if batches <= 0:
+        return consumed, emitted
+    for index in indices:
+        consumed += 1
+        bucket = buckets[wide(index)]
+        bucket.append(index)
+        if len(bucket) == size:
+            bucket.clear()
+            emitted += 1
+            if emitted == batches:
+                break
+    return consumed, emitted
+
+
+def _flush_count(leftover: int, size: int, *, drop_last: bool) -> int:
+    """How many batches mmdet's end-of-pass flush yields from ``leftover`` indices."""
+    count = 0
+    while leftover > 0:
+        if leftover <= size:
+            return count + (0 if drop_last else 1)
+        count, leftover = count + 1, leftover - size
+    return count
+
+
+def _aspect_lookup(dataset: Any) -> Callable[[int], int]:
+    """Index -> bucket (0: taller than wide, 1: otherwise), from annotations, cached per index."""
+    cache: dict[int, int] = {}
+
+    def wide(index: int) -> int:
+        if index not in cache:
+            info = dataset.get_data_info(index)
+            cache[index] = 0 if info["width"] < info["height"] else 1
+        return cache[index]
+
+    return wide
