@@ -25,6 +25,8 @@ from mmengine.runner.utils import calc_dynamic_intervals
 
 from trial.samplers import position_batch_sampler, resumable_type
 
+RESEED = {"type": "ReseedFromIndex"}  # see trial/samplers.py
+
 
 @LOOPS.register_module()
 class ResumableIterBasedTrainLoop(IterBasedTrainLoop):
@@ -137,10 +139,17 @@ class EpochIterator:
 
 
 def resumable_loader_cfg(cfg: dict) -> dict:
-    """A copy of a data loader config with stock samplers replaced by their resumable subclasses."""
+    """A copy of a data loader config with stock samplers replaced by their resumable subclasses
+    and ``ReseedFromIndex`` first in the (innermost) dataset's pipeline."""
     cfg = copy.deepcopy(cfg)
     for key in ("sampler", "batch_sampler"):
         spec = cfg.get(key)
         if isinstance(spec, dict) and "type" in spec:
             spec["type"] = resumable_type(spec["type"])
+    dataset = cfg.get("dataset")
+    while isinstance(dataset, dict) and isinstance(dataset.get("dataset"), dict):
+        dataset = dataset["dataset"]  # RepeatDataset and other wrappers
+    pipeline = dataset.get("pipeline") if isinstance(dataset, dict) else None
+    if isinstance(pipeline, list) and RESEED not in pipeline:
+        pipeline.insert(0, dict(RESEED))
     return cfg

@@ -5,17 +5,26 @@ a ``set_position`` method. Where a rank's index stream is after N batches is pur
 indices: the infinite stream's permutations are regenerated from the seed, and the aspect-ratio
 batch sampler's buckets are replayed on image sizes from the annotations (``get_data_info``), never on
 loaded images. ``position_batch_sampler`` is the one entrypoint the resumable loop calls.
+
+The samplers yield ``SeededIndex`` values: the dataset index (an ``int``, so everything downstream
+works unchanged) carrying a seed derived from (sampler seed, epoch, place in the stream of all ranks).
+The ``ReseedFromIndex`` pipeline step seeds the random generators with it, so a sample's random
+augmentations depend on its place in the stream, not on which worker loads it or what ran before:
+the same after a resume, with any number of workers.
 """
 
 from __future__ import annotations
 
 import itertools
+import random
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
+import numpy as np
 import torch
+from mmcv.transforms import BaseTransform
 from mmdet.datasets.samplers import AspectRatioBatchSampler
-from mmdet.registry import DATA_SAMPLERS
+from mmdet.registry import DATA_SAMPLERS, TRANSFORMS
 from mmengine.dataset import DefaultSampler, InfiniteSampler
 from torch.utils.data import BatchSampler
 
@@ -25,6 +34,51 @@ RESUMABLE_TYPES = {
     "DefaultSampler": "ResumableDefaultSampler",
     "AspectRatioBatchSampler": "ResumableAspectRatioBatchSampler",
 }
+MASK64 = (1 << 64) - 1
+
+
+class SeededIndex(int):
+    """A dataset index that carries the seed for its sample's random augmentations."""
+
+    seed: int
+
+    def __new__(cls, index: int, seed: int) -> SeededIndex:
+        value = super().__new__(cls, index)
+        value.seed = seed
+        return value
+
+    def __reduce__(self) -> tuple:  # to data loader workers, seed included
+        return (SeededIndex, (int(self), self.seed))
+
+
+def sample_seed(seed: int, epoch: int, position: int) -> int:
+    """A 32-bit seed for the sample at ``position`` of the all-ranks stream of ``epoch``
+    (splitmix64 over the three numbers: about a microsecond, so seeding costs no throughput)."""
+    value = 0
+    for part in (seed, epoch, position):
+        value = (value ^ part) & MASK64
+        value = (value + 0x9E3779B97F4A7C15) & MASK64
+        value = ((value ^ (value >> 30)) * 0xBF58476D1CE4E5B9) & MASK64
+        value = ((value ^ (value >> 27)) * 0x94D049BB133111EB) & MASK64
+        value ^= value >> 31
+    return value & 0xFFFFFFFF
+
+
+@TRANSFORMS.register_module()
+class ReseedFromIndex(BaseTransform):
+    """First pipeline step: seed ``random``, numpy and torch from the sample's ``SeededIndex``.
+
+    A plain ``int`` index (a sampler of another kind, a dataset wrapper that re-indexes, a refetch
+    after a failed sample) leaves the generators as they are.
+    """
+
+    def transform(self, results: dict) -> dict:
+        seed = getattr(results.get("sample_idx"), "seed", None)
+        if seed is not None:
+            random.seed(seed)
+            np.random.seed(seed)
+            torch.manual_seed(seed)
+        return results
 
 
 @DATA_SAMPLERS.register_module()
@@ -33,13 +87,21 @@ class ResumableInfiniteSampler(InfiniteSampler):
 
     def set_position(self, consumed: int) -> None:
         """Make the next iteration yield what the uninterrupted stream yields after ``consumed``."""
+        self.indices = self._seeded_stream(self.rank + consumed * self.world_size)
+
+    def _indices_of_rank(self) -> Iterator[int]:
+        """This rank's slice of the stream (the stock __init__ calls it), as ``SeededIndex``."""
+        return self._seeded_stream(self.rank)
+
+    def _seeded_stream(self, start: int) -> Iterator[int]:
+        """This rank's indices from ``start``, a position in the all-ranks stream."""
         if self.size == 0:
-            raise ValueError("cannot position a sampler over an empty dataset")
-        start = self.rank + consumed * self.world_size  # position in the all-ranks stream
+            raise ValueError("cannot sample from an empty dataset")
         first_perm, offset = divmod(start, self.size)
-        self.indices = itertools.islice(
-            self._stream_from(first_perm), offset, None, self.world_size
-        )
+        stream = itertools.islice(self._stream_from(first_perm), offset, None, self.world_size)
+        positions = itertools.count(start, self.world_size)
+        for position, index in zip(positions, stream, strict=False):  # both endless
+            yield SeededIndex(index, sample_seed(self.seed, 0, position))
 
     def _stream_from(self, first_perm: int) -> Iterator[int]:
         """The all-ranks stream from permutation ``first_perm`` on (earlier ones only advance the
@@ -68,16 +130,21 @@ class ResumableDefaultSampler(DefaultSampler):
 
     def __iter__(self) -> Iterator[int]:
         skip, self._skip = self._skip, 0  # only the first pass after a resume starts late
-        return itertools.islice(super().__iter__(), skip, None)
+        return iter(self.epoch_indices(self.epoch)[skip:])
 
     def epoch_indices(self, epoch: int) -> list[int]:
-        """This rank's indices of one epoch (the sampler's own epoch is left as it was)."""
+        """This rank's indices of one epoch as ``SeededIndex`` (the sampler's epoch is kept)."""
         saved = self.epoch
         self.epoch = epoch
         try:
-            return list(super().__iter__())
+            indices = list(super().__iter__())
         finally:
             self.epoch = saved
+        positions = itertools.count(self.rank, self.world_size)
+        return [
+            SeededIndex(i, sample_seed(self.seed, epoch, p))
+            for i, p in zip(indices, positions, strict=False)
+        ]
 
 
 @DATA_SAMPLERS.register_module()

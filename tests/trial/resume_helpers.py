@@ -38,7 +38,7 @@ class CountLoads(BaseTransform):
 
 
 class IdRecorder(BaseModel):
-    """A one-weight model that appends each training batch's image ids to a JSON-lines file."""
+    """A one-weight model that appends each training batch's [image id, flipped] pairs to a file."""
 
     def __init__(self, ids_file: str) -> None:
         super().__init__()
@@ -49,7 +49,7 @@ class IdRecorder(BaseModel):
         out = self.layer(torch.ones(1, 1))
         if mode == "loss":
             with open(self.ids_file, "a") as f:
-                f.write(json.dumps([s.img_id for s in data_samples]) + "\n")
+                f.write(json.dumps([[s.img_id, s.flip] for s in data_samples]) + "\n")
             return {"loss": (out**2).sum()}
         return [out]
 
@@ -82,7 +82,8 @@ def run(
         pipeline=[
             dict(type="LoadImageFromFile"),
             dict(type="CountLoads", log_dir=str(loads)),
-            dict(type="PackDetInputs", meta_keys=("img_id",)),
+            dict(type="RandomFlip", prob=0.5),  # a random augmentation, recorded per sample
+            dict(type="PackDetInputs", meta_keys=("img_id", "flip")),
         ],
     )
     runner = Runner(
@@ -133,8 +134,8 @@ def rank_main(rank: int, world_size: int, port: int, kwargs: dict) -> None:
         torch.distributed.destroy_process_group()
 
 
-def read_ids(record_dir: Path, rank: int) -> list[list[int]]:
-    """The image ids of each batch rank ``rank`` trained on, in order."""
+def read_ids(record_dir: Path, rank: int) -> list[list[list]]:
+    """The [image id, flipped] pairs of each batch rank ``rank`` trained on, in order."""
     path = Path(record_dir) / f"ids-rank{rank}.jsonl"
     return [json.loads(line) for line in path.read_text().splitlines()]
 

@@ -9,10 +9,14 @@ tests check every supported sampler combination against the stock mmengine/mmdet
 from __future__ import annotations
 
 import itertools
+import pickle
+import random
 import socket
 import uuid
 
+import numpy as np
 import pytest
+import torch
 import torch.multiprocessing as mp
 from mmdet.datasets import CocoDataset
 from mmdet.datasets.samplers import AspectRatioBatchSampler
@@ -22,13 +26,16 @@ from torch.utils.data import BatchSampler
 
 from trial.resume import resumable_loader_cfg
 from trial.samplers import (
+    ReseedFromIndex,
     ResumableAspectRatioBatchSampler,
     ResumableDefaultSampler,
     ResumableInfiniteSampler,
+    SeededIndex,
     position_batch_sampler,
+    sample_seed,
 )
 
-STRAIGHT_ITERS, RESUME_AT = 13, 10
+STRAIGHT_ITERS, RESUME_AT = 20, 10
 WORKERS, PREFETCH = 2, 2  # torch's default prefetch_factor: batches in flight per worker
 
 
@@ -76,7 +83,10 @@ def test_resume_at_n_trains_on_the_same_images_per_rank_without_loading_skipped_
         first = read_ids(straight / "record", rank)
         second = read_ids(resumed / "record", rank)
         assert len(first) == STRAIGHT_ITERS and len(second) == STRAIGHT_ITERS - RESUME_AT
+        # same images in the same batches, and the same random flips (trial/samplers.py seeds)
         assert second == first[RESUME_AT:], f"rank {rank}"
+        flips = {flipped for batch in first for _, flipped in batch}
+        assert flips == {True, False}  # the flip is random, so the equality above means something
         # Loaded: the batches trained plus at most what the workers prefetch; a replay would
         # have loaded the RESUME_AT skipped batches on top.
         in_flight = WORKERS * PREFETCH * BATCH
@@ -135,6 +145,10 @@ def _batches(batch_sampler, count: int, *, epoch: int = 0) -> list[list[int]]:
     return out
 
 
+def _seeds(batches: list[list[int]]) -> list[list[int]]:
+    return [[index.seed for index in batch] for batch in batches]
+
+
 @pytest.mark.parametrize("sampler", SAMPLERS)
 @pytest.mark.parametrize("batcher", BATCHERS)
 @pytest.mark.parametrize(("world_size", "batch_size", "drop_last"), [(1, 2, False), (2, 3, True)])
@@ -149,14 +163,15 @@ def test_positioned_samplers_continue_exactly_like_the_stock_ones(
         )
         common = dict(kwargs=kwargs, batch_size=batch_size, drop_last=drop_last)
         reference = _batches(_build(stock_sampler, stock_batcher, dataset, **common), 60)
+        seeded = _batches(_build(resumable_sampler, resumable_batcher, dataset, **common), 60)
+        assert seeded == reference  # uninterrupted, the resumable classes are the stock ones
         for resume_at in (1, 5, 8, 23, 41):
             batches = _build(resumable_sampler, resumable_batcher, dataset, **common)
             epoch = position_batch_sampler(batches, resume_at)
             assert epoch is not None
-            assert _batches(batches, 60 - resume_at, epoch=epoch) == reference[resume_at:], (
-                rank,
-                resume_at,
-            )
+            resumed = _batches(batches, 60 - resume_at, epoch=epoch)
+            assert resumed == reference[resume_at:], (rank, resume_at)
+            assert _seeds(resumed) == _seeds(seeded[resume_at:]), (rank, resume_at)
 
 
 def test_unknown_samplers_are_left_to_the_replay(dataset):
@@ -170,18 +185,39 @@ def test_unknown_samplers_are_left_to_the_replay(dataset):
     assert position_batch_sampler(stock, 3) is None
 
 
-def test_loader_config_swaps_stock_samplers_for_resumable_ones_without_touching_the_input():
+def test_loader_config_swaps_stock_samplers_and_seeds_the_pipeline_without_touching_the_input():
+    pipeline = [dict(type="LoadImageFromFile"), dict(type="RandomFlip", prob=0.5)]
     cfg = dict(
         batch_size=2,
         sampler=dict(type="InfiniteSampler", shuffle=True),
         batch_sampler=dict(type="mmdet.AspectRatioBatchSampler"),
+        dataset=dict(
+            type="RepeatDataset", times=2, dataset=dict(type="CocoDataset", pipeline=pipeline)
+        ),
     )
     swapped = resumable_loader_cfg(cfg)
     assert swapped["sampler"] == dict(type="ResumableInfiniteSampler", shuffle=True)
     assert swapped["batch_sampler"] == dict(type="ResumableAspectRatioBatchSampler")
+    assert swapped["dataset"]["dataset"]["pipeline"] == [dict(type="ReseedFromIndex"), *pipeline]
     assert cfg["sampler"]["type"] == "InfiniteSampler"  # the caller's config is unchanged
+    assert len(pipeline) == 2
     custom = dict(sampler=dict(type="ClassAwareSampler"), batch_sampler=None)
     assert resumable_loader_cfg(custom) == custom
+
+
+def test_seeded_indices_reach_the_pipeline_and_make_its_randomness_repeatable(dataset):
+    """The seed travels with the index (also pickled to a worker) and fixes the random draws."""
+    reseed = ReseedFromIndex()
+    index = pickle.loads(pickle.dumps(SeededIndex(3, seed=sample_seed(0, 0, 41))))
+    assert index == 3 and isinstance(index, SeededIndex)
+    draws = []
+    for _ in range(2):
+        info = reseed(dataset.get_data_info(index))
+        assert info["sample_idx"] == 3
+        draws.append((random.random(), np.random.rand(), torch.rand(1).item()))
+    assert draws[0] == draws[1]
+    reseed(dataset.get_data_info(3))  # a plain index: no reseed, the generators run on
+    assert (random.random(), np.random.rand(), torch.rand(1).item()) != draws[0]
 
 
 def test_the_sample_has_both_aspect_buckets(dataset):
