@@ -8,7 +8,9 @@ InfiniteSampler + AspectRatioBatchSampler, mmdet's real train pipeline (decode, 
 The model is a one-weight stand-in, so the figure is the data side alone: a real model's first step
 adds the same constant to every cell. The resume checkpoints come from one real 1-iteration run
 whose iteration counter is set to N (everything else a resume restores is the same size at any N).
-Each measurement is a fresh process; sides and N alternate so drift hits all cells.
+Each measurement is a fresh process; sides and N alternate (N=20 first in odd runs, N=2000 first
+in even ones) so drift and order hit all cells alike. A last line
+times the positioning alone on a dataset of COCO train2017's size (image sizes only) up to N=80,000.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import pickle
 import statistics
 import subprocess
 import sys
@@ -33,6 +36,7 @@ from mmengine.runner import Runner
 import trial.resume  # noqa: F401  (registers the trial's loop and samplers)
 
 SMALL_N, LARGE_N = 20, 2000
+COCO_TRAIN_IMAGES, COCO_LATE_N = 118_287, 80_000  # a 1x-schedule preemption at 80k of 90k
 DEFAULT_RUNS = 3
 BATCH, WORKERS = 2, 2
 GOAL = 1.05
@@ -46,8 +50,9 @@ def main(runs: int = 0) -> None:
     with tempfile.TemporaryDirectory(prefix="bench-resume-") as tmp:
         checkpoints = _make_checkpoints(Path(tmp))
         for index in range(runs):
+            order = (SMALL_N, LARGE_N) if index % 2 == 0 else (LARGE_N, SMALL_N)  # no order bias
             for side in SIDES:
-                for n in (SMALL_N, LARGE_N):
+                for n in order:
                     if side == "mmengine" and n == LARGE_N and index > 0:
                         continue
                     seconds = _measure(side, checkpoints[n], Path(tmp) / f"{side}-{n}-{index}")
@@ -56,6 +61,45 @@ def main(runs: int = 0) -> None:
                         f"run {index + 1}/{runs} {side:8s} N={n:<5d}: {seconds:7.2f} s", flush=True
                     )
     print(_report({key: statistics.median(values) for key, values in times.items()}, runs))
+    print(_positioning_cost())
+
+
+def _positioning_cost() -> str:
+    """Seconds to position rank 3 of 8 at N on a dataset of COCO train2017's size (sizes only)."""
+    from unittest import mock
+
+    from trial.samplers import (
+        ResumableAspectRatioBatchSampler,
+        ResumableInfiniteSampler,
+        position_batch_sampler,
+    )
+
+    dataset = _SizesOnly(COCO_TRAIN_IMAGES)
+    cells = []
+    for n in (SMALL_N, LARGE_N, COCO_LATE_N):
+        with mock.patch("mmengine.dataset.sampler.get_dist_info", lambda: (3, 8)):
+            batches = ResumableAspectRatioBatchSampler(ResumableInfiniteSampler(dataset, seed=0), 2)
+        started = time.perf_counter()
+        position_batch_sampler(batches, n)
+        cells.append(f"N={n}: {time.perf_counter() - started:.3f} s")
+    return (
+        f"positioning alone, {COCO_TRAIN_IMAGES} images, rank 3 of 8, batch 2 (index arithmetic): "
+        + ", ".join(cells)
+    )
+
+
+class _SizesOnly:
+    """Image sizes only, each info unpickled per lookup as mmengine's serialized dataset does."""
+
+    def __init__(self, size: int) -> None:
+        info = {"width": 640, "height": 480, "img_path": "x" * 40, "instances": [{}] * 7}
+        self._blobs = [pickle.dumps(dict(info, height=480 if i % 3 else 640)) for i in range(size)]
+
+    def __len__(self) -> int:
+        return len(self._blobs)
+
+    def get_data_info(self, index: int) -> dict:
+        return pickle.loads(self._blobs[index])
 
 
 def _report(median: dict[tuple[str, int], float], runs: int) -> str:
