@@ -93,28 +93,42 @@ class ResumableInfiniteSampler(InfiniteSampler):
         """This rank's slice of the stream (the stock __init__ calls it), as ``SeededIndex``."""
         return self._seeded_stream(self.rank)
 
-    def _seeded_stream(self, start: int) -> Iterator[int]:
-        """This rank's indices from ``start``, a position in the all-ranks stream."""
+    def seeded(self, index: int, consumed: int) -> SeededIndex:
+        """``index`` as this rank's ``consumed``-th sample (0-based) of the stream, seed included."""
+        position = self.rank + consumed * self.world_size
+        return SeededIndex(index, sample_seed(self.seed, 0, position))
+
+    def plain_stream(self, start: int) -> Iterator[int]:
+        """This rank's indices (plain ints) from ``start``, a position in the all-ranks stream.
+
+        Slices each permutation with the rank's stride, as the stock ``islice`` over the all-ranks
+        stream does, without stepping through the other ranks' indices one by one.
+        """
         if self.size == 0:
             raise ValueError("cannot sample from an empty dataset")
         first_perm, offset = divmod(start, self.size)
-        stream = itertools.islice(self._stream_from(first_perm), offset, None, self.world_size)
+        for perm in self._perms_from(first_perm):
+            taken = perm[offset :: self.world_size]
+            yield from taken
+            offset += len(taken) * self.world_size - self.size
+
+    def _seeded_stream(self, start: int) -> Iterator[int]:
         positions = itertools.count(start, self.world_size)
-        for position, index in zip(positions, stream, strict=False):  # both endless
+        for position, index in zip(positions, self.plain_stream(start), strict=False):  # endless
             yield SeededIndex(index, sample_seed(self.seed, 0, position))
 
-    def _stream_from(self, first_perm: int) -> Iterator[int]:
-        """The all-ranks stream from permutation ``first_perm`` on (earlier ones only advance the
-        generator: one ``randperm`` per pass over the dataset, no sample is touched)."""
+    def _perms_from(self, first_perm: int) -> Iterator[list[int]]:
+        """The stream's passes over the dataset from pass ``first_perm`` on (earlier passes only
+        advance the generator: one ``randperm`` each, no sample is touched)."""
         generator = torch.Generator()
         generator.manual_seed(self.seed)
         for _ in range(first_perm if self.shuffle else 0):
             torch.randperm(self.size, generator=generator)
         while True:
             if self.shuffle:
-                yield from torch.randperm(self.size, generator=generator).tolist()
+                yield torch.randperm(self.size, generator=generator).tolist()
             else:
-                yield from range(self.size)
+                yield list(range(self.size))
 
 
 @DATA_SAMPLERS.register_module()
@@ -157,11 +171,16 @@ class ResumableAspectRatioBatchSampler(AspectRatioBatchSampler):
         sampler, size = self.sampler, self.batch_size
         wide = _aspect_lookup(sampler.dataset)
         if isinstance(sampler, ResumableInfiniteSampler):
-            buckets: list[list[int]] = [[], []]
-            fresh = sampler._indices_of_rank()  # the uninterrupted stream, indices only
-            consumed, _ = _fill_buckets(fresh, batches, size=size, buckets=buckets, wide=wide)
+            # the uninterrupted stream as plain (k, index) pairs: seeds only for what stays in a bucket
+            fresh = enumerate(sampler.plain_stream(sampler.rank))
+            buckets: list[list[Any]] = [[], []]
+            consumed, _ = _fill_buckets(
+                fresh, batches, size=size, buckets=buckets, wide=lambda item: wide(item[1])
+            )
             sampler.set_position(consumed)
-            self._aspect_ratio_buckets = buckets
+            self._aspect_ratio_buckets = [
+                [sampler.seeded(index, k) for k, index in bucket] for bucket in buckets
+            ]
             return 0
         if isinstance(sampler, ResumableDefaultSampler):
             return self._position_finite(sampler, batches, wide)
@@ -227,12 +246,12 @@ def resumable_type(spec: Any) -> Any:
 
 
 def _fill_buckets(
-    indices: Iterable[int],
+    indices: Iterable[Any],
     batches: int,
     *,
     size: int,
-    buckets: list[list[int]],
-    wide: Callable[[int], int],
+    buckets: list[list[Any]],
+    wide: Callable[[Any], int],
 ) -> tuple[int, int]:
     """Run mmdet's bucket rule over ``indices`` until ``batches`` batches are full.
 
