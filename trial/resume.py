@@ -85,21 +85,23 @@ class ResumableIterBasedTrainLoop(IterBasedTrainLoop):
         if self._iter == 0:
             return EpochIterator(self.dataloader, epoch=0)
         batch_sampler = self.dataloader.batch_sampler
+        samplers = (
+            f"{type(batch_sampler).__name__} over "
+            f"{type(getattr(batch_sampler, 'sampler', None)).__name__}"
+        )
         started = time.perf_counter()
         epoch = position_batch_sampler(batch_sampler, self._iter)
         if epoch is not None:
             print_log(
-                f"resume at iteration {self._iter}: {type(batch_sampler).__name__} over "
-                f"{type(batch_sampler.sampler).__name__} positioned at batch {self._iter} "
+                f"resume at iteration {self._iter}: {samplers} positioned at batch {self._iter} "
                 f"(epoch {epoch}) in {time.perf_counter() - started:.3f} s; no sample replayed",
                 logger="current",
             )
             return EpochIterator(self.dataloader, epoch=epoch)
         print_log(
-            f"resume at iteration {self._iter}: cannot position {type(batch_sampler).__name__} "
-            f"over {type(batch_sampler.sampler).__name__}; loading and discarding "
-            f"{self._iter} batches instead (use InfiniteSampler or DefaultSampler, optionally "
-            "with AspectRatioBatchSampler, for a constant-time resume)",
+            f"resume at iteration {self._iter}: cannot position {samplers}; loading and "
+            f"discarding {self._iter} batches instead (use InfiniteSampler or DefaultSampler, "
+            "optionally under AspectRatioBatchSampler, to resume without this replay)",
             logger="current",
             level=logging.WARNING,
         )

@@ -66,6 +66,8 @@ def run(
     num_workers: int,
     name: str,
     launcher: str = "none",
+    sampler: str = "InfiniteSampler",
+    batch_sampler: str | None = "AspectRatioBatchSampler",
 ) -> None:
     """Train ``max_iters`` with the trial's loop; ids go to ``record_dir/ids-rank<r>.jsonl``."""
     from mmengine.runner import Runner
@@ -79,6 +81,7 @@ def run(
         ann_file="annotations/instances_train2017.json",
         data_prefix=dict(img="train2017/"),
         filter_cfg=None,
+        indices=16,  # coco-tiny's size, the shapes set's first 16: 8 batches an epoch on 1 rank
         pipeline=[
             dict(type="LoadImageFromFile"),
             dict(type="CountLoads", log_dir=str(loads)),
@@ -94,8 +97,8 @@ def run(
             batch_size=BATCH,
             num_workers=num_workers,
             persistent_workers=num_workers > 0,
-            sampler=dict(type="InfiniteSampler", shuffle=True),
-            batch_sampler=dict(type="AspectRatioBatchSampler"),
+            sampler=dict(type=sampler, shuffle=True),
+            batch_sampler=dict(type=batch_sampler) if batch_sampler else None,
             dataset=dataset,
         ),
         train_cfg=dict(type="ResumableIterBasedTrainLoop", max_iters=max_iters),

@@ -9,6 +9,7 @@ tests check every supported sampler combination against the stock mmengine/mmdet
 from __future__ import annotations
 
 import itertools
+import json
 import pickle
 import random
 import socket
@@ -53,11 +54,24 @@ def _train(world_size: int, **kwargs) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("world_size", [1, 2])
+@pytest.mark.parametrize(
+    ("world_size", "sampler", "batch_sampler"),
+    [
+        (1, "InfiniteSampler", "AspectRatioBatchSampler"),  # what the trial's configs use
+        (2, "InfiniteSampler", "AspectRatioBatchSampler"),
+        (1, "DefaultSampler", None),  # epochs: the resume lands in the second one
+    ],
+)
 def test_resume_at_n_trains_on_the_same_images_per_rank_without_loading_skipped_ones(
-    tmp_path, coco_sample, world_size
+    tmp_path, coco_sample, world_size, sampler, batch_sampler
 ):
-    common = dict(coco=str(coco_sample), max_iters=STRAIGHT_ITERS, num_workers=WORKERS)
+    common = dict(
+        coco=str(coco_sample),
+        max_iters=STRAIGHT_ITERS,
+        num_workers=WORKERS,
+        sampler=sampler,
+        batch_sampler=batch_sampler,
+    )
     straight, resumed = tmp_path / "straight", tmp_path / "resumed"
     _train(
         world_size,
@@ -104,10 +118,20 @@ def test_resume_at_n_trains_on_the_same_images_per_rank_without_loading_skipped_
 
 
 @pytest.fixture(scope="module")
-def dataset(coco_sample):
+def dataset(coco_sample, tmp_path_factory):
+    """The sample's train annotations as a CocoDataset (the samplers read sizes, never images),
+    with every third image made taller than wide and every other one wide, so that both
+    aspect-ratio buckets fill whatever the sample (the shapes set's images are all square)."""
+    ann = json.loads((coco_sample / "annotations" / "instances_train2017.json").read_text())
+    for index, image in enumerate(ann["images"]):
+        short, long = sorted((image["width"], image["height"]))
+        tall = index % 3 == 0
+        image["width"], image["height"] = (short, long + 1) if tall else (long, short)
+    path = tmp_path_factory.mktemp("resume") / "instances_train2017.json"
+    path.write_text(json.dumps(ann))
     data = CocoDataset(
         data_root=str(coco_sample),
-        ann_file="annotations/instances_train2017.json",
+        ann_file=str(path),
         data_prefix=dict(img="train2017/"),
         filter_cfg=None,
         pipeline=[],
@@ -220,7 +244,7 @@ def test_seeded_indices_reach_the_pipeline_and_make_its_randomness_repeatable(da
     assert (random.random(), np.random.rand(), torch.rand(1).item()) != draws[0]
 
 
-def test_the_sample_has_both_aspect_buckets(dataset):
+def test_the_sampler_dataset_has_both_aspect_buckets(dataset):
     """The aspect-ratio cases above only mean something if both buckets fill."""
     infos = [dataset.get_data_info(i) for i in range(len(dataset))]
     assert {info["width"] < info["height"] for info in infos} == {True, False}
