@@ -112,6 +112,8 @@ def test_resume_at_n_trains_on_the_same_images_per_rank_without_loading_skipped_
     log = "\n".join(p.read_text() for p in resumed.glob("*/*.log"))
     assert "Advance dataloader" not in log
     assert f"resume at iteration {RESUME_AT}" in log and "no sample replayed" in log
+    epoch = RESUME_AT * BATCH * world_size // 16 if sampler == "DefaultSampler" else 0
+    assert f"positioned at batch {RESUME_AT} (epoch {epoch})" in log
 
 
 # --- the samplers against the stock classes -------------------------------------------------------
