@@ -354,6 +354,7 @@ BENCHES = {
     "trial": "trial.bench",
     "staging": "staging.bench",
     "images": "images.bench",
+    "resume": "trial.resume_bench",
 }
 
 

@@ -55,7 +55,8 @@ def _one_run(side: str, work_dir: Path) -> float:
     import determined as det
     from mmengine.runner import Runner
 
-    import trial.metrics  # noqa: F401
+    import trial.metrics
+    import trial.resume  # noqa: F401
     from trial.config import TrainSettings, build_config, load_base_config, resolve_base
     from trial.data import default_data
     from trial.hook import DetCoreHook

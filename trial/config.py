@@ -2,8 +2,10 @@
 
 Everything here is pure (it reads mmdet's bundled config files, nothing else), so it tests fast and
 ``--dry-run`` can print the exact config. mmdet's 1x schedules are epoch-based; Determined measures
-length in batches, so the loop becomes an ``IterBasedTrainLoop`` and epoch-based parameter schedulers
+length in batches, so the loop becomes an iteration loop and epoch-based parameter schedulers
 are rescaled onto iterations (12 epochs -> max_iters, milestones [8, 11] -> [8/12, 11/12] of it).
+The loop is ``ResumableIterBasedTrainLoop`` (trial/resume.py): mmengine's ``IterBasedTrainLoop``
+whose resume positions the samplers at iteration N instead of replaying N batches.
 """
 
 from __future__ import annotations
@@ -231,8 +233,10 @@ def _innermost_dataset(dataset: dict) -> dict:
 
 def _apply_schedule(cfg: Any, settings: TrainSettings) -> None:
     max_epochs = cfg.get("train_cfg", {}).get("max_epochs")
-    cfg["train_cfg"] = dict(
-        type="IterBasedTrainLoop", max_iters=settings.max_iters, val_interval=settings.val_interval
+    cfg["train_cfg"] = dict(  # registered by trial.resume, which the process imports
+        type="ResumableIterBasedTrainLoop",
+        max_iters=settings.max_iters,
+        val_interval=settings.val_interval,
     )
     cfg["param_scheduler"] = [
         _rescale_scheduler(s, max_epochs=max_epochs, max_iters=settings.max_iters)

@@ -57,7 +57,8 @@ def train(core_context: Any, request: RunRequest, *, world_size: int = 1) -> Run
     """Train under ``core_context``; returns after the last step or a preemption checkpoint."""
     from mmengine.runner import Runner
 
-    import trial.metrics  # noqa: F401  (registers ZeroSafeCocoMetric, which the config names)
+    import trial.metrics
+    import trial.resume  # noqa: F401  (registers ResumableIterBasedTrainLoop and its samplers)
     from trial.hook import DetCoreHook
 
     if request.metrics_log is not None:

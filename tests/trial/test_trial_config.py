@@ -61,7 +61,9 @@ def test_missing_mmdet_config_is_a_config_error():
 
 def test_build_config_makes_an_iteration_schedule_from_the_1x_epochs(retinanet):
     cfg = build_config(retinanet, settings())
-    assert cfg.train_cfg == dict(type="IterBasedTrainLoop", max_iters=1200, val_interval=600)
+    assert cfg.train_cfg == dict(
+        type="ResumableIterBasedTrainLoop", max_iters=1200, val_interval=600
+    )
     warmup, steps = cfg.param_scheduler
     assert (warmup["type"], warmup["by_epoch"], warmup["end"]) == ("LinearLR", False, 500)
     # 12 epochs -> 1200 iterations, so the [8, 11] epoch milestones land at [800, 1100].

@@ -79,6 +79,8 @@ def test_resume_continues_at_n_plus_1_with_the_same_schedule_and_optimizer(tmp_p
     shutil.copytree(ckpts[4], resumed / "checkpoints" / ckpts[4].name)
     again = train_local(LocalTrain(**common, work_dir=str(resumed), resume=True))
     assert again["steps"] == 8
+    log = "".join(p.read_text() for p in (resumed / "run").glob("*/*.log"))
+    assert "no sample replayed" in log and "Advance dataloader" not in log  # issue 10
 
     first = [r for r in read_metrics_log(straight / "metrics.jsonl") if r["group"] == "training"]
     second = [r for r in read_metrics_log(resumed / "metrics.jsonl") if r["group"] == "training"]

@@ -60,7 +60,8 @@ def check_reports(model, records, steps):
     metrics = val[0]["metrics"]
     expected = BBOX_KEYS | ({"segm_mAP", "segm_mAP_50"} if model == "maskrcnn" else set())
     assert expected <= set(metrics)
-    assert all(0.0 <= metrics[k] <= 1.0 for k in expected)
+    # COCO reports -1 for an area range with no ground truth (the shapes set has no large objects)
+    assert all(metrics[k] == -1.0 or 0.0 <= metrics[k] <= 1.0 for k in expected)
     # Determined 0.38: ASHA's time_metric (batches or epochs) is reported with every validation.
     for record in [*train, *val]:
         assert record["metrics"]["batches"] == record["steps_completed"]
