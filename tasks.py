@@ -165,6 +165,8 @@ def stage_coco(
         "resume": "continue the local run in --work-dir from its newest checkpoint",
         "master": "Determined master URL for --cluster (default: $DET_MASTER)",
         "experiment": "experiment YAML to run (default: experiments/MODEL.yaml)",
+        "nproc": "local ranks (torch's launcher; gloo on CPU, nccl on GPUs); "
+        "global_batch_size must be a multiple",
     },
     iterable=["set_", "hparam"],
     auto_shortflags=False,
@@ -182,6 +184,7 @@ def train(
     resume=False,
     master=None,
     experiment=None,
+    nproc=1,
 ):
     """Train an mmdet model through the bundled Determined trial (locally, or --cluster).
 
@@ -212,6 +215,7 @@ def train(
                 hparams=hparam or [],
                 resume=resume,
                 experiment=experiment,
+                nproc=int(nproc),
             )
         )
         print(f"bbox_mAP {result['validation'].get('bbox_mAP', float('nan')):.4f}")

@@ -114,7 +114,7 @@ class DetCoreHook(Hook):
                 self.core.train.report_progress(percent / 100)
 
     def _report_val(self, runner, steps: int, metrics: Mapping[str, Any]) -> None:
-        det_metrics = to_det_metrics(metrics)
+        det_metrics = {**to_det_metrics(metrics), "batches": steps} if metrics else {}
         if runner.rank != 0 or not det_metrics or steps == self._last_val_report:
             return
         self._last_val_report = steps

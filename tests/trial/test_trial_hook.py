@@ -73,7 +73,7 @@ class TestDetCoreHook(RunnerTestCase):
         assert {"loss", "lr"} <= set(train[0][2])
         val = kinds(core.events, "val")
         assert [e[1] for e in val] == [6, 12]
-        assert set(val[0][2]) == {"acc"}  # ToyMetric's key, prefix stripped
+        assert set(val[0][2]) == {"acc", "batches"}  # ToyMetric's key, prefix stripped; steps
         # every 4 steps, and the end state once (12 is both: saved once)
         assert [e[1] for e in kinds(core.events, "checkpoint")] == [4, 8, 12]
         progress = [e[1] for e in kinds(core.events, "progress")]
