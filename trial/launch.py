@@ -48,6 +48,7 @@ def ranks_command(trial_args: Sequence[str], *, nproc: int) -> list[str]:
         "--nproc-per-node",
         str(nproc),
         "-m",
+        "--",  # the trial's options after this are never taken (or prefix-matched) as torch's
         "trial",
         *trial_args,
     ]

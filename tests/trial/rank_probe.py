@@ -1,5 +1,5 @@
 """Test driver: one rank of ``python -m trial --local ...`` plus a probe that records, for every
-training step, the COCO image ids this rank trained on (``<work-dir>/image-ids-rank<R>.jsonl``).
+training step, the COCO image ids this rank trained on, and every validation prediction it made.
 
 Run it under torch's launcher exactly like the trial's own ranks:
 ``python -m torch.distributed.run --standalone --nproc-per-node 2 tests/trial/rank_probe.py
@@ -17,16 +17,31 @@ from pathlib import Path
 from mmengine.hooks import Hook
 
 
-class ImageIdProbe(Hook):
+class RankProbe(Hook):
+    """Appends to ``<dir>/image-ids-rank<R>.jsonl`` the image ids of every training step and to
+    ``<dir>/predictions-rank<R>.jsonl`` every validation prediction (image id, boxes, scores)."""
+
     priority = "VERY_HIGH"
 
-    def __init__(self, path: Path) -> None:
-        self.path = path
+    def __init__(self, directory: Path, rank: int) -> None:
+        self.ids = directory / f"image-ids-rank{rank}.jsonl"
+        self.predictions = directory / f"predictions-rank{rank}.jsonl"
 
     def after_train_iter(self, runner, batch_idx: int, data_batch=None, outputs=None) -> None:
         ids = [sample.img_id for sample in data_batch["data_samples"]]
-        with self.path.open("a") as f:
-            f.write(json.dumps({"step": runner.iter + 1, "ids": ids}) + "\n")
+        _append(self.ids, {"step": runner.iter + 1, "ids": ids})
+
+    def after_val_iter(self, runner, batch_idx: int, data_batch=None, outputs=None) -> None:
+        for sample in outputs:
+            pred = sample.pred_instances
+            record = {"step": runner.iter, "img_id": sample.img_id}
+            record.update(bboxes=pred.bboxes.tolist(), scores=pred.scores.tolist())
+            _append(self.predictions, record)
+
+
+def _append(path: Path, record: dict) -> None:
+    with path.open("a") as f:
+        f.write(json.dumps(record) + "\n")
 
 
 def main(argv: list[str]) -> int:
@@ -34,7 +49,7 @@ def main(argv: list[str]) -> int:
     from trial.__main__ import main as trial_main
 
     work = Path(argv[argv.index("--work-dir") + 1])
-    probe = ImageIdProbe(work / f"image-ids-rank{os.environ['RANK']}.jsonl")
+    probe = RankProbe(work, int(os.environ["RANK"]))
     original = trial.run.train
 
     def train_with_probe(core_context, request, **kwargs):

@@ -9,12 +9,14 @@ through ``python -m trial --local --nproc 2``, the process ``invoke train --npro
 from __future__ import annotations
 
 import json
+import shutil
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import psutil
 import pytest
 import yaml
@@ -25,9 +27,17 @@ from trial.run import read_metrics_log
 
 pytestmark = [pytest.mark.slow, pytest.mark.training]
 HERE = Path(__file__).resolve().parent
-# 2 images per rank per step (global batch 4); untrained detectors score below mmdet's 0.05 test
-# threshold, so keep every detection: the 2-rank vs 1-rank comparison then has boxes to compare.
-HPARAMS = ["global_batch_size=4", "image_scale=[128, 128]", "log_interval=2", "num_workers=0"]
+# RetinaNet R18 from scratch, 2 images per rank per step (global batch 4). A few steps leave its
+# scores below mmdet's 0.05 test threshold: keep every detection, so the 2-rank vs 1-rank
+# comparison has boxes to compare.
+HPARAMS = [
+    "model=mmdet::retinanet/retinanet_r18_fpn_1x_coco.py",
+    "pretrained=false",
+    "global_batch_size=4",
+    "image_scale=[128, 128]",
+    "log_interval=2",
+    "num_workers=0",
+]
 SETS = ["model.test_cfg.score_thr=0.0"]
 TIMEOUT = 900
 
@@ -54,6 +64,14 @@ def checkpoints(work: Path) -> dict[int, Path]:
     }
 
 
+@pytest.fixture(autouse=True)
+def _drop_checkpoints(tmp_path):
+    """Checkpoints are ~160 MB each: keep a failed test's logs, not its checkpoints."""
+    yield
+    for directory in (*tmp_path.glob("*/checkpoints"), *tmp_path.glob("*/run/resume")):
+        shutil.rmtree(directory, ignore_errors=True)
+
+
 def wait_for(predicate, proc: subprocess.Popen, what: str, timeout: float = 600) -> None:
     deadline = time.monotonic() + timeout
     while not predicate():
@@ -67,7 +85,7 @@ def test_two_ranks_shard_the_data_report_once_and_validate_like_one_rank(tmp_pat
     work = tmp_path / "run"
     trial_args = command(exp, work, coco_sample, 4)[3:]  # drop `python -m trial`
     launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
-    ranks = [*launcher, "--nproc-per-node", "2", str(HERE / "rank_probe.py"), *trial_args]
+    ranks = [*launcher, "--nproc-per-node", "2", "--", str(HERE / "rank_probe.py"), *trial_args]
     subprocess.run(ranks, cwd=tmp_path, env=trial_env(), check=True, timeout=TIMEOUT)
 
     # Each step: the ranks train on different images that together make the global batch of 4.
@@ -98,45 +116,68 @@ def test_two_ranks_shard_the_data_report_once_and_validate_like_one_rank(tmp_pat
     assert sorted(ckpts) == [2, 4]
     assert len(list((work / "checkpoints").iterdir())) == 2
 
-    # The 2-rank validation at step 4 equals one rank evaluating the step-4 checkpoint.
-    one_rank = evaluate_one_rank(exp, coco_sample, ckpts[4] / "checkpoint.pth", tmp_path / "eval")
+    # The 2-rank validation at step 4 equals one rank evaluating the step-4 checkpoint: the same
+    # metrics, and the same boxes for every image, each image predicted by exactly one rank.
+    one_rank, single = evaluate_one_rank(exp, coco_sample, ckpts[4] / "checkpoint.pth", tmp_path)
     two_ranks = val[-1]["metrics"]
-    assert one_rank["bbox_mAP_50"] > 0 or one_rank["bbox_mAP"] > 0, one_rank  # real boxes compared
     for key, value in one_rank.items():
         assert two_ranks[key] == pytest.approx(value, abs=1e-9), key
+    parts = [predictions(work / f"predictions-rank{r}.jsonl", step=4) for r in (0, 1)]
+    assert not set(parts[0]) & set(parts[1])
+    assert {**parts[0], **parts[1]}.keys() == single.keys()
+    assert len(single) == len(json.loads(Path(val_ann(coco_sample)).read_text())["images"])
+    for img_id, (boxes, scores) in {**parts[0], **parts[1]}.items():
+        assert len(boxes) == len(single[img_id][0]) > 0, img_id  # score_thr 0: boxes to compare
+        np.testing.assert_allclose(
+            detections(boxes, scores), detections(*single[img_id]), atol=0.02, err_msg=str(img_id)
+        )
 
 
-def evaluate_one_rank(exp: Path, data: Path, checkpoint: Path, work: Path) -> dict:
-    """One process, no launcher: mmengine's Runner.val() on the checkpoint, the trial's config."""
+def detections(boxes: list, scores: list) -> np.ndarray:
+    """(score, box) rows in a canonical order: tied scores may come out of NMS in either order."""
+    rows = np.round(np.column_stack([scores, boxes]), 2)
+    return rows[np.lexsort(rows.T[::-1])]
+
+
+def val_ann(data: Path) -> Path:
+    return data / "annotations" / "instances_val2017.json"
+
+
+def predictions(path: Path, *, step: int) -> dict[int, tuple[list, list]]:
+    records = [json.loads(line) for line in path.read_text().splitlines()]
+    return {r["img_id"]: (r["bboxes"], r["scores"]) for r in records if r["step"] == step}
+
+
+def evaluate_one_rank(exp: Path, data: Path, checkpoint: Path, tmp_path: Path) -> tuple:
+    """One process, no launcher: mmengine's Runner.val() on the checkpoint, the trial's config;
+    returns the metrics as the trial reports them and the predictions per image."""
     from mmengine.runner import Runner
+    from rank_probe import RankProbe
 
     import trial.metrics  # noqa: F401
     from trial.config import build_config, load_base_config, parse_set_options, resolve_base
     from trial.data import coco_dir_paths
     from trial.experiment import load_experiment, local_hparams, trial_settings
     from trial.hook import to_det_metrics
-    from trial.local import LOCAL_HPARAMS
     from trial.run import trusted_checkpoint_loading
 
     config = load_experiment(exp)
-    hparams = {
-        **local_hparams(config["hyperparameters"]),
-        **LOCAL_HPARAMS,
-        **parse_set_options(HPARAMS),
-    }
+    hparams = {**local_hparams(config["hyperparameters"]), **parse_set_options(HPARAMS)}
     settings = trial_settings(
         config,
         hparams,
         data=coco_dir_paths(data),
-        work_dir=str(work),
+        work_dir=str(tmp_path / "eval"),
         max_iters=4,
         extra_overrides=parse_set_options(SETS),
     )
     cfg = build_config(load_base_config(resolve_base(hparams["model"])), settings)
     cfg["load_from"] = str(checkpoint)
+    runner = Runner.from_cfg(cfg)
+    runner.register_hook(RankProbe(tmp_path, rank=9))
     with trusted_checkpoint_loading():
-        metrics = Runner.from_cfg(cfg).val()
-    return to_det_metrics(metrics)
+        metrics = runner.val()
+    return to_det_metrics(metrics), predictions(tmp_path / "predictions-rank9.jsonl", step=0)
 
 
 def test_sigterm_checkpoints_every_rank_exits_0_and_resume_continues(tmp_path, coco_sample):
@@ -153,15 +194,16 @@ def test_sigterm_checkpoints_every_rank_exits_0_and_resume_continues(tmp_path, c
     assert result["preempted"] and 2 <= result["steps"] < 100
     assert sorted(checkpoints(work)) == [result["steps"]]
 
-    target = result["steps"] + 2
+    stopped, target = result["steps"], result["steps"] + 2
+    before = len(read_metrics_log(work / "metrics.jsonl"))
     resume = command(exp, work, coco_sample, target, resume=True)
     subprocess.run(resume, cwd=tmp_path, env=trial_env(), check=True, timeout=TIMEOUT)
     again = json.loads((work / "result.json").read_text())
     assert again["steps"] == target and not again["preempted"]
-    reports = [r["steps_completed"] for r in read_metrics_log(work / "metrics.jsonl")]
-    after = reports[reports.index(result["steps"]) + 1 :] if result["steps"] in reports else []
-    assert sorted(checkpoints(work)) == [result["steps"], target]
-    assert all(step > result["steps"] for step in after)
+    resumed = read_metrics_log(work / "metrics.jsonl")[before:]
+    steps = [r["steps_completed"] for r in resumed if r["group"] == "training"]
+    assert steps and min(steps) > stopped and max(steps) == target  # continued at stopped + 1
+    assert sorted(checkpoints(work)) == [stopped, target]
 
 
 def test_kill_9_of_one_rank_fails_the_run_within_60_s_and_resume_continues(tmp_path, coco_sample):

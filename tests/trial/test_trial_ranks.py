@@ -60,6 +60,7 @@ def test_nproc_goes_to_the_trial_and_the_ranks_to_torchs_launcher(tmp_path):
         "--nproc-per-node",
         "2",
         "-m",
+        "--",
         "trial",
         *local[3:],
     ]
