@@ -137,10 +137,11 @@ def test_standin_master_sees_metrics_checkpoints_progress_and_preemption_then_re
 ):
     config = experiment(tmp_path, coco_sample)
 
-    def preempt_after_first_checkpoint(call) -> bool:
-        return call.path == "/api/v1/checkpoints" and call.body["metadata"]["steps_completed"] >= 4
+    def preempt_after_first_validation(call) -> bool:
+        # After the step-4 checkpoint and validation; the trial sees it at its next step.
+        return call.path.endswith("/metrics") and call.body["group"] == "validation"
 
-    with MasterStandin(preempt_when=preempt_after_first_checkpoint) as standin:
+    with MasterStandin(preempt_when=preempt_after_first_validation) as standin:
         alloc = f"standin-{uuid.uuid4().hex[:8]}"
         standin.write_cluster_info(
             tmp_path / "info-first",
@@ -151,6 +152,7 @@ def test_standin_master_sees_metrics_checkpoints_progress_and_preemption_then_re
         )
         assert launch(tmp_path, "first", alloc).returncode == 0
 
+        print("stand-in saw:", sorted({(c.method, c.path) for c in standin.calls}))
         unexpected = [(c.method, c.path) for c in standin.calls if c.status == 404]
         assert not unexpected
         assert {c.token for c in standin.calls} == {f"Bearer {TOKEN}"}
@@ -166,7 +168,7 @@ def test_standin_master_sees_metrics_checkpoints_progress_and_preemption_then_re
         progress = [c.body["progress"] for c in standin.find("POST", r"/api/v1/trials/1/progress")]
         assert progress and all(0 < p <= 1 for p in progress)
 
-        # The stand-in preempted once the step-4 checkpoint was reported: the trial acknowledged,
+        # The stand-in preempted once the step-4 validation was reported: the trial acknowledged,
         # stored one more checkpoint at the step it stopped, and exited 0.
         assert standin.find("GET", r"/api/v1/allocations/[^/]+/signals/preemption")
         assert standin.find("POST", rf"/api/v1/allocations/{alloc}/signals/ack_preemption")
