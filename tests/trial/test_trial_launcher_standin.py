@@ -60,6 +60,14 @@ needs_namespace = pytest.mark.skipif(
 )
 
 
+@pytest.fixture(autouse=True)
+def _drop_big_files(tmp_path):
+    """Checkpoints (~160 MB each) and staged images: keep a failed test's logs, not those."""
+    yield
+    for name in ("storage", "cache", "coco", "workdir"):
+        shutil.rmtree(tmp_path / name, ignore_errors=True)
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -227,9 +227,12 @@ def test_kill_9_of_one_rank_fails_the_run_within_60_s_and_resume_continues(tmp_p
     assert code != 0
     assert elapsed < 60, f"the run took {elapsed:.0f} s to fail after a rank was killed"
     last = max(checkpoints(work))
+    before = len(read_metrics_log(work / "metrics.jsonl"))
 
     resume = command(exp, work, coco_sample, last + 2, resume=True)
     subprocess.run(resume, cwd=tmp_path, env=trial_env(), check=True, timeout=TIMEOUT)
     again = json.loads((work / "result.json").read_text())
     assert again["steps"] == last + 2
     assert max(checkpoints(work)) == last + 2
+    resumed = read_metrics_log(work / "metrics.jsonl")[before:]
+    assert [r["steps_completed"] for r in resumed if r["group"] == "training"] == [last + 2]
