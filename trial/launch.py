@@ -1,6 +1,6 @@
 """``python -m trial --local --nproc N``: N ranks on this machine through torch's own launcher.
 
-The ranks run ``python -m torch.distributed.run --standalone --nproc-per-node N -m trial --local
+The ranks run ``python -m torch.distributed.run --standalone --nproc-per-node N -m -- trial --local
 ...``; each builds Determined's DistributedContext from torch's environment, as on a cluster. This
 process supervises the launcher. torch's launcher treats SIGTERM/SIGINT as fatal (it kills the
 ranks and exits non-zero), so it runs in its own session and a signal here becomes a preemption
