@@ -97,7 +97,8 @@ def test_two_ranks_shard_the_data_report_once_and_validate_like_one_rank(tmp_pat
     for a, b in zip(*steps, strict=True):
         assert len(a["ids"]) == len(b["ids"]) == 2
         assert set(a["ids"]) != set(b["ids"])
-    # Within the first epoch (at least 3 steps of 16 images) no image is seen by both ranks.
+    # Within the first epoch (3 steps: the samples have 16 or more training images) no image is
+    # seen by both ranks.
     first = [set(a["ids"]) | set(b["ids"]) for a, b in zip(steps[0][:3], steps[1][:3], strict=True)]
     assert all(len(ids) == 4 for ids in first)
     assert len(set().union(*first)) == 12
