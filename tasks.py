@@ -176,6 +176,8 @@ def stage_coco(
         "experiment": "experiment YAML to run (default: experiments/MODEL.yaml)",
         "dry_run": "with --cluster: check the experiment against Determined 0.38.1's rules and print "
         "the YAML and context directory that would be submitted; submit nothing",
+        "nproc": "local ranks (torch's launcher; gloo on CPU, nccl on GPUs); "
+        "global_batch_size must be a multiple",
     },
     iterable=["set_", "hparam"],
     auto_shortflags=False,
@@ -194,6 +196,7 @@ def train(
     master=None,
     experiment=None,
     dry_run=False,
+    nproc=1,
 ):
     """Train an mmdet model through the bundled Determined trial (locally, or --cluster).
 
@@ -233,6 +236,7 @@ def train(
                 hparams=hparam or [],
                 resume=resume,
                 experiment=experiment,
+                nproc=int(nproc),
             )
         )
         print(result_line(result))

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -17,15 +18,34 @@ from errors import ProjectError
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    if args.nproc < 1:
+        print(f"error: --nproc {args.nproc} must be at least 1", file=sys.stderr)
+        return 1
+    if args.local and args.nproc > 1 and "LOCAL_RANK" not in os.environ:
+        return _supervise_ranks(argv, args)
     try:
         result = _run_local(args) if args.local else _run_cluster()
     except ProjectError as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
-    _print_summary(result, args.work_dir if args.local else None)
+    if int(os.environ.get("RANK", "0")) == 0:
+        _print_summary(result, args.work_dir if args.local else None)
     return 0
+
+
+def _supervise_ranks(argv: list[str], args: argparse.Namespace) -> int:
+    from trial.launch import run_ranks
+
+    code = run_ranks(argv, nproc=args.nproc, work_dir=args.work_dir)
+    if code != 0:
+        print(
+            f"error: {args.nproc} local ranks exited with code {code}; see the rank logs above",
+            file=sys.stderr,
+        )
+    return code
 
 
 def _run_cluster():
@@ -39,11 +59,11 @@ def _run_cluster():
         raise ProjectError(
             "no Determined trial found; off-cluster use `python -m trial --local` or `invoke train`"
         )
-    # The experiment config is private in Determined's API; the trial reads only what Determined's
-    # own code reads from it (searcher length, validation/checkpoint periods). `data:` is public.
+    # Determined 0.38.1 has no public accessor for the experiment config (TrialInfo keeps it as
+    # `_config`, "not a stable API"); `data:` is read through the public `info.user_data` instead.
     experiment = info.trial._config
-    world_size = len(info.slot_ids) * len(info.container_addrs)
-    distributed = det.core.DistributedContext.from_torch_distributed() if world_size > 1 else None
+    world_size = sum(info.container_slot_counts)
+    distributed = _torch_distributed_context(det, world_size)
     request = RunRequest(
         experiment=experiment,
         hparams=info.trial.hparams,
@@ -55,11 +75,24 @@ def _run_cluster():
         return train(core_context, request, world_size=world_size)
 
 
+def _torch_distributed_context(det, world_size: int):
+    """Determined's DistributedContext from torch's launcher environment (None for one rank)."""
+    if world_size <= 1:
+        return None
+    if "LOCAL_RANK" not in os.environ:
+        raise ProjectError(
+            f"{world_size} slots but no torch launcher environment; set the entrypoint to "
+            "`python3 -m determined.launch.torch_distributed python3 -m trial`"
+        )
+    return det.core.DistributedContext.from_torch_distributed()
+
+
 def _run_local(args: argparse.Namespace):
     import determined as det
 
     from trial.config import layer, parse_set_options
     from trial.data import resolve_data
+    from trial.distributed import RankPreemption, torch_world_size
     from trial.experiment import load_experiment, local_hparams
     from trial.run import RunRequest, SignalPreemption, resume_checkpoint, train
 
@@ -80,9 +113,17 @@ def _run_local(args: argparse.Namespace):
         metrics_log=work_dir / "metrics.jsonl",
     )
     storage.mkdir(parents=True, exist_ok=True)
-    with det.core.init(checkpoint_storage=str(storage)) as core_context:
+    world_size = torch_world_size()
+    distributed = _torch_distributed_context(det, world_size)
+    with det.core.init(checkpoint_storage=str(storage), distributed=distributed) as core_context:
         core_context.preempt = SignalPreemption(core_context.preempt)
-        return train(core_context, request)
+        if distributed is not None:
+            from trial.launch import preempt_request_file
+
+            core_context.preempt = RankPreemption(
+                core_context.preempt, distributed, request_file=preempt_request_file(work_dir)
+            )
+        return train(core_context, request, world_size=world_size)
 
 
 def _print_summary(result, work_dir: str | None) -> None:
@@ -132,6 +173,12 @@ def _parser() -> argparse.ArgumentParser:
         help="trial hyperparameter, e.g. model=gfl or global_batch_size=4 (repeatable)",
     )
     p.add_argument("--resume", action="store_true", help="resume from the newest local checkpoint")
+    p.add_argument(
+        "--nproc",
+        type=int,
+        default=1,
+        help="local mode: run N ranks through torch's launcher (gloo on CPU, nccl on GPUs)",
+    )
     p.add_argument(
         "--checked-data",
         action="store_true",

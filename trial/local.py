@@ -62,10 +62,13 @@ class LocalTrain:
     hparams: Sequence[str] = ()
     resume: bool = False
     experiment: str | None = None
+    nproc: int = 1
 
 
 def train_local(request: LocalTrain) -> dict[str, Any]:
     """Check the request, run the trial in a child process, return its result.json."""
+    if request.nproc < 1:
+        raise ConfigError(f"--nproc {request.nproc} must be at least 1")
     work_dir = _work_dir(request)
     experiment = _local_experiment(request)
     exp_path = work_dir / "experiment.yaml"
@@ -81,6 +84,7 @@ def train_local(request: LocalTrain) -> dict[str, Any]:
         hparams=request.hparams,
         resume=request.resume,
         checked_data=True,  # _preflight just validated the annotation JSON
+        nproc=request.nproc,
     )
     run_dir = work_dir / "run"
     run_dir.mkdir(exist_ok=True)
@@ -134,8 +138,11 @@ def trial_command(
     hparams: Sequence[str] = (),
     resume: bool = False,
     checked_data: bool = False,
+    nproc: int = 1,
 ) -> list[str]:
-    """The ``python -m trial --local ...`` command line for one local run."""
+    """The ``python -m trial --local ...`` command line for one local run.
+
+    With ``nproc > 1`` that process runs the ranks through torch's launcher (trial/launch.py)."""
     return [
         sys.executable,
         "-m",
@@ -151,6 +158,7 @@ def trial_command(
         *[arg for item in hparams for arg in ("--hparam", item)],
         *(["--resume"] if resume else []),
         *(["--checked-data"] if checked_data else []),
+        *(["--nproc", str(nproc)] if nproc > 1 else []),
     ]
 
 
@@ -190,6 +198,7 @@ def _preflight(experiment: dict, request: LocalTrain, work_dir: Path) -> Any:
         work_dir=str(work_dir / "run"),
         max_iters=request.max_iters or DEFAULT_MAX_ITERS,
         extra_overrides=parse_set_options(list(request.sets)),
+        world_size=request.nproc,
     )
     cfg = build_config(load_base_config(resolve_base(hparams["model"])), settings)
     if request.resume:

@@ -14,7 +14,7 @@ import os
 import signal
 import zipfile
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -57,12 +57,13 @@ def train(core_context: Any, request: RunRequest, *, world_size: int = 1) -> Run
     """Train under ``core_context``; returns after the last step or a preemption checkpoint."""
     from mmengine.runner import Runner
 
-    import trial.metrics
+    import trial.metrics  # registers ZeroSafeCocoMetric, which the config names
     import trial.resume  # noqa: F401  (registers ResumableIterBasedTrainLoop and its samplers)
+    from trial.distributed import BufferSyncHook, torch_rank
     from trial.hook import DetCoreHook
 
     if request.metrics_log is not None:
-        core_context.train = MetricsLog(core_context.train, request.metrics_log)
+        core_context.train = MetricsLog(core_context.train, request.metrics_log, rank=torch_rank())
     settings = trial_settings(
         request.experiment,
         request.hparams,
@@ -79,6 +80,10 @@ def train(core_context: Any, request: RunRequest, *, world_size: int = 1) -> Run
     local_dir = request.metrics_log.parent if request.metrics_log else request.work_dir
     set_tensorboard_dir(cfg, core_context, local_dir)
     use_staged_weights(cfg, request.experiment.get("data"))  # data.weights_mirror: node cache
+    if world_size > 1:
+        dist_backend = _ranks_setup(cfg)
+        request = replace(request, hooks=(BufferSyncHook(), *request.hooks))
+        logger.info("rank %d of %d (%s)", torch_rank(), world_size, dist_backend)
     if request.resume_from:
         cfg["load_from"] = _download_checkpoint(core_context, request.resume_from, request.work_dir)
         cfg["resume"] = True
@@ -94,12 +99,24 @@ def train(core_context: Any, request: RunRequest, *, world_size: int = 1) -> Run
         runner.register_hook(extra)
     with trusted_checkpoint_loading():
         runner.train()
-    if request.metrics_log is not None:  # local: beside metrics.jsonl and result.json
+    if request.metrics_log is not None and torch_rank() == 0:  # local: beside result.json
         plot_curves(
             read_metrics_log(request.metrics_log), request.metrics_log.with_name(CURVES_FILE)
         )
     validation = getattr(core_context.train, "last_validation", {})
     return RunResult(runner.iter, hook.preempted, hook.last_checkpoint, validation)
+
+
+def _ranks_setup(cfg: Any) -> str:
+    """Adapt ``cfg`` to many ranks and join the process group; returns the backend."""
+    import torch
+
+    from trial.distributed import apply_distributed, backend, init_process_group
+
+    dist_backend = backend(cuda=torch.cuda.is_available())
+    apply_distributed(cfg, dist_backend=dist_backend)
+    init_process_group(dist_backend)
+    return dist_backend
 
 
 @contextlib.contextmanager
@@ -165,9 +182,10 @@ class MetricsLog:
     Off-cluster there is no web UI; this file is where a local run's metrics go (and what tests read).
     """
 
-    def __init__(self, inner: Any, path: Path) -> None:
+    def __init__(self, inner: Any, path: Path, *, rank: int = 0) -> None:
         self._inner = inner
         self._path = Path(path)
+        self._rank = rank  # recorded with every report: only rank 0 reports
         self._path.parent.mkdir(parents=True, exist_ok=True)
         self.last_validation: dict[str, float] = {}
 
@@ -193,9 +211,8 @@ class MetricsLog:
 
     def _append(self, group: str, steps: int, metrics: dict) -> None:
         with self._path.open("a") as f:
-            f.write(
-                json.dumps({"group": group, "steps_completed": steps, "metrics": metrics}) + "\n"
-            )
+            record = {"group": group, "steps_completed": steps, "metrics": metrics}
+            f.write(json.dumps({**record, "rank": self._rank}) + "\n")
 
 
 def read_metrics_log(path: Path) -> list[dict]:

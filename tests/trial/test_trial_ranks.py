@@ -1,0 +1,125 @@
+"""Many ranks, the fast part: the config adaptations, the command lines, the preemption agreement
+and bad --nproc input. The 2-rank training runs are in test_trial_multirank.py."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from trial.launch import PREEMPT_REQUEST, preempt_request_file, ranks_command
+from trial.local import trial_command
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def built_config():
+    from trial.config import DataPaths, TrainSettings, build_config, load_base_config, resolve_base
+
+    data = DataPaths("a.json", "b.json", "imgs/", "imgs/")
+    settings = TrainSettings(
+        data=data, work_dir="w", max_iters=4, val_interval=2, checkpoint_interval=2
+    )
+    return build_config(load_base_config(resolve_base("retinanet")), settings)
+
+
+def test_gloo_config_wraps_cpu_ddp_without_device_ids_and_collects_by_collectives():
+    from trial.distributed import apply_distributed
+
+    cfg = built_config()
+    apply_distributed(cfg, dist_backend="gloo")
+    assert cfg["env_cfg"]["dist_cfg"] == {"backend": "gloo"}
+    assert cfg["model_wrapper_cfg"]["device_ids"] is None
+    assert cfg["model_wrapper_cfg"]["type"] == "MMDistributedDataParallel"
+    assert cfg["val_evaluator"]["collect_device"] == "gpu"  # all_gather_object, no shared tmpdir
+    assert cfg["test_evaluator"]["collect_device"] == "gpu"
+
+
+def test_nccl_config_keeps_mmengine_device_ids_and_handles_evaluator_lists():
+    from trial.distributed import apply_distributed
+
+    cfg = built_config()
+    cfg["val_evaluator"] = [dict(cfg["val_evaluator"]), dict(type="VOCMetric")]
+    apply_distributed(cfg, dist_backend="nccl")
+    assert cfg["env_cfg"]["dist_cfg"] == {"backend": "nccl"}
+    assert "model_wrapper_cfg" not in cfg
+    assert [m["collect_device"] for m in cfg["val_evaluator"]] == ["gpu", "gpu"]
+
+
+def test_nproc_goes_to_the_trial_and_the_ranks_to_torchs_launcher(tmp_path):
+    local = trial_command("exp.yaml", tmp_path, nproc=2)
+    assert local[1:3] == ["-m", "trial"] and local[-2:] == ["--nproc", "2"]
+    assert "--nproc" not in trial_command("exp.yaml", tmp_path)
+    ranks = ranks_command(local[3:], nproc=2)
+    assert ranks[1:] == [
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc-per-node",
+        "2",
+        "-m",
+        "--",
+        "trial",
+        *local[3:],
+    ]
+    assert preempt_request_file(tmp_path) == tmp_path.resolve() / PREEMPT_REQUEST
+
+
+def test_rank_preemption_follows_the_request_file_and_the_inner_context(tmp_path):
+    import determined as det
+
+    from trial.distributed import RankPreemption
+
+    class Inner:  # what the trial wraps: a preempt context (here: one that was never signalled)
+        asked = False
+
+        def should_preempt(self, auto_ack=True):
+            return self.asked
+
+    dist = det.core.DistributedContext(
+        rank=0, size=1, local_rank=0, local_size=1, cross_rank=0, cross_size=1
+    )
+    inner = Inner()
+    request = tmp_path / PREEMPT_REQUEST
+    preempt = RankPreemption(inner, dist, request_file=request)
+    assert not preempt.should_preempt()
+    request.touch()
+    assert preempt.should_preempt()
+    request.unlink()
+    inner.asked = True
+    assert preempt.should_preempt()
+
+
+@pytest.mark.parametrize(
+    ("nproc", "message"),
+    [
+        ("0", "error: --nproc 0 must be at least 1"),
+        ("3", "global_batch_size 4 must be a positive multiple of the 3 slots"),
+    ],
+)
+def test_bad_nproc_is_one_line_and_exit_1(tmp_path, nproc, message):
+    command = [sys.executable, "-m", "invoke", "-r", str(REPO), "train", "retinanet"]
+    command += ["--nproc", nproc, "--work-dir", str(tmp_path / "w")]
+    proc = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 1, proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1 and message in lines[0], proc.stderr
+    assert not (tmp_path / "w" / "run").exists()
+
+
+def test_trial_refuses_nproc_0(tmp_path):
+    command = [
+        sys.executable,
+        "-m",
+        "trial",
+        "--local",
+        "--nproc",
+        "0",
+        "--work-dir",
+        str(tmp_path),
+    ]
+    proc = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1
+    assert proc.stderr.strip() == "error: --nproc 0 must be at least 1"
