@@ -247,8 +247,15 @@ def quiet_google_imports() -> Iterator[None]:
         yield
 
 
+# google-cloud-storage 3.x fetches each bucket's metadata in a background thread on a client's first
+# call, only to label OpenTelemetry spans: an extra GET per process and bucket that staging never
+# uses (and that lands at a random moment, e.g. during a read meant to need no network).
+BUCKET_METADATA_ENV = "DISABLE_GCS_PYTHON_CLIENT_OTEL_BUCKET_METADATA"
+
+
 def get_client(*, pool_size: int = 16):
     """One google-cloud-storage Client per process (and per emulator host)."""
+    os.environ.setdefault(BUCKET_METADATA_ENV, "true")
     with _client_lock:  # keyed by pid too: a forked dataloader worker must not share sockets
         return _make_client(os.environ.get("STORAGE_EMULATOR_HOST", ""), pool_size, os.getpid())
 

@@ -79,16 +79,15 @@ def experiment(tmp_path: Path, data: Path) -> dict:
         "name": "standin-launcher-test",
         "entrypoint": "python3 -m determined.launch.torch_distributed python3 -m trial",
         "resources": {"slots_per_trial": 2},
-        "searcher": {
-            "name": "single",
-            "metric": "bbox_mAP",
-            "smaller_is_better": False,
-            "max_length": {"batches": MAX_LENGTH},
-        },
-        "min_validation_period": {"batches": PERIOD},
-        "min_checkpoint_period": {"batches": PERIOD},
+        "searcher": {"name": "single", "metric": "bbox_mAP", "smaller_is_better": False},
         "checkpoint_storage": {"type": "directory", "container_path": str(tmp_path / "storage")},
-        "hyperparameters": HPARAMS,
+        # Determined 0.38's form: the training length lives in the trial's hyperparameters.
+        "hyperparameters": {
+            **HPARAMS,
+            "max_iters": MAX_LENGTH,
+            "val_interval": PERIOD,
+            "checkpoint_interval": PERIOD,
+        },
         "data": {
             "source": str(data),
             "cache": str(tmp_path / "cache"),

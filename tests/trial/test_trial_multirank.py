@@ -44,8 +44,7 @@ TIMEOUT = 900
 
 def experiment(tmp_path: Path, *, checkpoint: int, validation: int) -> Path:
     config = yaml.safe_load((EXPERIMENTS_DIR / "retinanet.yaml").read_text())
-    config["min_checkpoint_period"] = {"batches": checkpoint}
-    config["min_validation_period"] = {"batches": validation}
+    config["hyperparameters"].update(checkpoint_interval=checkpoint, val_interval=validation)
     path = tmp_path / "experiment.yaml"
     path.write_text(yaml.safe_dump(config))
     return path
