@@ -30,8 +30,11 @@ pytestmark = [pytest.mark.slow, pytest.mark.training]
 REPO = Path(__file__).resolve().parents[2]
 MAX_LENGTH = 8
 PERIOD = 4
-HPARAMS = {
+HPARAMS = {  # Determined 0.38's form: the training length lives in the trial's hyperparameters
     "model": "mmdet::retinanet/retinanet_r18_fpn_1x_coco.py",
+    "max_iters": MAX_LENGTH,
+    "val_interval": PERIOD,
+    "checkpoint_interval": PERIOD,
     "global_batch_size": 4,
     "pretrained": False,
     "image_scale": [128, 128],
@@ -81,13 +84,7 @@ def experiment(tmp_path: Path, data: Path) -> dict:
         "resources": {"slots_per_trial": 2},
         "searcher": {"name": "single", "metric": "bbox_mAP", "smaller_is_better": False},
         "checkpoint_storage": {"type": "directory", "container_path": str(tmp_path / "storage")},
-        # Determined 0.38's form: the training length lives in the trial's hyperparameters.
-        "hyperparameters": {
-            **HPARAMS,
-            "max_iters": MAX_LENGTH,
-            "val_interval": PERIOD,
-            "checkpoint_interval": PERIOD,
-        },
+        "hyperparameters": HPARAMS,
         "data": {
             "source": str(data),
             "cache": str(tmp_path / "cache"),
