@@ -148,7 +148,7 @@ def _warm_pair(urls: list[str], backend_args: dict, *, runs: int) -> tuple[float
 def latency_proxy(emulator_url: str, latency_ms: float) -> Iterator[str]:
     """staging/proxy.py in its own process in front of the emulator; STORAGE_EMULATOR_HOST
     points at it inside the block."""
-    from staging.emulator import ENV
+    from staging.emulator import emulator_host
 
     port = emulator_url.rsplit(":", 1)[1]
     repo = str(Path(__file__).resolve().parent.parent)
@@ -158,15 +158,10 @@ def latency_proxy(emulator_url: str, latency_ms: float) -> Iterator[str]:
     proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
     assert proc.stdout is not None and proc.stdin is not None
     url = proc.stdout.readline().strip()
-    old = os.environ.get(ENV)
-    os.environ[ENV] = url
     try:
-        yield url
+        with emulator_host(url):
+            yield url
     finally:
-        if old is None:
-            os.environ.pop(ENV, None)
-        else:
-            os.environ[ENV] = old
         proc.stdin.close()
         proc.wait(timeout=10)
 

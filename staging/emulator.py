@@ -49,17 +49,24 @@ def running_emulator(
     """
     port = port or free_port()
     url = f"http://{HOST}:{port}"
-    old = os.environ.get(ENV)
     with _server(port, url, in_process=in_process, storage_dir=storage_dir):
         _wait_healthy(url)
-        os.environ[ENV] = url
-        try:
+        with emulator_host(url):
             yield url
-        finally:
-            if old is None:
-                os.environ.pop(ENV, None)
-            else:
-                os.environ[ENV] = old
+
+
+@contextlib.contextmanager
+def emulator_host(url: str) -> Iterator[str]:
+    """Point STORAGE_EMULATOR_HOST at ``url`` for the block; restore what was there after."""
+    old = os.environ.get(ENV)
+    os.environ[ENV] = url
+    try:
+        yield url
+    finally:
+        if old is None:
+            os.environ.pop(ENV, None)
+        else:
+            os.environ[ENV] = old
 
 
 @contextlib.contextmanager

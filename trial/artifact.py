@@ -12,6 +12,8 @@ import copy
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from trial.config import drop_pretrained_init
+
 EXPORT_FORMAT = "mmdet-determined-export/1"
 CONFIG_FILE = "config.py"
 WEIGHTS_FILE = "model.pth"
@@ -173,19 +175,7 @@ def readme_text(info: Mapping[str, Any]) -> str:
 
 def _standalone_model(model: Mapping[str, Any]) -> dict:
     model = copy.deepcopy(dict(model))
-
-    def walk(node: Any) -> None:
-        if isinstance(node, dict):
-            init = node.get("init_cfg")
-            if isinstance(init, Mapping) and init.get("type") == "Pretrained":
-                node["init_cfg"] = None
-            for value in node.values():
-                walk(value)
-        elif isinstance(node, list):
-            for value in node:
-                walk(value)
-
-    walk(model)
+    drop_pretrained_init(model)  # the weights are in model.pth
     return model
 
 

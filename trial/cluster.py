@@ -69,8 +69,7 @@ def plan_submission(
     experiment["hyperparameters"] = hparams
     notices = validate_experiment(experiment, source=str(path or f"experiment for {model}"))
     assemble_context(context_dir)
-    master = _url(master or os.environ.get("DET_MASTER") or DEFAULT_MASTER)
-    return Submission(experiment, context_dir, master, notices)
+    return Submission(experiment, context_dir, master_url(master), notices)
 
 
 def describe(sub: Submission) -> str:
@@ -165,12 +164,22 @@ def _one_line(message: str) -> str:
 
 
 def _check_master(url: str) -> None:
+    check_master(url, otherwise="drop --cluster to train locally")
+
+
+def master_url(master: str | None) -> str:
+    """``master``, else ``$DET_MASTER``, else Determined's default, as an http(s) URL."""
+    return _url(master or os.environ.get("DET_MASTER") or DEFAULT_MASTER)
+
+
+def check_master(url: str, *, otherwise: str, purpose: str = "") -> None:
+    """TrainingError (one line: URL, what to set, ``otherwise``) unless ``url/info`` answers."""
     import requests
 
     try:
-        requests.get(f"{url.rstrip('/')}/info", timeout=5).raise_for_status()
+        requests.get(f"{url}/info", timeout=5).raise_for_status()
     except requests.RequestException as err:
         raise TrainingError(
-            f"no Determined master reachable at {url} ({type(err).__name__}); "
-            "set DET_MASTER or pass --master, or drop --cluster to train locally"
+            f"no Determined master reachable at {url} ({type(err).__name__}){purpose}; "
+            f"set DET_MASTER or pass --master, or {otherwise}"
         ) from None

@@ -294,20 +294,20 @@ def _drop_pretrained(cfg: Any) -> None:
     if "norm_eval" in backbone:
         backbone["norm_eval"] = False
 
-    def walk(node: Any) -> None:
-        if isinstance(node, dict):
-            if (
-                isinstance(node.get("init_cfg"), dict)
-                and node["init_cfg"].get("type") == "Pretrained"
-            ):
-                node["init_cfg"] = None
-            for value in node.values():
-                walk(value)
-        elif isinstance(node, list):
-            for value in node:
-                walk(value)
+    drop_pretrained_init(cfg["model"])
 
-    walk(cfg["model"])
+
+def drop_pretrained_init(node: Any) -> None:
+    """Set every ``init_cfg=dict(type='Pretrained', ...)`` below ``node`` to None, in place."""
+    if isinstance(node, dict):
+        init = node.get("init_cfg")
+        if isinstance(init, Mapping) and init.get("type") == "Pretrained":
+            node["init_cfg"] = None
+        for value in node.values():
+            drop_pretrained_init(value)
+    elif isinstance(node, list):
+        for value in node:
+            drop_pretrained_init(value)
 
 
 def _apply_image_scale(cfg: Any, scale: tuple[int, int]) -> None:

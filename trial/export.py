@@ -14,7 +14,6 @@ import contextlib
 import datetime as dt
 import hashlib
 import json
-import os
 import re
 import tempfile
 from collections.abc import Iterator, Mapping
@@ -212,17 +211,14 @@ def _download(uuid: str, download_dir: Path, *, master: str | None) -> Source:
 
 
 def _reachable_master(master: str | None) -> str:
-    import requests
+    from trial.cluster import check_master, master_url
 
-    url = master or os.environ.get("DET_MASTER") or "http://127.0.0.1:8080"
-    url = url if "://" in url else f"http://{url}"
-    try:
-        requests.get(f"{url.rstrip('/')}/info", timeout=5).raise_for_status()
-    except requests.RequestException as err:
-        raise ConfigError(
-            f"no Determined master reachable at {url} ({type(err).__name__}) to download checkpoint "
-            "SOURCE; set DET_MASTER or pass --master, or export a local work/checkpoint directory"
-        ) from None
+    url = master_url(master)
+    check_master(
+        url,
+        purpose=" to download checkpoint SOURCE",
+        otherwise="export a local work/checkpoint directory",
+    )
     return url
 
 
