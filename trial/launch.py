@@ -21,8 +21,9 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 logger = logging.getLogger("trial")
 
@@ -59,20 +60,44 @@ def run_ranks(trial_args: Sequence[str], *, nproc: int, work_dir: str | Path) ->
     request = preempt_request_file(work_dir)
     request.parent.mkdir(parents=True, exist_ok=True)
     request.unlink(missing_ok=True)
-    proc = subprocess.Popen(
-        ranks_command(trial_args, nproc=nproc),
-        env={**_free_det_ports(), **os.environ},
-        start_new_session=True,
-        preexec_fn=_die_with_parent,
-    )
-    relay = _SignalRelay(proc, request)
-    previous = {sig: signal.signal(sig, relay) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
-        return proc.wait()
+        return run_forwarding_signals(
+            ranks_command(trial_args, nproc=nproc),
+            relay=lambda proc: _SignalRelay(proc, request),
+            env={**_free_det_ports(), **os.environ},
+            preexec_fn=_die_with_parent,
+        )
     finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
         request.unlink(missing_ok=True)
+
+
+def run_forwarding_signals(
+    command: Sequence[str],
+    *,
+    relay: Callable[[subprocess.Popen], Callable[[int, Any], None]] | None = None,
+    **popen: Any,
+) -> int:
+    """Run ``command`` in its own session, pass SIGINT/SIGTERM on to it, wait, return its exit code.
+
+    Its own session: a terminal's Ctrl-C reaches only this process, which forwards it once, so the
+    child sees exactly one signal (checkpoint and stop) and is never killed mid-checkpoint or
+    orphaned. ``relay(proc)`` may supply another handler (the ranks' preemption request). A killed
+    child's code is reported the shell way, 128 + signal number.
+    """
+    proc = subprocess.Popen(list(command), start_new_session=True, **popen)
+
+    def forward(signum: int, _frame: Any) -> None:
+        if proc.poll() is None:
+            proc.send_signal(signum)
+
+    handler = relay(proc) if relay else forward
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        code = proc.wait()
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+    return 128 - code if code < 0 else code
 
 
 class _SignalRelay:

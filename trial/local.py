@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import subprocess
 import sys
 import tempfile
 from collections.abc import Sequence
@@ -32,6 +30,7 @@ from trial.experiment import (
     local_hparams,
     trial_settings,
 )
+from trial.launch import run_forwarding_signals
 from trial.run import resume_checkpoint
 
 # A CPU-sized profile applied on top of the experiment's hyperparameters for local runs: small
@@ -104,28 +103,6 @@ def result_line(result: dict[str, Any]) -> str:
             "continue with the same command plus --resume"
         )
     return f"bbox_mAP {result['validation'].get('bbox_mAP', float('nan')):.4f}"
-
-
-def run_forwarding_signals(command: Sequence[str], **popen: Any) -> int:
-    """Run ``command`` in its own session, pass SIGINT/SIGTERM on to it, wait, return its exit code.
-
-    Its own session: a terminal's Ctrl-C reaches only this process, which forwards it once, so the
-    trial sees exactly one signal (checkpoint and stop) and is never killed mid-checkpoint or orphaned.
-    A killed child's code is reported the shell way, 128 + signal number.
-    """
-    proc = subprocess.Popen(list(command), start_new_session=True, **popen)
-
-    def forward(signum: int, _frame: Any) -> None:
-        if proc.poll() is None:
-            proc.send_signal(signum)
-
-    previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        code = proc.wait()
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-    return 128 - code if code < 0 else code
 
 
 def trial_command(

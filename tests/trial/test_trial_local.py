@@ -86,7 +86,7 @@ time.sleep(60)
 """
 PARENT = """
 import sys
-from trial.local import run_forwarding_signals
+from trial.launch import run_forwarding_signals
 sys.exit(run_forwarding_signals([sys.executable, "-c", sys.argv[1], sys.argv[2]]))
 """
 
