@@ -4,6 +4,12 @@ A message is one line that names the file/URL/field, shows the bad value and say
 """
 
 
+def one_line(message: object) -> str:
+    """``message`` (an exception or text) on one line: whitespace runs, newlines included, become
+    one space."""
+    return " ".join(str(message).split())
+
+
 class ProjectError(Exception):
     """Base of every user-facing error: tasks print ``str(err)`` on one line and exit with
     ``exit_code`` (1 unless a child process's own code is passed on)."""

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import yaml
 
-from errors import ConfigError, TrainingError
+from errors import ConfigError, TrainingError, one_line
 from trial.config import parse_set_options, resolve_base
 from trial.expconf import validate_experiment
 from trial.experiment import EXPERIMENTS_DIR, REPO_ROOT, experiment_for_model, load_experiment
@@ -112,11 +112,11 @@ def submit(model: str, *, dry_run: bool = False, **kwargs) -> str:
             raise TrainingError(f"the master at {sub.master} stopped answering") from None
         except api.errors.APIException as err:
             raise ConfigError(
-                f"the master at {sub.master} refused the experiment: {_one_line(str(err))}"
+                f"the master at {sub.master} refused the experiment: {one_line(str(err))}"
             ) from None
         except api.errors.BadRequestException as err:  # 401/403: not logged in
             raise TrainingError(
-                f"the master at {sub.master} did not accept the login ({_one_line(str(err))}); "
+                f"the master at {sub.master} did not accept the login ({one_line(str(err))}); "
                 f"run `det -m {sub.master} user login` or set DET_USER and DET_PASS"
             ) from None
         exp_id = created["experiment"]["id"]
@@ -157,10 +157,6 @@ def _copy_config(config: str, context_dir: Path) -> str:
 
 def _url(master: str) -> str:
     return (master if "://" in master else f"http://{master}").rstrip("/")
-
-
-def _one_line(message: str) -> str:
-    return " ".join(message.split())
 
 
 def _check_master(url: str) -> None:

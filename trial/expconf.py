@@ -14,13 +14,12 @@ Every violation is one line naming the field and what to do; deprecations come b
 from __future__ import annotations
 
 import difflib
-import re
 from collections.abc import Mapping
 from typing import Any
 
 import jsonschema
 
-from errors import ConfigError
+from errors import ConfigError, one_line
 
 DETERMINED_VERSION = "0.38.1"
 
@@ -394,7 +393,7 @@ def _schema(schema: dict, value: Any, path: str) -> None:
     if error.validator == "required":
         missing = next(k for k in error.validator_value if k not in error.instance)
         raise _Violation(f"{field}.{missing}" if parts else missing, "is required")
-    raise _Violation(field, _one_line(error.message))
+    raise _Violation(field, one_line(error.message))
 
 
 def _get(config: Mapping[str, Any], dotted: str) -> Any:
@@ -404,7 +403,3 @@ def _get(config: Mapping[str, Any], dotted: str) -> Any:
             return None
         node = node.get(part)
     return node
-
-
-def _one_line(message: str) -> str:
-    return re.sub(r"\s+", " ", str(message)).strip()

@@ -16,7 +16,7 @@ from typing import Any
 
 import yaml
 
-from errors import ConfigError
+from errors import ConfigError, one_line
 from trial.config import DataPaths, TrainSettings, flatten_hparams, layer
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -45,7 +45,7 @@ def load_experiment(path: str | Path) -> dict:
     except FileNotFoundError:
         raise ConfigError(f"experiment config {path} does not exist") from None
     except yaml.YAMLError as err:
-        raise ConfigError(f"experiment config {path} is not valid YAML: {_one_line(err)}") from err
+        raise ConfigError(f"experiment config {path} is not valid YAML: {one_line(err)}") from err
     if not isinstance(config, dict):
         raise ConfigError(
             f"experiment config {path} must be a mapping, got {type(config).__name__}"
@@ -212,7 +212,3 @@ def _resolve_hparam(value: Any) -> Any:
     if kind == "object":
         return local_hparams(value.get("val", {}))
     return local_hparams(value)
-
-
-def _one_line(err: Exception) -> str:
-    return " ".join(str(err).split())

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from errors import ConfigError, ProjectError
+from errors import ConfigError, ProjectError, one_line
 from trial import artifact
 from trial.outdir import atomic_dir
 
@@ -104,7 +104,7 @@ def write_export(source: Source, out: Path) -> dict:
         train_cfg = Config.fromstring(meta["cfg"], file_format=".py")
     except (SyntaxError, ImportError, ValueError, KeyError) as err:
         raise ConfigError(
-            f"the config stored in {source.checkpoint} does not load here ({_one_line(err)[:200]})"
+            f"the config stored in {source.checkpoint} does not load here ({one_line(err)[:200]})"
         ) from err
     dataset_meta = meta.get("dataset_meta") or {}
     classes = list(dataset_meta.get("classes") or [])
@@ -200,7 +200,7 @@ def _download(uuid: str, download_dir: Path, *, master: str | None) -> Source:
         api_errors.BadResponseException,
         det_errors.CheckpointStateException,
     ) as err:
-        raise ConfigError(f"Determined checkpoint {uuid} at {url}: {_one_line(err)}") from err
+        raise ConfigError(f"Determined checkpoint {uuid} at {url}: {one_line(err)}") from err
     if not (target / CHECKPOINT_FILE).is_file():
         raise ConfigError(
             f"Determined checkpoint {uuid} has no {CHECKPOINT_FILE}: not from the bundled trial"
@@ -242,7 +242,7 @@ def _check_loads(out: Path) -> None:
     except RuntimeError as err:
         raise ProjectError(
             "the exported config builds a model the checkpoint's weights do not fit "
-            f"({_one_line(err)[:300]}); please report this with the checkpoint's config"
+            f"({one_line(err)[:300]}); please report this with the checkpoint's config"
         ) from err
 
 
@@ -330,7 +330,3 @@ def _sha256(path: Path) -> str:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()
-
-
-def _one_line(err: Exception) -> str:
-    return " ".join(str(err).split())
