@@ -79,8 +79,6 @@ def _one_run(side: str, work_dir: Path) -> float:
     import determined as det
     from mmengine.runner import Runner
 
-    import trial.metrics
-    import trial.resume  # noqa: F401
     from trial.config import TrainSettings, build_config, load_base_config, resolve_base
     from trial.data import default_data
     from trial.distributed import torch_world_size

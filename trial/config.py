@@ -84,7 +84,16 @@ def load_base_config(ref: str) -> Any:
 
 
 def build_config(base: Any, settings: TrainSettings) -> Any:
-    """Return a new Config: ``base`` with data, iteration schedule, hooks and overrides applied."""
+    """Return a new Config: ``base`` with data, iteration schedule, hooks and overrides applied.
+
+    The config names the trial's own registered types, so building it registers them: any Runner
+    built from it (the trial, a benchmark, a test) finds them.
+    """
+    # registers SparseDetVisualizationHook, ZeroSafeCocoMetric, ResumableIterBasedTrainLoop (+samplers)
+    import trial.drawing
+    import trial.metrics
+    import trial.resume  # noqa: F401
+
     cfg = copy.deepcopy(base)
     _apply_data(cfg, settings.data)
     _apply_schedule(cfg, settings)

@@ -24,8 +24,6 @@ VAL_IMAGE_INTERVAL = 50  # mmdet's default: one drawn validation image per 50
 
 def apply_tensorboard(cfg: Any, *, backend_args: Mapping[str, Any] | None = None) -> None:
     """Send mmengine's scalars and drawn validation images to TensorBoard (directory set later)."""
-    import trial.drawing  # noqa: F401  (registers SparseDetVisualizationHook, named below)
-
     visualizer = dict(cfg.get("visualizer") or {"type": "DetLocalVisualizer"})
     visualizer.update(vis_backends=[{"type": "TensorboardVisBackend"}], name="visualizer")
     cfg["visualizer"] = visualizer

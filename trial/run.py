@@ -57,8 +57,6 @@ def train(core_context: Any, request: RunRequest, *, world_size: int = 1) -> Run
     """Train under ``core_context``; returns after the last step or a preemption checkpoint."""
     from mmengine.runner import Runner
 
-    import trial.metrics  # registers ZeroSafeCocoMetric, which the config names
-    import trial.resume  # noqa: F401  (registers ResumableIterBasedTrainLoop and its samplers)
     from trial.distributed import BufferSyncHook, torch_rank
     from trial.hook import DetCoreHook
 
