@@ -18,6 +18,7 @@ import tempfile
 from pathlib import Path
 
 from errors import ConfigError
+from images import mmcvbuild
 from images.matrix import ImageSpec
 
 AUTO = "auto"
@@ -30,8 +31,14 @@ def cache_root() -> Path:
 
 
 def mmcv_cache_key(spec: ImageSpec) -> str:
-    """The dir ci/setup.sh caches the mmcv wheel under (mmcv, torch, python tag, cuda)."""
-    return f"mmcv{spec.mmcv}-torch{spec.torch}-{spec.python_tag}-{spec.cuda_tag}"
+    """The dir ci/setup.sh caches the mmcv wheel under (mmcv, torch, python tag, cuda, arches)."""
+    return mmcvbuild.cache_key(
+        mmcv=spec.mmcv,
+        torch=spec.torch,
+        python_tag=spec.python_tag,
+        cuda=spec.cuda,
+        arch_list=spec.torch_cuda_arch_list,
+    )
 
 
 def select_wheels(spec: ImageSpec, names: list[str]) -> list[str]:
