@@ -16,8 +16,9 @@
 #   TORCH_INDEX_URL=             e.g. https://download.pytorch.org/whl/cu130 (optional)
 #   TORCH_CUDA_ARCH_LIST="8.0 9.0+PTX"   CUDA torch only: A100 + H100/H200 SASS, PTX for newer GPUs
 #   CUDA_HOME=/usr/local/cuda    nvcc to use; when it has none, NVIDIA's nvcc wheel goes into the venv
-#   NVCC_SPEC=cuda-toolkit[nvcc,cccl]==13.0.3.0   that wheel (default for CUDA 13.0 torch)
+#   NVCC_SPEC=                   that wheel (default from images/mmcvbuild.py: 13.0 -> cuda-toolkit 13.0.3.0)
 #   MAX_JOBS=$(nproc)            parallel compile jobs (mmcv itself would take >= 4)
+# The compile itself is images/scripts/compile-mmcv.sh (shared with the image builder and the GPU check).
 #   MMDET_DET_CACHE=~/.cache/mmdet-determined
 #   EXTRAS=dev                   project extras to install ("" for runtime only)
 set -euo pipefail
@@ -57,65 +58,14 @@ fi
 CUDA="$("$PY" -c 'import torch; print(torch.version.cuda or "")' 2>/dev/null)"
 SITE="$("$PY" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"
 
-# nvcc for a CUDA torch: CUDA_HOME / /usr/local/cuda when it has nvcc, else NVIDIA's PyPI wheel in
-# the venv (site-packages/nvidia/cu13: nvcc, cicc, crt, CCCL; torch's link needs libcudart.so).
-# /usr/local/cuda here lacks the cuBLAS/cuSPARSE headers: the torch venv's nvidia/cu13/include has
-# them, and torch's cpp_extension adds $CUDA_INC_PATH to every compile.
-use_cuda_toolchain() {
-  local home="${CUDA_HOME:-/usr/local/cuda}" spec
-  if [ ! -x "$home/bin/nvcc" ]; then
-    spec="${NVCC_SPEC:-}"
-    [ -z "$spec" ] && [ "$CUDA" = 13.0 ] && spec="cuda-toolkit[nvcc,cccl]==13.0.3.0"
-    [ -z "$spec" ] && spec="cuda-toolkit[nvcc,cccl]==$CUDA.*"
-    log "no nvcc in $home: installing $spec into the venv"
-    "${PIP[@]}" "$spec"
-    home="$(ls -d "$SITE"/nvidia/cu"${CUDA%%.*}")"
-    [ -e "$home/lib/libcudart.so" ] || ln -s libcudart.so."${CUDA%%.*}" "$home/lib/libcudart.so"
+if [ -n "$CUDA" ]; then
+  export TORCH_CUDA_ARCH_LIST="$ARCH_LIST"
+  # cuobjdump proves the arches (images/cudacheck.py); /usr/local/cuda here has none.
+  if ! PYTHONPATH="$ROOT" "$PY" -c 'from images.cudacheck import find_cuobjdump as f; f()' 2>/dev/null; then
+    log "no cuobjdump: installing $CUOBJDUMP_SPEC into the venv"
+    "${PIP[@]}" "$CUOBJDUMP_SPEC"
   fi
-  export CUDA_HOME="$home" FORCE_CUDA=1 TORCH_CUDA_ARCH_LIST="$ARCH_LIST"
-  export CUDA_INC_PATH="$SITE/nvidia/cu${CUDA%%.*}/include" PATH="$home/bin:$PATH"
-  log "CUDA $CUDA: nvcc $("$home/bin/nvcc" --version | sed -n 's/.*release \([0-9.]*\).*/\1/p') from $home, TORCH_CUDA_ARCH_LIST=\"$ARCH_LIST\", MAX_JOBS=$MAX_JOBS"
-}
-
-# Compile mmcv from its sdist with ops and leave one stripped wheel in $1.
-build_mmcv() {
-  local out="$1" work="$1/.work" src start status raw
-  mkdir -p "$work/sdist"
-  "$PY" -m pip download --disable-pip-version-check -q --no-deps --no-binary :all: \
-    --no-build-isolation -d "$work/sdist" "mmcv==$MMCV_VERSION"
-  tar -xzf "$work/sdist/mmcv-$MMCV_VERSION.tar.gz" -C "$work"
-  src="$work/mmcv-$MMCV_VERSION"
-  # The project's one patch to mmcv: C++20 where torch's headers demand it (images/mmcvbuild.py).
-  if project images.mmcvbuild needs-cxx20; then
-    project images.mmcvbuild patch-std "$src/setup.py" >&2
-  fi
-  start=$(date +%s)
-  # --no-build-isolation: with isolation torch is absent and mmcv silently builds without ops.
-  # The full compiler output goes to build.log; the console gets ninja's [n/N] progress.
-  set +e
-  MMCV_WITH_OPS=1 "$PY" -m pip wheel -v --disable-pip-version-check --no-deps \
-    --no-build-isolation -w "$work/dist" "$src" 2>&1 | tee "$out/build.log" |
-    grep --line-buffered -E '^\[[0-9]+/[0-9]+\] |error:' | cut -c1-160 >&2
-  status=${PIPESTATUS[0]}
-  set -e
-  if [ "$status" -ne 0 ]; then
-    tail -n 40 "$out/build.log" >&2
-    log "mmcv build failed (exit $status); full log: $out/build.log"
-    exit 1
-  fi
-  # Python's default CFLAGS carry -g: the CUDA _ext.so is ~180 MB with debug info, ~40 MB without.
-  raw=$(unzip -l "$work"/dist/mmcv-*.whl | awk '/_ext.*\.so$/ {print $1}')
-  "$PY" -m wheel unpack -d "$work/unpacked" "$work"/dist/mmcv-*.whl >/dev/null
-  find "$work/unpacked" -name '_ext*.so' -exec strip --strip-debug {} +
-  "$PY" -m wheel pack -d "$out" "$work"/unpacked/mmcv-* >/dev/null
-  printf '{"seconds": %d, "max_jobs": %s, "nproc": %d, "cuda": "%s", "arch_list": "%s", "ext_so_bytes": %s, "ext_so_bytes_unstripped": %s}\n' \
-    $(($(date +%s) - start)) "$MAX_JOBS" "$(nproc)" "${CUDA:-cpu}" "${CUDA:+$ARCH_LIST}" \
-    "$(unzip -l "$out"/mmcv-*.whl | awk '/_ext.*\.so$/ {print $1}')" "$raw" >"$out/build-info.json"
-  rm -rf "$work"
-  log "built in $(($(date +%s) - start)) s: $(cat "$out/build-info.json")"
-}
-
-[ -n "$CUDA" ] && use_cuda_toolchain
+fi
 key="$(project images.mmcvbuild key --mmcv "$MMCV_VERSION" --arch-list "${CUDA:+$ARCH_LIST}")"
 wheel_dir="$CACHE/wheels/$key"
 if ! ls "$wheel_dir"/mmcv-"$MMCV_VERSION"-*.whl >/dev/null 2>&1; then
@@ -123,7 +73,7 @@ if ! ls "$wheel_dir"/mmcv-"$MMCV_VERSION"-*.whl >/dev/null 2>&1; then
   mkdir -p "$CACHE/wheels"
   tmp="$(mktemp -d "$CACHE/wheels/.build.XXXXXX")"
   trap 'rm -rf "$tmp"' EXIT
-  build_mmcv "$tmp"
+  PY="$PY" MMCV_VERSION="$MMCV_VERSION" bash "$ROOT/images/scripts/compile-mmcv.sh" "$tmp"
   mkdir -p "$wheel_dir"
   mv "$tmp"/build.log "$tmp"/build-info.json "$wheel_dir/"
   mv "$tmp"/mmcv-*.whl "$wheel_dir/"  # the wheel last: its presence marks the cache entry complete
@@ -156,10 +106,6 @@ print(f"[setup] ok: torch {torch.__version__}, mmcv {mmcv.__version__} (ops; CPU
 PYEOF
 
 if [ -n "$CUDA" ]; then
-  # The proof that the wheel runs on the GPUs asked for: SASS per arch (+PTX) in mmcv/_ext*.so.
-  if ! PYTHONPATH="$ROOT" "$PY" -c 'from images.cudacheck import find_cuobjdump as f; f()' 2>/dev/null; then
-    log "no cuobjdump: installing $CUOBJDUMP_SPEC into the venv"
-    "${PIP[@]}" "$CUOBJDUMP_SPEC"
-  fi
+  # The proof that the installed mmcv runs on the GPUs asked for: SASS per arch (+PTX) in _ext*.so.
   project images.cudacheck "$SITE" --arch-list "$ARCH_LIST" >&2
 fi

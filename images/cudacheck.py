@@ -110,14 +110,18 @@ def find_cuobjdump() -> str:
     for path in candidates:
         if path and os.path.isfile(path) and os.access(path, os.X_OK):
             return path
-    raise ArchCheckError(f"cuobjdump not found (no $CUOBJDUMP, PATH, CUDA_HOME); pip install {CUOBJDUMP_PIN}")
+    raise ArchCheckError(
+        f"cuobjdump not found (no $CUOBJDUMP, PATH, CUDA_HOME); pip install {CUOBJDUMP_PIN}"
+    )
 
 
 def list_arches(so: Path, *, cuobjdump: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
     """(SASS arches, PTX arches) in one shared object."""
     out = {}
     for flag in ("--list-elf", "--list-ptx"):
-        proc = subprocess.run([cuobjdump, flag, str(so)], capture_output=True, text=True, check=False)
+        proc = subprocess.run(
+            [cuobjdump, flag, str(so)], capture_output=True, text=True, check=False
+        )
         text = proc.stdout + proc.stderr
         if proc.returncode != 0 and NO_DEVICE_CODE not in text:
             detail = (text.strip().splitlines() or ["no output"])[-1]
@@ -138,14 +142,18 @@ def check_extension(path: Path, arch_list: str, *, cuobjdump: str | None = None)
     else:
         so = find_ext(path) if path.is_dir() else path
         if not so.is_file():
-            raise ArchCheckError(f"{so} does not exist; pass an .so, a wheel or a site-packages dir")
+            raise ArchCheckError(
+                f"{so} does not exist; pass an .so, a wheel or a site-packages dir"
+            )
         sass, ptx = list_arches(so, cuobjdump=tool)
     return ArchReport(str(path if path.suffix == ".whl" else so), want, sass, ptx)
 
 
 def find_ext(root: Path) -> Path:
     """mmcv's compiled extension under ``root`` (a site-packages dir or any dir above one)."""
-    hits = sorted(Path(root).glob(EXT_GLOB)) or sorted(Path(root).rglob("site-packages/" + EXT_GLOB))
+    hits = sorted(Path(root).glob(EXT_GLOB)) or sorted(
+        Path(root).rglob("site-packages/" + EXT_GLOB)
+    )
     if len(hits) != 1:
         raise ArchCheckError(
             f"expected one {EXT_GLOB} under {root}, found {len(hits)}: is mmcv built with ops?"
@@ -165,7 +173,9 @@ def main(argv: list[str] | None = None) -> int:
     """``python -m images.cudacheck PATH --arch-list "8.0 9.0+PTX"``: exit 1 when one is missing."""
     parser = argparse.ArgumentParser(prog="python -m images.cudacheck", description=__doc__)
     parser.add_argument("path", type=Path, help="an .so, an mmcv wheel, or a dir holding mmcv/")
-    parser.add_argument("--arch-list", required=True, help="TORCH_CUDA_ARCH_LIST, e.g. '8.0 9.0+PTX'")
+    parser.add_argument(
+        "--arch-list", required=True, help="TORCH_CUDA_ARCH_LIST, e.g. '8.0 9.0+PTX'"
+    )
     parser.add_argument("--cuobjdump", help="the cuobjdump binary (default: searched)")
     args = parser.parse_args(argv)
     try:

@@ -25,6 +25,9 @@ CXX20 = "'-std=c++20'"
 # torch's ATen/ATen.h guard, e.g. `#if !defined(_MSC_VER) && __cplusplus < 202002L` + `#error C++20 …`
 CXX20_GUARD = re.compile(r"__cplusplus\s*<\s*202002L|C\+\+20 or later")
 ARCH_RE = re.compile(r"^(\d+)\.(\d+)([a-z]?)(\+PTX)?$")
+# NVIDIA's nvcc on PyPI per CUDA version (nvcc, cicc, crt headers, CCCL into site-packages/nvidia/cuXX):
+# what a builder without a CUDA toolkit installs. Only versions compiled with here are listed.
+NVCC_WHEELS = {"13.0": "cuda-toolkit[nvcc,cccl]==13.0.3.0"}
 
 
 def arch_tokens(arch_list: str) -> list[str]:
@@ -43,7 +46,9 @@ def arch_key(arch_list: str) -> str:
     parts = []
     for token in arch_tokens(arch_list):
         major, minor, suffix, ptx = ARCH_RE.match(token).groups()
-        parts.append((int(major), int(minor), f"sm{major}{minor}{suffix}" + ("+ptx" if ptx else "")))
+        parts.append(
+            (int(major), int(minor), f"sm{major}{minor}{suffix}" + ("+ptx" if ptx else ""))
+        )
     if not parts:
         raise ValueError("TORCH_CUDA_ARCH_LIST is empty; set it, e.g. '8.0 9.0+PTX'")
     return ".".join(name for *_, name in sorted(set(parts)))
@@ -92,6 +97,8 @@ def main(argv: list[str] | None = None) -> int:
     key = sub.add_parser("key", help="print the wheel cache key for this venv's torch")
     key.add_argument("--mmcv", required=True)
     key.add_argument("--arch-list", default="", help="TORCH_CUDA_ARCH_LIST (CUDA torch only)")
+    nvcc = sub.add_parser("nvcc-spec", help="print the pip requirement for NVIDIA's nvcc wheel")
+    nvcc.add_argument("cuda", help="CUDA version, e.g. 13.0")
     sub.add_parser("needs-cxx20", help="exit 0 when this torch's headers need C++20, else 1")
     patch = sub.add_parser("patch-std", help="make mmcv's setup.py compile as C++20 (in place)")
     patch.add_argument("setup_py", type=Path)
@@ -108,6 +115,13 @@ def _run(args: argparse.Namespace) -> int:
         text = args.setup_py.read_text()
         args.setup_py.write_text(patch_cxx_std(text))
         print(f"[mmcvbuild] {args.setup_py}: {CXX17} -> {CXX20} (open-mmlab/mmcv#3341)")
+        return 0
+    if args.cmd == "nvcc-spec":
+        if args.cuda not in NVCC_WHEELS:
+            raise ValueError(
+                f"no known nvcc wheel for CUDA {args.cuda}; known: {', '.join(NVCC_WHEELS)}"
+            )
+        print(NVCC_WHEELS[args.cuda])
         return 0
     version, cuda, include = _torch_facts()
     if args.cmd == "key":

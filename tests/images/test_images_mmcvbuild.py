@@ -65,7 +65,9 @@ def test_needs_cxx20_reads_torchs_own_header():
     wants_20 = "202002L" in text
     assert mmcvbuild.needs_cxx20(text) is wants_20  # this venv's torch, whatever it is
     assert mmcvbuild.needs_cxx20(ATEN_214)
-    assert not mmcvbuild.needs_cxx20(ATEN_214.replace("202002L", "201703L").replace("C++20", "C++17"))
+    assert not mmcvbuild.needs_cxx20(
+        ATEN_214.replace("202002L", "201703L").replace("C++20", "C++17")
+    )
 
 
 def test_patch_cxx_std_changes_both_compilers(tmp_path):

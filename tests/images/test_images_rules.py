@@ -62,7 +62,7 @@ from images.rules import check_spec, parse_arch_list
         (
             "cu124",
             {"builder_image": "nvidia/cuda:12.4.1-cudnn-runtime-ubuntu22.04@sha256:" + "0" * 64},
-            "builder-devel",
+            "builder-nvcc",
             r"has no nvcc",
         ),
     ],
