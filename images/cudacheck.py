@@ -106,7 +106,9 @@ def find_cuobjdump() -> str:
             candidates.append(os.path.join(home, "bin", "cuobjdump"))
     site = sysconfig.get_paths()["purelib"]
     candidates += sorted(glob.glob(os.path.join(site, "nvidia", "cu*", "bin", "cuobjdump")))
-    candidates += sorted(glob.glob(os.path.join(site, "triton", "backends", "nvidia", "bin", "cuobjdump")))  # fmt: skip
+    candidates += sorted(
+        glob.glob(os.path.join(site, "triton", "backends", "nvidia", "bin", "cuobjdump"))
+    )
     for path in candidates:
         if path and os.path.isfile(path) and os.access(path, os.X_OK):
             return path

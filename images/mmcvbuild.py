@@ -126,13 +126,23 @@ def _run(args: argparse.Namespace) -> int:
     version, cuda, include = _torch_facts()
     if args.cmd == "key":
         tag = f"cp{sys.version_info[0]}{sys.version_info[1]}"
-        print(cache_key(mmcv=args.mmcv, torch=version, python_tag=tag, cuda=cuda or "cpu",
-                        arch_list=args.arch_list))  # fmt: skip
+        print(
+            cache_key(
+                mmcv=args.mmcv,
+                torch=version,
+                python_tag=tag,
+                cuda=cuda or "cpu",
+                arch_list=args.arch_list,
+            )
+        )
         return 0
     header = include / "ATen" / "ATen.h"
     needed = needs_cxx20(header.read_text())
-    print(f"[mmcvbuild] torch {version}: {header} {'needs' if needed else 'accepts'} "
-          f"{'C++20' if needed else 'C++17'}", file=sys.stderr)  # fmt: skip
+    print(
+        f"[mmcvbuild] torch {version}: {header} {'needs' if needed else 'accepts'} "
+        f"{'C++20' if needed else 'C++17'}",
+        file=sys.stderr,
+    )
     return 0 if needed else 1
 
 

@@ -113,9 +113,21 @@ def fetch_torch_wheels(spec: ImageSpec, *, echo=print) -> Path:
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{dest.name}."))
     platforms = [arg for tag in MANYLINUX for arg in ("--platform", tag)]
-    argv = [sys.executable, "-m", "pip", "download", "-q", "--disable-pip-version-check",
-            "--only-binary=:all:", "--python-version", spec.python, *platforms, "-d", str(tmp),
-            spec.torch_pin]  # fmt: skip
+    argv = [
+        sys.executable,
+        "-m",
+        "pip",
+        "download",
+        "-q",
+        "--disable-pip-version-check",
+        "--only-binary=:all:",
+        "--python-version",
+        spec.python,
+        *platforms,
+        "-d",
+        str(tmp),
+        spec.torch_pin,
+    ]
     echo(f"[build-image] fetching {spec.torch_pin} and its CUDA wheels into {dest}")
     try:
         proc = subprocess.run(argv, capture_output=True, text=True, check=False)

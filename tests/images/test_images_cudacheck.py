@@ -118,7 +118,9 @@ def test_setups_cuda_wheel_has_every_arch(tool):
     )
     wheels = sorted((cache_root() / "wheels" / key).glob("mmcv-2.1.0-*.whl"))
     if not wheels:
-        pytest.skip(f"no CUDA mmcv wheel under {cache_root() / 'wheels' / key}: "
-                    "VENV=.venv-cuda TORCH_SPEC=torch==2.14.1 bash ci/setup.sh builds it")  # fmt: skip
+        pytest.skip(
+            f"no CUDA mmcv wheel under {cache_root() / 'wheels' / key}: "
+            "VENV=.venv-cuda TORCH_SPEC=torch==2.14.1 bash ci/setup.sh builds it"
+        )
     report = cudacheck.check_extension(wheels[0], CUDA_WHEEL_ARCHES, cuobjdump=tool)
     assert report.ok, report.summary()

@@ -38,19 +38,27 @@ MMCV_SETUP = """
             dict(torch="2.14.1", cuda="13.0", arch_list="9.0+PTX;8.0"),
             "mmcv2.1.0-torch2.14.1-cp311-cu130-sm80.sm90+ptx",
         ),
-        (dict(torch="2.11.0", cuda="13.0", arch_list="9.0"), "mmcv2.1.0-torch2.11.0-cp311-cu130-sm90"),
-        (dict(torch="2.4.1", cuda="12.4", arch_list="9.0a 10.0"), "mmcv2.1.0-torch2.4.1-cp311-cu124-sm90a.sm100"),
+        (
+            dict(torch="2.11.0", cuda="13.0", arch_list="9.0"),
+            "mmcv2.1.0-torch2.11.0-cp311-cu130-sm90",
+        ),
+        (
+            dict(torch="2.4.1", cuda="12.4", arch_list="9.0a 10.0"),
+            "mmcv2.1.0-torch2.4.1-cp311-cu124-sm90a.sm100",
+        ),
     ],
-)  # fmt: skip
+)
 def test_cache_key(kwargs, key):
     assert mmcvbuild.cache_key(mmcv="2.1.0", python_tag="cp311", **kwargs) == key
 
 
 def test_cache_key_separates_arch_lists():
     keys = {
-        mmcvbuild.cache_key(mmcv="2.1.0", torch="2.14.1", python_tag="cp311", cuda="13.0", arch_list=a)
+        mmcvbuild.cache_key(
+            mmcv="2.1.0", torch="2.14.1", python_tag="cp311", cuda="13.0", arch_list=a
+        )
         for a in ("9.0", "9.0+PTX", "8.0 9.0", "8.0 9.0+PTX")
-    }  # fmt: skip
+    }
     assert len(keys) == 4
 
 
