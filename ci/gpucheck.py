@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -205,22 +206,22 @@ def _run_one(step: Step, *, log) -> Outcome:
     log(f"[gpu-check] {step.name}: {' '.join(step.argv[:6])} … (limit {step.timeout_s} s)")
     start = time.monotonic()
     env = {**os.environ, **dict(step.env), "PYTHONPATH": str(REPO), "PYTHONUNBUFFERED": "1"}
+    # Its own session: a step past its limit is killed with everything it started (ninja, nvcc).
+    proc = subprocess.Popen(
+        step.argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=REPO,
+        start_new_session=True,
+    )  # fmt: skip
     try:
-        proc = subprocess.run(
-            step.argv, capture_output=True, text=True, timeout=step.timeout_s, env=env, cwd=REPO
-        )
-    except subprocess.TimeoutExpired as err:
-        out = (
-            (err.stdout or b"").decode(errors="replace")
-            if isinstance(err.stdout, bytes)
-            else (err.stdout or "")
-        )
-        log(out[-4000:])
+        stdout, stderr = proc.communicate(timeout=step.timeout_s)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        stdout, stderr = proc.communicate()
+        log((stdout + stderr)[-4000:])
         return Outcome(step.name, "timeout", time.monotonic() - start, f"over {step.timeout_s} s")
     seconds = time.monotonic() - start
-    text = proc.stdout + proc.stderr
+    text = stdout + stderr
     log(text[-6000:])
-    data = _last_json(proc.stdout)
+    data = _last_json(stdout)
     if proc.returncode != 0 and not (step.name == "cxx20" and proc.returncode == 1):
         tail = [ln for ln in text.strip().splitlines() if ln.strip()][-1:] or ["no output"]
         return Outcome(

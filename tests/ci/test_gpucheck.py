@@ -91,3 +91,17 @@ def test_carried_requirements_leave_out_what_the_machine_has():
 def test_only_the_gpu_machines_wheels_are_carried(tmp_path, python, inside):
     carry = tmp_path / "gpu-carry"
     assert (gpucheck.wheels_dir(carry, python).parent == carry) is inside
+
+
+def test_a_step_past_its_limit_is_killed_with_its_children(tmp_path):
+    marker = tmp_path / "child-survived"
+    child = f"import time; time.sleep(3); open({str(marker)!r}, 'w').write('x')"
+    step = gpucheck.Step(
+        "slow", "build", ("bash", "-c", f"{sys.executable} -c \"{child}\" & wait"), 1
+    )
+    out = gpucheck.run_steps([step], log=lambda _t: None, results={})
+    assert out["slow"].status == "timeout"
+    import time
+
+    time.sleep(4)
+    assert not marker.exists()  # the grandchild died with the step (a compile's ninja would)
