@@ -67,7 +67,7 @@ def test_compile_script_builds_a_stripped_wheel_with_the_asked_arches(tmp_path):
         "MMCV_VERSION": "2.1.0",
         "MAX_JOBS": "1",
         "MMCV_SDIST": str(_sdist(tmp_path)),
-        "TORCH_CUDA_ARCH_LIST": "9.0+PTX",
+        "TORCH_CUDA_ARCH_LIST": "8.0 9.0+PTX",
     }
     proc = subprocess.run(["bash", str(SCRIPT), str(out)], env=env, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -80,8 +80,8 @@ def test_compile_script_builds_a_stripped_wheel_with_the_asked_arches(tmp_path):
     header = Path(torch.__file__).parent / "include" / "ATen" / "ATen.h"
     patched = mmcvbuild.needs_cxx20(header.read_text())
     assert ("-std=c++20" in (out / "build.log").read_text()) is patched
-    if torch.version.cuda:  # the CUDA path: nvcc ran for sm_90 and cudacheck proved it
-        assert info["cuda"] == torch.version.cuda and info["arch_list"] == "9.0+PTX"
-        assert "[cudacheck] ok" in proc.stderr and "SASS sm_90, PTX sm_90" in proc.stderr
+    if torch.version.cuda:  # the CUDA path: nvcc ran for sm_80 + sm_90 (+PTX), cudacheck proved it
+        assert info["cuda"] == torch.version.cuda and info["arch_list"] == "8.0 9.0+PTX"
+        assert "[cudacheck] ok" in proc.stderr and "SASS sm_80 sm_90, PTX sm_90" in proc.stderr
     else:
         assert info["cuda"] == "cpu"
