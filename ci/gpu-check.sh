@@ -36,8 +36,16 @@ case "$cmd" in
     pip=("$work/venv/bin/python" -m pip install -q --no-index --find-links "$wheels" --no-deps)
     "${pip[@]}" -r "$wheels/requirements.txt"
     "${pip[@]}" --no-build-isolation -e "$ROOT"
-    "$work/venv/bin/python" -m pip check || true  # mmcv comes next; opencv-python is headless here
-    printf '{"venv": "%s", "wheels": %d}\n' "$work/venv" "$(grep -c . "$wheels/requirements.txt")" ;;
+    # A fallback (a package of the machine's own closure that a carried one needs) only where
+    # pip check says it is missing; mmcv comes next, and opencv-python is the headless build there.
+    missing="$("$work/venv/bin/python" -m pip check 2>/dev/null |
+      sed -n 's/.* requires \([^,]*\), which is not installed\./\1/p' | sort -u | grep -v -x -E 'mmcv|opencv-python' || true)"
+    for name in $missing; do
+      "${pip[@]}" --find-links "$wheels/fallback" "$name"
+    done
+    "$work/venv/bin/python" -m pip check || true
+    printf '{"venv": "%s", "wheels": %d, "fallbacks_installed": "%s"}\n' "$work/venv" \
+      "$(grep -c . "$wheels/requirements.txt")" "$(tr "\n" " " <<<"$missing")" ;;
   mmcv-compile)
     # mmcv-compile OUT_DIR PY: the one compile script (env: MMCV_SDIST, TORCH_CUDA_ARCH_LIST, MAX_JOBS).
     out="$1" py="$2"

@@ -17,6 +17,7 @@ import tempfile
 from pathlib import Path
 
 from gpucheck import (
+    BUILD_TOOLS,
     CARRY_LIMIT,
     MACHINE_HAS,
     MMCV,
@@ -43,10 +44,12 @@ def prepare(carry: Path, *, pythons: tuple[str, ...]) -> int:
     carry.mkdir(parents=True, exist_ok=True)
     for python in pythons:
         wheels = wheels_dir(carry, python)
-        pins = _closure(python)
+        pins, fallback = _closure(python)
         _download(pins, python=python, dest=wheels)
+        _download(fallback, python=python, dest=wheels / "fallback")
         (wheels / "requirements.txt").write_text("\n".join(pins) + "\n")
-        print(f"[prepare] Python {python}: {len(pins)} wheels in {wheels}")
+        print(f"[prepare] Python {python}: {len(pins)} wheels + {len(fallback)} fallbacks "
+              f"({', '.join(fallback)}) in {wheels}")  # fmt: skip
     _sdist(carry)
     _coco(carry / "coco")
     size = carry_size(carry)
@@ -87,14 +90,23 @@ def _report(python: str, requirements: list[str]) -> dict[str, str]:
         ]
         subprocess.run(argv, check=True, capture_output=True, text=True)
         items = json.loads(report.read_text())["install"]
-    return {_name(i["metadata"]["name"]): i["metadata"]["version"] for i in items}
+    return {_name(i["metadata"]["name"]): i["metadata"] for i in items}
 
 
-def _closure(python: str) -> list[str]:
+def _closure(python: str) -> tuple[list[str], list[str]]:
+    """(wheels the machine surely lacks, fallbacks): a fallback is a package of the machine's own
+    closure that a carried package requires directly (jsonschema needs six, which python-dateutil
+    4 no longer pulls in): installed there only when ``pip check`` says it is missing."""
     need = _report(python, project_requirements())
     has = _report(python, list(MACHINE_HAS[1:]))  # torch: the machine's own (2.11.0+cu130)
-    skip = set(has) | set(NOT_CARRIED) | set(MACHINE_HAS)
-    return sorted(f"{name}=={version}" for name, version in need.items() if name not in skip)
+    # The build tools always travel: a machine's setuptools >= 82 has no pkg_resources for mmcv.
+    skip = (set(has) | set(NOT_CARRIED) | set(MACHINE_HAS)) - {_name(t) for t in BUILD_TOOLS}
+    carried = {n: m for n, m in need.items() if n not in skip}
+    wanted = {_name(r.split(";")[0]) for m in carried.values() for r in m.get("requires_dist") or []
+              if "extra ==" not in r}  # fmt: skip
+    fallback = sorted(wanted & (set(has) - set(MACHINE_HAS)) & set(need))
+    pin = lambda names: sorted(f"{n}=={need[n]['version']}" for n in names)  # noqa: E731
+    return pin(carried), pin(fallback)
 
 
 def _download(pins: list[str], *, python: str, dest: Path) -> None:

@@ -163,7 +163,13 @@ def bench(args) -> dict:
                 "--work-dir",
                 str(args.work / f"{side}{index}"),
             ]
-            out = subprocess.run(argv, check=True, capture_output=True, text=True).stdout
+            proc = subprocess.run(argv, capture_output=True, text=True)
+            if proc.returncode != 0:
+                tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+                raise SystemExit(
+                    f"bench: trial.bench --side {side} exited {proc.returncode}: {tail}"
+                )
+            out = proc.stdout
             line = next(ln for ln in out.splitlines() if ln.startswith('{"side"'))
             times[side].append(json.loads(line)["median_s_per_iter"])
             print(f"bench run {index + 1} {side}: {times[side][-1]:.4f} s/iter", file=sys.stderr)
