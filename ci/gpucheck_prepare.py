@@ -16,6 +16,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the project (prepare runs here)
 from gpucheck import (
     BUILD_TOOLS,
     CARRY_LIMIT,
@@ -29,14 +30,11 @@ from gpucheck import (
     wheels_dir,
 )
 
+from images.wheelhouse import manylinux_platforms
+
 SHARED_COCO = REPO.parent / "shared" / "coco-tiny"
-# Every manylinux tag a current glibc runs (pip takes --platform literally).
-PLATFORMS = [f"manylinux_2_{m}_x86_64" for m in range(39, 4, -1)] + [
-    "manylinux2014_x86_64",
-    "manylinux2010_x86_64",
-    "manylinux1_x86_64",
-    "linux_x86_64",
-]
+# torch 2.11's own wheels need glibc >= 2.28: wheels up to manylinux_2_28 run wherever it does.
+GPU_GLIBC = 28
 
 
 def prepare(carry: Path, *, pythons: tuple[str, ...]) -> int:
@@ -83,7 +81,7 @@ def _report(python: str, requirements: list[str]) -> dict[str, str]:
             "--python-version",
             python,
             "--only-binary=:all:",
-            *_platforms(),
+            *manylinux_platforms(GPU_GLIBC),
             "-c",
             str(REPO / "ci" / "constraints.txt"),
             *requirements,
@@ -121,7 +119,7 @@ def _download(pins: list[str], *, python: str, dest: Path) -> None:
         "--only-binary=:all:",
         "--python-version",
         python,
-        *_platforms(),
+        *manylinux_platforms(GPU_GLIBC),
         "-d",
         str(dest),
         *pins,
@@ -155,7 +153,3 @@ def _coco(dest: Path) -> None:
     if dest.exists():
         shutil.rmtree(dest)
     shutil.copytree(SHARED_COCO, dest)
-
-
-def _platforms() -> list[str]:
-    return [arg for tag in PLATFORMS for arg in ("--platform", tag)]

@@ -26,14 +26,15 @@ from images.matrix import ImageSpec
 
 AUTO = "auto"
 DEFAULT_FIND_LINKS = ("/opt/wheels",)
-# Every manylinux tag a glibc-2.36 image (Debian bookworm) runs: `pip download --platform` takes each
-# tag literally, and torch's CUDA closure mixes manylinux_2_28, _2_27, 2014, … wheels.
-MANYLINUX = (
-    *(f"manylinux_2_{minor}_x86_64" for minor in range(36, 4, -1)),
-    "manylinux2014_x86_64",
-    "manylinux2010_x86_64",
-    "manylinux1_x86_64",
-)
+BOOKWORM_GLIBC = 36  # Debian bookworm's glibc 2.36
+
+
+def manylinux_platforms(glibc_minor: int = BOOKWORM_GLIBC) -> list[str]:
+    """``--platform`` args for every manylinux tag a glibc 2.<minor> system runs: pip takes each tag
+    literally, and torch's CUDA closure mixes manylinux_2_28, _2_27, 2014, … wheels."""
+    tags = [f"manylinux_2_{minor}_x86_64" for minor in range(glibc_minor, 4, -1)]
+    tags += ["manylinux2014_x86_64", "manylinux2010_x86_64", "manylinux1_x86_64"]
+    return [arg for tag in tags for arg in ("--platform", tag)]
 
 
 def cache_root() -> Path:
@@ -112,7 +113,7 @@ def fetch_torch_wheels(spec: ImageSpec, *, echo=print) -> Path:
         return dest
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{dest.name}."))
-    platforms = [arg for tag in MANYLINUX for arg in ("--platform", tag)]
+    platforms = manylinux_platforms()
     argv = [
         sys.executable,
         "-m",
