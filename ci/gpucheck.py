@@ -132,29 +132,14 @@ def plan_steps(s: Setup, *, phases: tuple[str, ...] = PHASES, bf16: bool = False
         Step("ops", BUILD, (*me, "ops", "--device", s.device), 180, ("mmcv",)),
     ]
     precisions = ("fp32", "fp16", "bf16") if bf16 else ("fp32", "fp16")
-    for model in MODELS:
+    for model in MODELS:  # `invoke train`: the product verb, with its local profile (no weights)
         for precision in precisions:
             sets = [a for item in AMP[precision] for a in ("--set", item)]
-            argv = (
-                s.py,
-                "-m",
-                "trial",
-                "--local",
-                "--experiment",
-                str(REPO / "experiments" / f"{model}.yaml"),
-                "--work-dir",
-                str(s.work / f"train-{model}-{precision}"),
-                "--data",
-                str(s.carry / "coco"),
-                "--max-iters",
-                str(iters),
-                *sets,
-            )
-            steps.append(
-                Step(
-                    f"train-{model}-{precision}", TRAIN, argv, 240 if s.rehearsal else 150, ("ops",)
-                )
-            )
+            work = str(s.work / f"train-{model}-{precision}")
+            argv = (s.py, "-m", "invoke", "train", model, "--data", str(s.carry / "coco"),
+                    "--max-iters", str(iters), "--work-dir", work, *sets)  # fmt: skip
+            limit = 300 if s.rehearsal else 150
+            steps.append(Step(f"train-{model}-{precision}", TRAIN, argv, limit, ("ops",)))
     runs = "1" if s.rehearsal else "2"
     steps.append(
         Step(
@@ -188,8 +173,11 @@ def _mmcv_step(s: Setup) -> Step:
     return Step("mmcv", BUILD, argv, 570, ("install",), env)
 
 
-def run_steps(steps: list[Step], *, log, results: dict[str, Outcome]) -> dict[str, Outcome]:
-    """Run each step under its own limit; a step whose ``needs`` did not pass is skipped."""
+def run_steps(
+    steps: list[Step], *, log, results: dict[str, Outcome], on_step=lambda: None
+) -> dict[str, Outcome]:
+    """Run each step under its own limit; a step whose ``needs`` did not pass is skipped.
+    ``on_step`` runs after every step (the JSON is rewritten: a killed run keeps what it did)."""
     for step in steps:
         blocked = [n for n in step.needs if n in results and results[n].status != "ok"]
         if blocked or any(n not in results for n in step.needs):
@@ -199,6 +187,7 @@ def run_steps(steps: list[Step], *, log, results: dict[str, Outcome]) -> dict[st
             log(f"[gpu-check] {step.name}: skipped (needs {', '.join(step.needs)})")
             continue
         results[step.name] = _run_one(step, log=log)
+        on_step()
     return results
 
 
@@ -227,6 +216,10 @@ def _run_one(step: Step, *, log) -> Outcome:
         return Outcome(
             step.name, "failed", seconds, f"exit {proc.returncode}: {tail[0][:300]}", data
         )
+    if "--work-dir" in step.argv:  # a training run: its result.json (steps, validation mAPs)
+        result = Path(step.argv[step.argv.index("--work-dir") + 1]) / "result.json"
+        if result.exists():
+            data = json.loads(result.read_text())
     if step.name == "cxx20":
         data = {"needs_cxx20": proc.returncode == 0, "said": text.strip().splitlines()[-1:]}
     return Outcome(step.name, "ok", seconds, "", data)
@@ -296,8 +289,10 @@ def _run(args: argparse.Namespace) -> int:
         start = time.monotonic()
         for phase in phases:
             bf16 = not results.get("ops", Outcome("ops", "")).data.get("bf16_refused", ["?"])
-            run_steps(plan_steps(s, phases=(phase,), bf16=bf16), log=log, results=results)
-            _write(results, s, report, saved, time.monotonic() - start)
+            steps = plan_steps(s, phases=(phase,), bf16=bf16)
+            write = lambda: _write(results, s, report, saved, time.monotonic() - start)  # noqa: E731
+            run_steps(steps, log=log, results=results, on_step=write)
+            write()
     failed = [o.name for o in results.values() if o.status != "ok"]
     print(f"[gpu-check] wrote {report}; not ok: {', '.join(failed) or 'none'}")
     return 1 if failed else 0
