@@ -58,8 +58,12 @@ BUILD_TOOLS = ("setuptools==80.9.0", "wheel==0.48.0", "ninja==1.13.2")
 MODELS = ("retinanet", "maskrcnn", "gfl")
 AMP = {
     "fp32": [],
-    "fp16": ["optim_wrapper.type=AmpOptimWrapper", "optim_wrapper.dtype=float16"],
-    "bf16": ["optim_wrapper.type=AmpOptimWrapper", "optim_wrapper.dtype=bfloat16"],
+    "fp16": ["optim_wrapper.type=AmpOptimWrapper"],  # autocast float16, dynamic loss scale
+    # dtype is not a key of the configs' OptimWrapper: the whole wrapper, with mmdet's 1x SGD.
+    "bf16": [
+        "optim_wrapper={type: AmpOptimWrapper, dtype: bfloat16, optimizer: "
+        "{type: SGD, lr: 0.01, momentum: 0.9, weight_decay: 0.0001}}"
+    ],
 }
 BUILD, TRAIN = "build", "train"
 PHASES = (BUILD, TRAIN)

@@ -38,13 +38,14 @@ def check_versions(want: dict) -> None:
 
     have = {
         "python": "{}.{}".format(*sys.version_info[:2]),
-        "torch_version": torch.__version__,
+        "torch": "torch==" + torch.__version__,
         "mmcv": mmcv.__version__,
         "mmdet": mmdet.__version__,
         "mmengine": mmengine.__version__,
         "determined": determined.__version__,
     }
-    want = {**want, "torch_version": want.get("torch_version") or want["torch"][len("torch==") :]}
+    # torch.__version__ carries the CUDA label even where the pin cannot (PyPI's torch==2.14.1).
+    want = {**want, "torch": "torch==" + want.get("torch_version", want["torch"][len("torch==") :])}
     for name, value in have.items():
         if value != want[name]:
             fail(f"{name} is {value}, the image was built for {want[name]}")
