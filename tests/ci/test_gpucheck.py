@@ -98,7 +98,7 @@ def test_a_step_past_its_limit_is_killed_with_its_children(tmp_path):
     marker = tmp_path / "child-survived"
     child = f"import time; time.sleep(3); open({str(marker)!r}, 'w').write('x')"
     step = gpucheck.Step(
-        "slow", "build", ("bash", "-c", f"{sys.executable} -c \"{child}\" & wait"), 1
+        "slow", "build", ("bash", "-c", f'{sys.executable} -c "{child}" & wait'), 1
     )
     out = gpucheck.run_steps([step], log=lambda _t: None, results={})
     assert out["slow"].status == "timeout"
