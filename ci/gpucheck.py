@@ -54,7 +54,13 @@ NOT_CARRIED = (
     "opencv-python",
     "mmdet-determined",
 )  # compiled there / headless there / the tree
-BUILD_TOOLS = ("setuptools==80.9.0", "wheel==0.48.0", "ninja==1.13.2")
+# + cuobjdump: the compile ends by proving its arches, and the machine may have none.
+BUILD_TOOLS = (
+    "setuptools==80.9.0",
+    "wheel==0.48.0",
+    "ninja==1.13.2",
+    "nvidia-cuda-cuobjdump==13.2.51",
+)
 MODELS = ("retinanet", "maskrcnn", "gfl")
 AMP = {
     "fp32": [],

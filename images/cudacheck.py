@@ -104,11 +104,13 @@ def find_cuobjdump() -> str:
     for home in (os.environ.get("CUDA_HOME", ""), "/usr/local/cuda"):
         if home:
             candidates.append(os.path.join(home, "bin", "cuobjdump"))
-    site = sysconfig.get_paths()["purelib"]
-    candidates += sorted(glob.glob(os.path.join(site, "nvidia", "cu*", "bin", "cuobjdump")))
-    candidates += sorted(
-        glob.glob(os.path.join(site, "triton", "backends", "nvidia", "bin", "cuobjdump"))
-    )
+    # NVIDIA's cuobjdump wheel, or triton's copy, in this env or (venv over system) the system's.
+    sites = dict.fromkeys([sysconfig.get_paths()["purelib"], *(p for p in sys.path if p.endswith(("site-packages", "dist-packages")))])  # fmt: skip
+    for site in sites:
+        candidates += sorted(glob.glob(os.path.join(site, "nvidia", "cu*", "bin", "cuobjdump")))
+        candidates += glob.glob(
+            os.path.join(site, "triton", "backends", "nvidia", "bin", "cuobjdump")
+        )
     for path in candidates:
         if path and os.path.isfile(path) and os.access(path, os.X_OK):
             return path
