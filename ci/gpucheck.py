@@ -285,8 +285,10 @@ def _run(args: argparse.Namespace) -> int:
     report = s.out / "gpu-check.json"
     saved = s.work / "gpu-check.json"  # the build phase's results, read by the train phase
     results: dict[str, Outcome] = {}
-    if BUILD not in phases and saved.exists():
-        results = {k: Outcome(**v) for k, v in json.loads(saved.read_text())["steps"].items()}
+    if BUILD not in phases and saved.exists():  # only the earlier phase's steps: never stale ones
+        earlier = {step.name for step in plan_steps(s, phases=(BUILD,))}
+        steps = json.loads(saved.read_text())["steps"]
+        results = {k: Outcome(**v) for k, v in steps.items() if k in earlier}
     with (s.out / "gpu-check.log").open("a") as logf:
 
         def log(text: str) -> None:
