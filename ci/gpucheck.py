@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -222,7 +223,9 @@ def _run_one(step: Step, *, log) -> Outcome:
     log(text[-6000:])
     data = _last_json(stdout)
     if proc.returncode != 0 and not (step.name == "cxx20" and proc.returncode == 1):
-        tail = [ln for ln in text.strip().splitlines() if ln.strip()][-1:] or ["no output"]
+        lines = [ln for ln in text.strip().splitlines() if ln.strip()] or ["no output"]
+        raised = [ln for ln in lines if re.match(r"\w*(Error|Exception): ", ln)]  # the cause
+        tail = (raised or lines)[-1:]
         return Outcome(
             step.name, "failed", seconds, f"exit {proc.returncode}: {tail[0][:300]}", data
         )
