@@ -109,7 +109,9 @@ def test_a_step_past_its_limit_is_killed_with_its_children(tmp_path):
 
 
 def test_a_failure_is_reported_by_its_exception_not_the_wrappers_last_line(tmp_path):
-    script = "import sys; print('AssertionError: AmpOptimWrapper needs a GPU'); sys.exit('error: x')"
+    script = (
+        "import sys; print('AssertionError: AmpOptimWrapper needs a GPU'); sys.exit('error: x')"
+    )
     step = gpucheck.Step("t", "train", (sys.executable, "-c", script), 30)
     out = gpucheck.run_steps([step], log=lambda _t: None, results={})
     assert out["t"].detail == "exit 1: AssertionError: AmpOptimWrapper needs a GPU"
