@@ -17,6 +17,7 @@ import json
 import os
 import shutil
 import uuid
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +31,7 @@ CROWD_FRACTION = 0.01
 TINY_FRACTION = 0.005  # boxes under 1 px wide: mmdet's parser drops them
 MAX_IMAGE_ID = 600_000
 COMPLETE = ".complete"
+ANN_CHUNK = 20_000  # annotations drawn and formatted at a time (bounds the memory)
 
 
 def make_coco_scale(root: Path, *, scale: float = 1.0, seed: int = 0) -> Path:
@@ -73,31 +75,48 @@ def write_split(root: Path, split: str, n_images: int, n_anns: int, *, seed: int
                 b'[{"id":1,"name":"CC0 1.0","url":"https://creativecommons.org/publicdomain/zero/1.0/"}],'
                 % (VERSION.encode(), VERSION.encode()))  # fmt: skip
         f.write(b'"images":[')
-        f.write(b",".join(_image_records(image_ids, SIZES[size_index], split)))
+        _write_joined(f, _image_records(image_ids, SIZES[size_index], split))
         f.write(b'],"annotations":[')
         records = _annotation_records(rng, image_ids[owner], SIZES[size_index][owner], category_ids)
-        f.write(b",".join(records))
+        _write_joined(f, records)
         f.write(b'],"categories":%s}' % json.dumps(categories).encode())
     return np.stack([image_ids, size_index], axis=1)
+
+
+def _write_joined(f, records: Iterable[bytes]) -> None:
+    for i, record in enumerate(records):
+        if i:
+            f.write(b",")
+        f.write(record)
 
 
 def _normalised(weights: np.ndarray) -> np.ndarray:
     return weights / weights.sum()
 
 
-def _image_records(ids: np.ndarray, sizes: np.ndarray, split: str) -> list[bytes]:
+def _image_records(ids: np.ndarray, sizes: np.ndarray, split: str) -> Iterator[bytes]:
     folder = f"{split}2017".encode()
-    return [
+    return (
         b'{"license":1,"file_name":"%012d.jpg","coco_url":"http://images.cocodataset.org/%s/'
         b'%012d.jpg","height":%d,"width":%d,"date_captured":"2013-11-14 11:18:45","id":%d}'
         % (i, folder, i, h, w, i)
         for i, (w, h) in zip(ids.tolist(), sizes.tolist(), strict=True)
-    ]
+    )
 
 
 def _annotation_records(
     rng: np.random.Generator, image_of: np.ndarray, size_of: np.ndarray, category_ids: np.ndarray
-) -> list[bytes]:
+) -> Iterator[bytes]:
+    """One JSON record per annotation (ids 1..n), drawn ANN_CHUNK at a time."""
+    for lo in range(0, len(image_of), ANN_CHUNK):
+        hi = lo + ANN_CHUNK
+        yield from _annotation_chunk(rng, image_of[lo:hi], size_of[lo:hi], category_ids, lo + 1)
+
+
+def _annotation_chunk(
+    rng: np.random.Generator, image_of: np.ndarray, size_of: np.ndarray, category_ids: np.ndarray,
+    first_id: int,
+) -> Iterator[bytes]:  # fmt: skip
     """One JSON record per annotation, every number drawn and formatted vectorised."""
     n = len(image_of)
     width, height = size_of[:, 0], size_of[:, 1]
@@ -115,23 +134,21 @@ def _annotation_records(
     rank = np.where(crowd, np.cumsum(crowd), np.cumsum(~crowd)) - 1  # index among its kind
     columns = zip(crowd.tolist(), rank.tolist(), image_of.tolist(), category_of.tolist(),
                   width.tolist(), height.tolist(), strict=True)  # fmt: skip
-    records = []
     for i, (is_crowd, k, image_id, category_id, w, h) in enumerate(columns):
         if is_crowd:
             counts = _values(rle_text, rle_ends, rle_first[k], rle_first[k + 1])
             seg = b'{"counts":[%b],"size":[%d,%d]}' % (counts, h, w)
         else:
             seg = b"[[%b]]" % _values(poly_text, poly_ends, poly_first[k], poly_first[k + 1])
-        records.append(
+        yield (
             b'{"segmentation":%b,"area":%b,"iscrowd":%d,"image_id":%d,"bbox":[%b],'
             b'"category_id":%d,"id":%d}'
             % (seg, _values(*area, i, i + 1), is_crowd, image_id, _values(*box, 4 * i, 4 * i + 4),
-               category_id, i + 1)
+               category_id, first_id + i)
         )  # fmt: skip
-    return records
 
 
-def _polygons(rng, x, y, bw, bh, keep) -> tuple[bytes, list[int], list[int]]:
+def _polygons(rng, x, y, bw, bh, keep) -> tuple[bytes, np.ndarray, list[int]]:
     """8-40 vertices on a jittered ellipse inside each kept box: (text, value ends, first value
     of each polygon and one past the last)."""
     vertices = rng.integers(8, 41, size=int(keep.sum()))
@@ -146,7 +163,7 @@ def _polygons(rng, x, y, bw, bh, keep) -> tuple[bytes, list[int], list[int]]:
     return text, ends, (2 * first).tolist()
 
 
-def _rle_counts(rng, width, height, crowd) -> tuple[bytes, list[int], list[int]]:
+def _rle_counts(rng, width, height, crowd) -> tuple[bytes, np.ndarray, list[int]]:
     """Uncompressed RLE counts (alternating runs summing to height*width) per crowd region."""
     runs = rng.integers(1, 11, size=int(crowd.sum())) * 2 + 1
     owner = np.repeat(np.arange(len(runs)), runs)
@@ -159,32 +176,33 @@ def _rle_counts(rng, width, height, crowd) -> tuple[bytes, list[int], list[int]]
     return text, ends, first.tolist()
 
 
-def _values(text: bytes, ends: list[int], first: int, stop: int) -> bytes:
+def _values(text: bytes, ends: np.ndarray, first: int, stop: int) -> bytes:
     """Values ``first .. stop-1`` of a ``_decimal_text`` buffer, comma-joined."""
-    begin = ends[first - 1] if first else 0
-    return text[begin : ends[stop - 1] - 1]  # without the trailing comma
+    begin = int(ends[first - 1]) if first else 0
+    return text[begin : int(ends[stop - 1]) - 1]  # without the trailing comma
 
 
-def _decimal_text(values: np.ndarray, decimals: int) -> tuple[bytes, list[int]]:
+def _decimal_text(values: np.ndarray, decimals: int) -> tuple[bytes, np.ndarray]:
     """Non-negative fixed-point ``values`` (in units of 10**-decimals) as decimal text, each
-    followed by a comma, all in one buffer; and the end offset of each value's text."""
-    values = np.asarray(values, dtype=np.int64)
-    scale = 10**decimals
-    whole, frac = values // scale, values % scale
-    int_width = max(1, len(str(int(whole.max())))) if len(whole) else 1
-    digits = 1 + sum((whole >= 10**k).astype(np.int64) for k in range(1, int_width))
-    columns = []
-    for k in range(int_width - 1, -1, -1):
-        columns.append(48 + (whole // 10**k) % 10)
+    followed by a comma, all in one buffer; and the end offset of each value's text. A
+    fixed-width character matrix is filled digit by digit, then leading zeros are dropped."""
+    whole, frac = np.divmod(np.asarray(values, dtype=np.int64), 10**decimals)
+    int_width = len(str(int(whole.max()))) if len(whole) else 1
+    digits = np.ones(len(whole), dtype=np.int64)
+    for k in range(1, int_width):
+        digits += whole >= 10**k
+    width = int_width + (decimals + 1 if decimals else 0) + 1
+    chars = np.empty((len(whole), width), dtype=np.uint8)
+    for j in range(int_width):
+        chars[:, j] = 48 + (whole // 10 ** (int_width - 1 - j)) % 10
     if decimals:
-        columns.append(np.full_like(whole, 46))  # "."
-        columns += [48 + (frac // 10**k) % 10 for k in range(decimals - 1, -1, -1)]
-    columns.append(np.full_like(whole, 44))  # ","
-    chars = np.stack(columns, 1).astype(np.uint8)
+        chars[:, int_width] = ord(".")
+        for j in range(decimals):
+            chars[:, int_width + 1 + j] = 48 + (frac // 10 ** (decimals - 1 - j)) % 10
+    chars[:, -1] = ord(",")
     keep = np.ones(chars.shape, dtype=bool)
     keep[:, :int_width] = np.arange(int_width)[None, :] >= (int_width - digits)[:, None]
-    lengths = digits + (decimals + 1 if decimals else 0) + 1
-    return chars[keep].tobytes(), np.cumsum(lengths).tolist()
+    return chars[keep].tobytes(), np.cumsum(digits + (width - int_width))
 
 
 def _link_images(root: Path, split: str, ids: np.ndarray) -> None:

@@ -1,0 +1,286 @@
+"""The per-node parsed-annotations cache (issue 22): NodeCachedCocoDataset equals mmdet's
+CocoDataset entry by entry (the real COCO sample and a generated set, train filtered and val),
+concurrent processes build an entry once, a killed build leaves nothing at the final path, and a
+changed, stale or corrupt entry is rebuilt, never used."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import pickle
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from mmdet.datasets import CocoDataset
+from mmdet.registry import DATASETS
+from mmengine.registry import DefaultScope
+
+from trial.anncache import SUFFIX
+from trial.cached_dataset import NodeCachedCocoDataset
+from trial.cocogen import make_coco_scale
+
+REPO = Path(__file__).resolve().parents[2]
+TRAIN_FILTER = {"filter_empty_gt": True, "min_size": 32}  # what mmdet's COCO configs filter
+
+
+def dataset_args(root: Path, split: str, **extra) -> dict:
+    """A trial-like dataset config: train filtered, val in test mode."""
+    args = {
+        "ann_file": str(root / "annotations" / f"instances_{split}2017.json"),
+        "data_prefix": {"img": f"{root}/{split}2017/"},
+        "pipeline": [],
+    }
+    args.update({"filter_cfg": TRAIN_FILTER} if split == "train" else {"test_mode": True})
+    return args | extra
+
+
+def assert_same(ours, theirs) -> None:
+    assert len(ours) == len(theirs) > 0
+    for i in range(len(theirs)):
+        assert ours.get_data_info(i) == theirs.get_data_info(i), i
+    assert ours.metainfo == theirs.metainfo
+    assert ours.cat_ids == theirs.cat_ids
+    assert ours.cat2label == theirs.cat2label
+    assert ours.cat_img_map == theirs.cat_img_map
+    assert bytes(ours.data_bytes) == bytes(theirs.data_bytes)  # the very bytes mmengine made
+    assert np.array_equal(ours.data_address, theirs.data_address)
+
+
+def entries(cache: Path) -> list[Path]:
+    return sorted(cache.glob(f"derived/*/*{SUFFIX}"))
+
+
+@pytest.fixture(scope="module")
+def generated(tmp_path_factory) -> Path:
+    """A small generated COCO-like set: crowds, tiny boxes, images without annotations."""
+    return make_coco_scale(tmp_path_factory.mktemp("gen") / "coco", scale=0.005)
+
+
+@pytest.mark.parametrize("split", ["train", "val"])
+def test_equal_to_mmdet_on_the_real_sample_built_and_mapped(coco_sample, tmp_path, split):
+    plain = CocoDataset(**dataset_args(coco_sample, split))
+    built = NodeCachedCocoDataset(cache_dir=str(tmp_path), **dataset_args(coco_sample, split))
+    mapped = NodeCachedCocoDataset(cache_dir=str(tmp_path), **dataset_args(coco_sample, split))
+    assert len(entries(tmp_path)) == 1
+    assert NodeCachedCocoDataset._is_mapped(mapped.__dict__)
+    assert not mapped.data_bytes.flags.writeable  # a read-only map of the cache file
+    assert_same(built, plain)
+    assert_same(mapped, plain)
+    assert isinstance(mapped, CocoDataset)
+
+
+@pytest.mark.parametrize("split", ["train", "val"])
+def test_equal_to_mmdet_on_a_generated_set(generated, tmp_path, split):
+    plain = CocoDataset(**dataset_args(generated, split))
+    n_images = len(json.loads(Path(plain.ann_file).read_text())["images"])
+    if split == "train":
+        assert len(plain) < n_images  # the filter dropped images without annotations
+    NodeCachedCocoDataset(cache_dir=str(tmp_path), **dataset_args(generated, split))
+    assert_same(NodeCachedCocoDataset(cache_dir=str(tmp_path), **dataset_args(generated, split)),
+                plain)  # fmt: skip
+
+
+def test_gs_read_through_prefixes_are_part_of_the_entry(generated, tmp_path):
+    """Images read through gs:// (staging/backend.py): the paths in the list carry the prefix."""
+    gs = dataset_args(generated, "val", data_prefix={"img": "gs://bucket/coco/val2017/"})
+    disk = dataset_args(generated, "val")
+    ours = NodeCachedCocoDataset(cache_dir=str(tmp_path), **gs)
+    assert_same(ours, CocoDataset(**gs))
+    assert ours.get_data_info(0)["img_path"].startswith("gs://bucket/coco/val2017/")
+    assert_same(NodeCachedCocoDataset(cache_dir=str(tmp_path), **disk), CocoDataset(**disk))
+    assert len(entries(tmp_path)) == 2
+
+
+def test_every_shaping_argument_gets_its_own_entry(generated, tmp_path):
+    base = dataset_args(generated, "train")
+    variants = [
+        base,
+        base | {"filter_cfg": {"filter_empty_gt": False}},
+        base | {"metainfo": {"classes": ("person", "car")}},
+        base | {"indices": 50},
+    ]
+    for args in variants:
+        assert_same(NodeCachedCocoDataset(cache_dir=str(tmp_path), **args), CocoDataset(**args))
+    assert len(entries(tmp_path)) == len(variants)
+
+
+def test_a_changed_annotation_file_gets_a_new_entry(generated, tmp_path):
+    ann = tmp_path / "annotations" / "instances_train2017.json"
+    ann.parent.mkdir()
+    doc = json.loads((generated / ann.relative_to(tmp_path)).read_text())
+    ann.write_text(json.dumps(doc))
+    args = dataset_args(tmp_path, "train", data_prefix={"img": f"{generated}/train2017/"})
+    cache = tmp_path / "cache"
+    before = NodeCachedCocoDataset(cache_dir=str(cache), **args)
+    doc["annotations"] = doc["annotations"][:-40]
+    ann.write_text(json.dumps(doc))
+    after = NodeCachedCocoDataset(cache_dir=str(cache), **args)
+    assert_same(after, CocoDataset(**args))
+    assert sum(len(after.get_data_info(i)["instances"]) for i in range(len(after))) < sum(
+        len(before.get_data_info(i)["instances"]) for i in range(len(before))
+    )
+    assert len(entries(cache)) == 2  # the old entry stays for whoever still maps it
+
+
+@pytest.mark.parametrize("damage", ["flip a byte", "truncate", "other key"])
+def test_a_corrupt_or_stale_entry_is_rebuilt_not_used(generated, tmp_path, damage, caplog):
+    args = dataset_args(generated, "val")
+    NodeCachedCocoDataset(cache_dir=str(tmp_path), **args)
+    (entry,) = entries(tmp_path)
+    entry.chmod(0o644)
+    data = bytearray(entry.read_bytes())
+    if damage == "flip a byte":
+        data[len(data) // 2] ^= 0x01  # inside data_bytes
+    elif damage == "truncate":
+        data = data[: len(data) - 100]
+    else:  # a complete entry for other inputs, sitting at this key's path
+        NodeCachedCocoDataset(cache_dir=str(tmp_path / "other"), **dataset_args(generated, "train"))
+        (other,) = entries(tmp_path / "other")
+        data = bytearray(other.read_bytes())
+    entry.write_bytes(bytes(data))
+    rebuilt = NodeCachedCocoDataset(cache_dir=str(tmp_path), **args)
+    assert "unusable" in caplog.text
+    assert_same(rebuilt, CocoDataset(**args))
+    caplog.clear()
+    again = NodeCachedCocoDataset(cache_dir=str(tmp_path), **args)
+    assert "unusable" not in caplog.text  # the rebuilt entry replaced the bad one
+    assert NodeCachedCocoDataset._is_mapped(again.__dict__)
+
+
+def test_wrappers_and_resume_samplers_see_the_same_dataset(generated, tmp_path, monkeypatch):
+    from trial.samplers import (
+        ResumableAspectRatioBatchSampler,
+        ResumableInfiniteSampler,
+        position_batch_sampler,
+    )
+
+    inner = dataset_args(generated, "train")
+    cached = inner | {"type": "NodeCachedCocoDataset", "cache_dir": str(tmp_path)}
+    for wrapper in ({"type": "RepeatDataset", "times": 2},
+                    {"type": "ClassBalancedDataset", "oversample_thr": 0.05}):  # fmt: skip
+        with DefaultScope.overwrite_default_scope("mmdet"):  # what mmdet configs set
+            ours = DATASETS.build(wrapper | {"dataset": cached})
+            theirs = DATASETS.build(wrapper | {"dataset": inner | {"type": "CocoDataset"}})
+        assert len(ours) == len(theirs)
+        assert [ours.get_data_info(i) for i in range(0, len(ours), 7)] == [
+            theirs.get_data_info(i) for i in range(0, len(theirs), 7)
+        ]
+    ours = NodeCachedCocoDataset(cache_dir=str(tmp_path), **inner)
+    theirs = CocoDataset(**inner)
+    batches = []
+    for dataset in (ours, theirs):
+        sampler = ResumableAspectRatioBatchSampler(ResumableInfiniteSampler(dataset, seed=3), 2)
+        position_batch_sampler(sampler, 37)
+        batches.append(list(itertools.islice(iter(sampler), 5)))
+    assert batches[0] == batches[1]
+
+
+def test_pickling_passes_the_map_not_the_bytes(generated, tmp_path):
+    """A spawned DataLoader worker (or a deepcopy) maps the file again instead of copying it."""
+    import copy
+
+    args = dataset_args(generated, "train")
+    ours = NodeCachedCocoDataset(cache_dir=str(tmp_path), **args)
+    blob = pickle.dumps(ours)
+    assert len(blob) < ours.data_bytes.nbytes / 10
+    for twin in (pickle.loads(blob), copy.deepcopy(ours)):
+        assert not twin.data_bytes.flags.writeable
+        assert_same(twin, CocoDataset(**args))
+    every_third = list(range(0, len(ours), 3))
+    subset = ours.get_subset(every_third)  # mmengine copies a subset out of the map
+    theirs = CocoDataset(**args).get_subset(every_third)
+    for twin in (subset, pickle.loads(pickle.dumps(subset))):
+        assert [twin.get_data_info(i) for i in range(len(twin))] == [
+            theirs.get_data_info(i) for i in range(len(theirs))
+        ]
+
+
+def test_without_a_cache_folder_or_serialization_it_is_plain_mmdet(generated, tmp_path):
+    for extra in ({"cache_dir": None}, {"cache_dir": str(tmp_path), "serialize_data": False}):
+        args = dataset_args(generated, "val")
+        ours = NodeCachedCocoDataset(**args, **extra)
+        plain = CocoDataset(**args, serialize_data=extra.get("serialize_data", True))
+        assert [ours.get_data_info(i) for i in range(len(ours))] == [
+            plain.get_data_info(i) for i in range(len(plain))
+        ]
+    assert entries(tmp_path) == []
+
+
+CHILD = textwrap.dedent(
+    """
+    import json, os, sys, time
+    from pathlib import Path
+    import mmdet.datasets.base_det_dataset as base
+    import trial.anncache
+    from trial.cached_dataset import NodeCachedCocoDataset
+
+    args, cache, go, log = json.loads(sys.argv[1]), sys.argv[2], Path(sys.argv[3]), sys.argv[4]
+    parse = base.BaseDetDataset.full_init
+
+    def counted(self):  # mmdet's own parse, counted
+        with open(log, "a") as f:
+            f.write(f"{os.getpid()}\\n")
+        return parse(self)
+
+    base.BaseDetDataset.full_init = counted
+    if os.environ.get("SLOW_FLUSH"):  # a build that is killed while it makes its file durable
+        trial.anncache.make_durable_one = lambda path: time.sleep(600)
+    print("ready", flush=True)
+    while not go.exists():
+        time.sleep(0.005)
+    ds = NodeCachedCocoDataset(cache_dir=cache, **args)
+    print(json.dumps({"len": len(ds), "bytes": int(ds.data_bytes.nbytes)}), flush=True)
+    """
+)
+
+
+def _start_child(args: dict, cache: Path, go: Path, log: Path, **env) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-c", CHILD, json.dumps(args), str(cache), str(go), str(log)],
+        cwd=REPO, stdout=subprocess.PIPE, text=True, env=os.environ | env,
+    )  # fmt: skip
+
+
+@pytest.mark.slow  # ~30-45 s: 3 fresh interpreters import mmdet at once
+def test_processes_starting_at_once_build_the_entry_once(generated, tmp_path):
+    args = dataset_args(generated, "train")
+    go, log, cache = tmp_path / "go", tmp_path / "parses.log", tmp_path / "cache"
+    children = [_start_child(args, cache, go, log) for _ in range(3)]
+    for child in children:
+        assert child.stdout.readline().strip() == "ready"
+    go.touch()
+    # the last line: pycocotools prints its progress to stdout
+    results = [json.loads(child.communicate(timeout=300)[0].splitlines()[-1]) for child in children]
+    assert all(child.returncode == 0 for child in children)
+    assert len(log.read_text().split()) == 1  # one mmdet parse on the "node"
+    expected = CocoDataset(**args)
+    assert results == [{"len": len(expected), "bytes": expected.data_bytes.nbytes}] * 3
+    assert len(entries(cache)) == 1
+    assert list((entries(cache)[0].parent / ".partial").iterdir()) == []
+
+
+@pytest.mark.slow  # ~15 s: one fresh interpreter imports mmdet
+def test_a_build_killed_mid_write_leaves_nothing_at_the_final_path(generated, tmp_path):
+    args = dataset_args(generated, "train")
+    go, log, cache = tmp_path / "go", tmp_path / "parses.log", tmp_path / "cache"
+    child = _start_child(args, cache, go, log, SLOW_FLUSH="1")
+    assert child.stdout.readline().strip() == "ready"
+    go.touch()
+    deadline = time.monotonic() + 120
+    while not list(cache.glob("derived/*/.partial/*.incomplete")):
+        assert time.monotonic() < deadline and child.poll() is None
+        time.sleep(0.05)
+    os.kill(child.pid, signal.SIGKILL)
+    child.wait()
+    assert entries(cache) == []  # the temp file was written, never renamed
+    (leftover,) = cache.glob("derived/*/.partial/*.incomplete")
+    assert_same(NodeCachedCocoDataset(cache_dir=str(cache), **args), CocoDataset(**args))
+    assert not leftover.exists()  # the next builder removed the dead writer's temp file
+    assert len(entries(cache)) == 1
