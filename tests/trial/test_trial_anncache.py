@@ -284,3 +284,42 @@ def test_a_build_killed_mid_write_leaves_nothing_at_the_final_path(generated, tm
     assert_same(NodeCachedCocoDataset(cache_dir=str(cache), **args), CocoDataset(**args))
     assert not leftover.exists()  # the next builder removed the dead writer's temp file
     assert len(entries(cache)) == 1
+
+
+def test_the_trial_config_parses_coco_once_per_node_and_leaves_chosen_types(tmp_path):
+    from dataclasses import replace
+
+    from trial.config import DataPaths, TrainSettings, build_config, load_base_config
+
+    data = DataPaths("/d/t.json", "/d/v.json", "/d/t/", "/d/v/", ann_cache=str(tmp_path))
+    settings = TrainSettings(data=data, work_dir="/w", max_iters=10, val_interval=5,
+                             checkpoint_interval=5)  # fmt: skip
+    base = load_base_config("mmdet::retinanet/retinanet_r50_fpn_1x_coco.py")
+    loaders = ("train_dataloader", "val_dataloader", "test_dataloader")
+    cfg = build_config(base, settings)
+    for loader in loaders:
+        assert cfg[loader]["dataset"]["type"] == "NodeCachedCocoDataset"
+        assert cfg[loader]["dataset"]["cache_dir"] == str(tmp_path)
+    assert cfg["val_evaluator"]["ann_file"] == "/d/v.json"  # CocoMetric reads the JSON itself
+    plain = build_config(base, replace(settings, data=replace(data, ann_cache=None)))
+    assert {plain[loader]["dataset"]["type"] for loader in loaders} == {"CocoDataset"}
+    chosen = build_config(
+        base, replace(settings, overrides={"train_dataloader.dataset.type": "LVISV1Dataset"})
+    )
+    assert chosen["train_dataloader"]["dataset"]["type"] == "LVISV1Dataset"
+    assert "cache_dir" not in chosen["train_dataloader"]["dataset"]
+
+
+def test_data_paths_name_the_node_cache(coco_sample, tmp_path):
+    from trial.data import cache_root, coco_dir_paths, staged_data_paths
+
+    assert coco_dir_paths(coco_sample, check_json=False).ann_cache == str(cache_root() / "anncache")
+    section = {
+        "source": str(coco_sample),
+        "cache": str(tmp_path / "c"),
+        "dest": str(tmp_path / "d"),
+    }
+    assert staged_data_paths(section).ann_cache == str(tmp_path / "c")  # staging's node cache
+    gs = section | {"source": "gs://bucket/coco"}
+    paths = staged_data_paths(gs)
+    assert paths.ann_cache == str(tmp_path / "c") and paths.train_images.startswith("gs://")
