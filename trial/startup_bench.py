@@ -182,9 +182,36 @@ def _summary(root: Path, scale: float, results: dict, *, entry_bytes: int) -> li
 
 
 def _rank_main(side: str, data: Path, cache: Path, out: Path, work_dir: Path) -> None:
+    """One rank: build the trial's Runner, train one step, write its marks to ``out``."""
     from mmengine.hooks import Hook
     from mmengine.runner import Runner
 
+    marks: dict[str, float] = {}
+
+    class Marks(Hook):
+        priority = "HIGHEST"  # stamp before_run before other hooks' work (the config dump)
+
+        def before_run(self, runner) -> None:
+            marks["data_ready"] = time.time()
+
+        def after_train_iter(self, runner, batch_idx, data_batch=None, outputs=None) -> None:
+            marks.setdefault("step_at", time.time())
+            runner.train_loop.stop_training = True  # one step (no validation) is all we time
+
+    runner = Runner.from_cfg(_probe_config(side, data, cache, work_dir))
+    runner.register_hook(Marks())
+    marks["train"] = time.time()
+    runner.train()
+    out.write_text(json.dumps({
+        "step_at": marks["step_at"],
+        "data_init_s": marks["data_ready"] - marks["train"],
+        "peak_rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+    }))  # fmt: skip
+
+
+def _probe_config(side: str, data: Path, cache: Path, work_dir: Path):
+    """The trial's RetinaNet config (data, pipeline, loops) around the one-conv probe model;
+    plain mmdet datasets for ``plain``, the node cache at ``cache`` otherwise."""
     from trial.bench import _join_ranks
     from trial.config import TrainSettings, build_config, load_base_config, resolve_base
     from trial.data import coco_dir_paths
@@ -200,32 +227,11 @@ def _rank_main(side: str, data: Path, cache: Path, out: Path, work_dir: Path) ->
     )  # fmt: skip
     cfg = build_config(load_base_config(resolve_base("retinanet")), settings)
     _register_probe()
-    cfg["model"] = dict(
-        type="StartupProbeDetector", data_preprocessor=cfg["model"]["data_preprocessor"]
-    )
+    preprocessor = cfg["model"]["data_preprocessor"]
+    cfg["model"] = dict(type="StartupProbeDetector", data_preprocessor=preprocessor)
     if ranks > 1:
         _join_ranks(cfg)
-    marks: dict[str, float] = {}
-
-    class Marks(Hook):
-        priority = "HIGHEST"  # stamp before_run before other hooks' work (the config dump)
-
-        def before_run(self, runner) -> None:
-            marks["data_ready"] = time.time()
-
-        def after_train_iter(self, runner, batch_idx, data_batch=None, outputs=None) -> None:
-            marks.setdefault("step_at", time.time())
-            runner.train_loop.stop_training = True  # one step (no validation) is all we time
-
-    runner = Runner.from_cfg(cfg)
-    runner.register_hook(Marks())
-    marks["train"] = time.time()
-    runner.train()
-    out.write_text(json.dumps({
-        "step_at": marks["step_at"],
-        "data_init_s": marks["data_ready"] - marks["train"],
-        "peak_rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
-    }))  # fmt: skip
+    return cfg
 
 
 def _register_probe() -> None:

@@ -323,3 +323,37 @@ def test_data_paths_name_the_node_cache(coco_sample, tmp_path):
     gs = section | {"source": "gs://bucket/coco"}
     paths = staged_data_paths(gs)
     assert paths.ann_cache == str(tmp_path / "c") and paths.train_images.startswith("gs://")
+
+
+def test_the_generated_set_is_coco_shaped_and_deterministic(generated, tmp_path):
+    from trial.cocogen import TRAIN, VAL, _decimal_text
+
+    for split, (images, anns) in (("train", TRAIN), ("val", VAL)):
+        doc = json.loads((generated / "annotations" / f"instances_{split}2017.json").read_text())
+        assert len(doc["images"]) == round(images * 0.005)
+        assert len(doc["annotations"]) == round(anns * 0.005)
+        assert [a["id"] for a in doc["annotations"]] == list(range(1, len(doc["annotations"]) + 1))
+        sizes = {i["id"]: (i["width"], i["height"]) for i in doc["images"]}
+        for ann in doc["annotations"]:
+            x, y, w, h = ann["bbox"]
+            width, height = sizes[ann["image_id"]]
+            assert x >= 0 and y >= 0
+            assert x + w <= width + 0.01 and y + h <= height + 0.01
+            if ann["iscrowd"]:
+                assert sum(ann["segmentation"]["counts"]) == width * height
+            else:
+                assert 16 <= len(ann["segmentation"][0]) <= 80
+        assert len({c["id"] for c in doc["categories"]}) == 80
+        image = generated / f"{split}2017" / doc["images"][0]["file_name"]
+        from PIL import Image
+
+        assert Image.open(image).size == sizes[doc["images"][0]["id"]]  # a real JPEG, right size
+    values = np.array([0, 7, 10, 99, 100, 12345, 64000])
+    text, ends = _decimal_text(values, 2)
+    assert text == b"0.00,0.07,0.10,0.99,1.00,123.45,640.00,"
+    assert ends.tolist() == [5, 10, 15, 20, 25, 32, 39]
+    again = make_coco_scale(tmp_path / "again", scale=0.005)
+    for name in ("instances_train2017.json", "instances_val2017.json"):
+        assert (again / "annotations" / name).read_bytes() == (
+            generated / "annotations" / name
+        ).read_bytes()
