@@ -357,3 +357,18 @@ def test_the_generated_set_is_coco_shaped_and_deterministic(generated, tmp_path)
         assert (again / "annotations" / name).read_bytes() == (
             generated / "annotations" / name
         ).read_bytes()
+
+
+def test_an_export_names_stock_mmdets_dataset(tmp_path):
+    """An exported config loads with stock mmdet: the cached type maps back to CocoDataset."""
+    from trial.artifact import bundled_types, standalone_config
+    from trial.config import DataPaths, TrainSettings, build_config, load_base_config
+
+    data = DataPaths("/d/t.json", "/d/v.json", "/d/t/", "/d/v/", ann_cache=str(tmp_path))
+    settings = TrainSettings(data=data, work_dir="/w", max_iters=10, val_interval=5,
+                             checkpoint_interval=5)  # fmt: skip
+    cfg = build_config(load_base_config("mmdet::retinanet/retinanet_r50_fpn_1x_coco.py"), settings)
+    out = standalone_config(cfg.to_dict(), classes=["a", "b"], palette=None)
+    assert out["dataset_type"] == out["test_dataloader"]["dataset"]["type"] == "CocoDataset"
+    assert bundled_types(out) == []
+    assert "cache_dir" not in json.dumps(out, default=str)
