@@ -372,3 +372,14 @@ def test_an_export_names_stock_mmdets_dataset(tmp_path):
     assert out["dataset_type"] == out["test_dataloader"]["dataset"]["type"] == "CocoDataset"
     assert bundled_types(out) == []
     assert "cache_dir" not in json.dumps(out, default=str)
+
+
+def test_a_cache_that_cannot_be_written_costs_only_the_saving(
+    generated, tmp_path, monkeypatch, caplog
+):
+    monkeypatch.setenv("STAGING_RESERVE_BYTES", str(1 << 60))  # "not enough disk space"
+    args = dataset_args(generated, "val")
+    ours = NodeCachedCocoDataset(cache_dir=str(tmp_path), **args)
+    assert "not cached" in caplog.text and "not enough disk space" in caplog.text
+    assert_same(ours, CocoDataset(**args))
+    assert entries(tmp_path) == [] and list(tmp_path.glob("derived/*/.partial/*")) == []
