@@ -12,6 +12,7 @@ given, as Determined's own test does). Where a vector names the field of an erro
 from __future__ import annotations
 
 import copy
+import itertools
 import os
 import re
 from dataclasses import dataclass
@@ -78,7 +79,9 @@ MOUNTS: dict[str, tuple[str, dict]] = {
         ("log_policies[0].action", {"log_policies": [{"name": "p"}]}),
     ),
 }
-TEST_ONLY = "a schema Determined ships only to test its union/default machinery (no experiment field)"
+TEST_ONLY = (
+    "a schema Determined ships only to test its union/default machinery (no experiment field)"
+)
 NOT_APPLICABLE_SCHEMAS = dict.fromkeys(
     ("test-root", "test-sub", "test-union", "test-union-a", "test-union-b"), TEST_ONLY
 )
@@ -120,10 +123,14 @@ def load_vectors(cases_dir: Path) -> tuple[list[Vector], list[tuple[str, str]]]:
                 for url in urls:
                     schema = _schema(url)
                     if schema in NOT_APPLICABLE_SCHEMAS:
-                        skipped.append((f"{where}::{kind}::{schema}", NOT_APPLICABLE_SCHEMAS[schema]))
+                        skipped.append(
+                            (f"{where}::{kind}::{schema}", NOT_APPLICABLE_SCHEMAS[schema])
+                        )
                         continue
                     expected = tuple(urls[url]) if isinstance(urls, dict) else ()
-                    vectors.append(Vector(path.name, case["name"], kind, schema, case["case"], expected))
+                    vectors.append(
+                        Vector(path.name, case["name"], kind, schema, case["case"], expected)
+                    )
     return vectors, skipped
 
 
@@ -137,7 +144,7 @@ def _place(base: dict, mount: str, value: Any) -> dict:
         return value
     tokens = [int(i) if i else key for key, i in _TOKEN.findall(mount)]
     node: Any = base
-    for token, following in zip(tokens, tokens[1:]):
+    for token, following in itertools.pairwise(tokens):
         if isinstance(token, str) and token not in node:
             node[token] = {} if isinstance(following, str) else [None]
         node = node[token]
@@ -154,7 +161,9 @@ def problems_at_mount(vector: Vector) -> list:
     mount, base = MOUNTS[vector.schema]
     config = _place(copy.deepcopy(base), mount, copy.deepcopy(vector.case))
     complete = vector.kind.startswith("complete")
-    return [p for p in BOOK.problems("experiment", config, complete=complete) if _under(p.field, mount)]
+    return [
+        p for p in BOOK.problems("experiment", config, complete=complete) if _under(p.field, mount)
+    ]
 
 
 def _expected_field(pattern: str, mount: str) -> str | None:

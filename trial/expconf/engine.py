@@ -227,7 +227,7 @@ def _problem(error: ValidationError, at: str) -> Problem:
         title = error.schema.get("title", "this section")
         return Problem(
             field_name(field, [extra]),
-            f"is not a field of {title} in Determined {DETERMINED_VERSION}",
+            f"is not a field of {title} (Determined {DETERMINED_VERSION})",
             f"did you mean {close[0]!r}?" if close else f"known here: {', '.join(sorted(known))}",
         )
     if error.validator == "required":

@@ -15,7 +15,8 @@ trial/cluster.py) is final.
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable, Iterator, Mapping
+import functools
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
 from trial.expconf import environment, experiment, hyperparameters, searcher, storage
@@ -58,6 +59,13 @@ FIXES = {
     "checkpoint_storage.container_path": "the directory inside the container, e.g. /mnt/ckpt",
     "checkpoint_storage.host_path": "an absolute path on every agent, e.g. /mnt/ckpt",
     "retention_policy.log_retention_days": "days to keep logs (-1: forever), or drop the section",
+    "searcher.max_length": "a length such as {batches: 1000} (deprecated: prefer "
+    "hyperparameters.max_iters)",
+}
+# The same, for a rule's message wherever it is reported.
+MESSAGE_FIXES = {
+    "grid search is in use but count was not provided": "give the range a count, e.g. count: 4",
+    "is not allowed in an experiment (commands use it)": "use resources.slots_per_trial",
 }
 # Deprecated in 0.38 ("configure the desired training length directly in training code").
 DEPRECATED = {
@@ -76,25 +84,44 @@ def check_experiment(
 ) -> list[Problem]:
     """The problems of the first pass that finds any (empty: a 0.38.1 master would take it)."""
     config = copy.deepcopy(dict(config))
-    passes: list[Callable[[dict], Iterator[Problem] | list[Problem]]] = [
-        lambda c: BOOK.problems("experiment", c),
+    passes: list[Callable[[dict], Iterable[Problem]]] = [
+        _sanity,
         _decode,
         _create,
         _eol,
-        lambda c: [
-            _explain(p)
-            for p in BOOK.problems("experiment", _defaults(c, cluster_storage), complete=True)
-        ],
+        functools.partial(_completeness, cluster_storage=cluster_storage),
         _current,
         _project,
     ]
     for run in passes:
-        problems = [
-            p if p.fix else Problem(p.field, p.message, FIXES.get(p.field, "")) for p in run(config)
-        ]
+        problems = [_with_fix(p) for p in run(config)]
         if problems:
             return problems
     return []
+
+
+def _sanity(config: dict) -> list[Problem]:
+    """The schema pass on submit (``ParseAnyExperimentConfigYAML``)."""
+    return BOOK.problems("experiment", config)
+
+
+def _completeness(config: dict, *, cluster_storage: Mapping[str, Any]) -> Iterator[Problem]:
+    """``schemas.IsComplete`` after the defaults and the cluster's checkpoint storage are in."""
+    for problem in BOOK.problems("experiment", _defaults(config, cluster_storage), complete=True):
+        if problem.message == "is required":
+            problem = Problem(
+                problem.field,
+                "is required once the master has filled its defaults and merged in its "
+                "checkpoint storage",
+            )
+        yield problem
+
+
+def _with_fix(problem: Problem) -> Problem:
+    if problem.fix:
+        return problem
+    fix = FIXES.get(problem.field) or MESSAGE_FIXES.get(problem.message, "")
+    return Problem(problem.field, problem.message, fix)
 
 
 def deprecations(config: Mapping[str, Any], *, source: str) -> list[str]:
@@ -197,16 +224,6 @@ def _merge_storage(user: Any, cluster: Mapping[str, Any]) -> dict:
         if out.get(key) is None and (same or key in storage.SAVE_POLICY):
             out[key] = value
     return out
-
-
-def _explain(problem: Problem) -> Problem:
-    if problem.message != "is required":
-        return problem
-    return Problem(
-        problem.field,
-        "is required once the master has filled its defaults and merged in its checkpoint storage",
-        problem.fix,
-    )
 
 
 def _eol(config: dict) -> Iterator[Problem]:

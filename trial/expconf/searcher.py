@@ -64,7 +64,7 @@ def _length(unit: str) -> dict:
 RULES = {
     "searcher": {
         **obj(
-            "searcher",
+            "any searcher",
             {
                 **dict.fromkeys(
                     [

@@ -43,7 +43,7 @@ RULES = {
     "checkpoint-storage": {
         # Every field of every type may appear; with a type, that type's own rule set decides.
         **obj(
-            "checkpoint storage",
+            "any checkpoint storage",
             {
                 **dict.fromkeys(
                     [
