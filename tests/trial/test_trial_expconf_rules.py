@@ -368,5 +368,7 @@ def test_storage_the_cluster_merges_in_decides_what_is_still_missing():
 
 def test_a_project_rule_says_it_is_the_projects_and_not_determineds():
     experiment = _edited(edit(entrypoint=""))
-    with pytest.raises(ConfigError, match=r"this project's rule, stricter than Determined 0\.38\.1"):
+    with pytest.raises(
+        ConfigError, match=r"this project's rule, stricter than Determined 0\.38\.1"
+    ):
         validate_experiment(experiment, source="x.yaml")
