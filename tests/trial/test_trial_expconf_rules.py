@@ -21,7 +21,7 @@ AZURE = {"type": "azure", "container": "c"}
 
 
 def edit(**fields) -> Callable[[dict], None]:
-    """Set fields, ``__`` between levels (``resources__slots=1``); ``None`` deletes one."""
+    """Set fields, ``__`` between levels (``resources__slots=1``)."""
 
     def apply(experiment: dict) -> None:
         for dotted, value in fields.items():
@@ -29,10 +29,7 @@ def edit(**fields) -> Callable[[dict], None]:
             node = experiment
             for part in parents:
                 node = node.setdefault(part, {})
-            if value is None:
-                node.pop(leaf, None)
-            else:
-                node[leaf] = value
+            node[leaf] = value
 
     return apply
 
@@ -52,7 +49,7 @@ ACCEPTED = {
         # the cluster's own shared_fs storage fills host_path in
         edit(checkpoint_storage={"type": "shared_fs", "storage_path": "ckpt"}),
     ],
-    "slots": [edit(resources__slots_per_trial=2)],
+    "slots": [edit(resources__slots_per_trial=2), edit(resources__slots=None)],  # null: not set
     "workspace-project": [edit(workspace="vision", project="coco")],
     "searcher-max-length": [
         edit(searcher__max_length={"batches": 1}),

@@ -65,7 +65,6 @@ FIXES = {
 # The same, for a rule's message wherever it is reported.
 MESSAGE_FIXES = {
     "grid search is in use but count was not provided": "give the range a count, e.g. count: 4",
-    "is not allowed in an experiment (commands use it)": "use resources.slots_per_trial",
 }
 # Deprecated in 0.38 ("configure the desired training length directly in training code").
 DEPRECATED = {
@@ -181,7 +180,7 @@ def _untagged(config: dict, section: str, tag: str, common: tuple[str, ...]) -> 
 
 def _create(config: dict) -> Iterator[Problem]:
     """The master's own refusals before it merges anything in."""
-    if "slots" in (config.get("resources") or {}):
+    if (config.get("resources") or {}).get("slots") is not None:
         yield Problem(
             "resources.slots",
             "is not allowed in an experiment (commands use it)",
@@ -280,9 +279,6 @@ def _empty_categoricals(node: Any, at: str) -> Iterator[Problem]:
         elif "type" not in node:
             for key, value in node.items():
                 yield from _empty_categoricals(value, field_name(at, [key]))
-    elif isinstance(node, list):
-        for i, value in enumerate(node):
-            yield from _empty_categoricals(value, field_name(at, [i]))
 
 
 def _get(config: Mapping[str, Any], dotted: str) -> Any:
