@@ -9,6 +9,7 @@ import copy
 from collections.abc import Callable
 
 import pytest
+from test_trial_experiments import _set
 
 from errors import ConfigError
 from trial.expconf import validate_experiment
@@ -22,14 +23,11 @@ AZURE = {"type": "azure", "container": "c"}
 
 def edit(**fields) -> Callable[[dict], None]:
     """Set fields, ``__`` between levels (``resources__slots=1``)."""
+    setters = [_set(name.replace("__", "."), value) for name, value in fields.items()]
 
     def apply(experiment: dict) -> None:
-        for dotted, value in fields.items():
-            *parents, leaf = dotted.split("__")
-            node = experiment
-            for part in parents:
-                node = node.setdefault(part, {})
-            node[leaf] = value
+        for setter in setters:
+            setter(experiment)
 
     return apply
 
