@@ -114,7 +114,12 @@ def _server(port: int, url: str, *, in_process: bool, storage_dir: Path | None) 
 
 def emulator_cpu_seconds(url: str) -> float:
     """CPU seconds (user + system) the emulator process at ``url`` has used so far (Linux)."""
-    fields = Path(f"/proc/{_PIDS[url]}/stat").read_text().rsplit(")", 1)[1].split()
+    return process_cpu_seconds(_PIDS[url])
+
+
+def process_cpu_seconds(pid: int) -> float:
+    """CPU seconds (user + system) process ``pid`` has used so far (Linux)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
@@ -137,7 +142,7 @@ def ensure_bucket(name: str):
     """Create bucket ``name`` in the emulator if it does not exist; return it."""
     from google.api_core.exceptions import Conflict
 
-    from staging.sources import get_client
+    from staging.gcs import get_client
 
     client = get_client()
     with contextlib.suppress(Conflict):

@@ -13,6 +13,7 @@ REPO = Path(__file__).resolve().parents[2]
 BUCKET = "coco"
 PREFIX = "coco2017"
 GS_SOURCE = f"gs://{BUCKET}/{PREFIX}"
+S3_SOURCE = f"s3://{BUCKET}/{PREFIX}"
 
 
 def run_staging(
