@@ -131,6 +131,8 @@ def main(argv: list[str] | None = None) -> int:
     # google-api-core warns on import that it will drop this Python one day: not the user's error
     warnings.filterwarnings("ignore", category=FutureWarning, module=r"google\.api_core")
     logging.basicConfig(level=logging.INFO, format="staging: %(message)s", stream=sys.stderr)
+    for chatty in ("botocore", "boto3", "s3transfer", "urllib3"):  # "Found credentials in ..."
+        logging.getLogger(chatty).setLevel(logging.WARNING)
     try:
         return _run(args)
     except ProjectError as err:

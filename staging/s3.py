@@ -47,7 +47,7 @@ class S3Source:
     def __init__(self, ref: SourceRef, *, workers: int = 16) -> None:
         self.ref = ref
         self.client = get_client(pool_size=max(workers, 10))
-        self._versions: dict[str, str] = {}  # key -> version id serving a changed object's ETag
+        self._versions: dict[tuple, str] = {}  # (key, ETag) -> version id still serving it
 
     def _info(self, key: str, size: int, etag: str, *, verifiable: bool, version=None,
               crc32c=None) -> ObjectInfo:  # fmt: skip
@@ -143,14 +143,14 @@ class S3Source:
                     "bucket keeps no older version); rerun staging so annotations and images "
                     "match"
                 ) from None
-            self._versions[key] = version
+            self._versions[(key, info.etag)] = version
             args = self._pin(key, info)
             with s3_errors(self.ref, info.relpath):
                 return self.client.get_object(Bucket=self.ref.bucket, Key=key, **args)
 
     def _pin(self, key: str, info: ObjectInfo) -> dict:
         args = {"IfMatch": f'"{info.etag}"'} if info.etag else {}
-        version = info.version or self._versions.get(key)
+        version = info.version or self._versions.get((key, info.etag))
         if version:
             args["VersionId"] = version
         return args

@@ -123,7 +123,9 @@ def test_bad_disk_mirror_and_offline_url_say_how_to_fix(tmp_path):
         stage_weights(tmp_path / "cache", [url])
     msg = str(err.value)
     assert "\n" not in msg and f"cannot reach {url}" in msg
-    assert "set data.weights_mirror to gs://bucket/weights or a directory" in msg
+    assert (
+        "set data.weights_mirror to gs://bucket/weights, s3://bucket/weights or a directory" in msg
+    )
     assert not (tmp_path / "cache" / "objects").exists()
 
 
