@@ -25,7 +25,8 @@ BUCKET_URL = "s3://bench/coco"
 
 def bench_s3(root: Path, runs: int, *, median: Callable, verdict: Callable) -> None:
     """Print the two S3 ratios (see the module docstring)."""
-    from staging.s3_emulator import running_s3, s3_endpoint, server_cpu_seconds, upload_dir
+    from staging.emulator import emulator_cpu_seconds
+    from staging.s3_emulator import running_s3, s3_endpoint, upload_dir
 
     total = write_image_tree(root / "src", files=OBJECTS, size=OBJECT_BYTES)
     n = OBJECTS + 1
@@ -36,7 +37,7 @@ def bench_s3(root: Path, runs: int, *, median: Callable, verdict: Callable) -> N
 
     with running_s3() as url:
         upload_dir(root / "src", BUCKET_URL, workers=4)
-        cpu = functools.partial(server_cpu_seconds, url)
+        cpu = functools.partial(emulator_cpu_seconds, url)
         bare = busy(cpu, lambda i: bare_boto3_loop(root / f"bare{i}"), runs)
         ours = busy(cpu, stage("cpu"), runs)
         with latency_proxy(url, LATENCY_MS, point=s3_endpoint):

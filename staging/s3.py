@@ -16,11 +16,13 @@ download resumed with a ranged GET is vetted as one.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import os
 import re
 import threading
+from collections.abc import Iterator
 from urllib.parse import urlsplit, urlunsplit
 
 from errors import StagingError
@@ -250,68 +252,60 @@ class _Changed(Exception):
     """A pinned read found another ETag (412 Precondition Failed)."""
 
 
-class s3_errors:
+@contextlib.contextmanager
+def s3_errors(
+    ref: SourceRef, relpath: str, *, listing: bool = False, head: bool = False,
+    pinned: str | None = None,
+) -> Iterator[None]:  # fmt: skip
     """Map botocore's errors to one-line StagingErrors naming the URL (never a credential);
-    let transient ones by on downloads (staging/fetch.py retries them)."""
+    let transient ones by on downloads (staging/fetch.py retries them). ``pinned``: a GET
+    pinned to that ETag, whose 412 means the object changed (_Changed)."""
+    from botocore import exceptions as bexc
 
-    def __init__(self, ref: SourceRef, relpath: str, *, listing: bool = False,
-                 head: bool = False, pinned: str | None = None) -> None:  # fmt: skip
-        self.ref, self.relpath, self.listing, self.head, self.pinned = (
-            ref,
-            relpath,
-            listing,
-            head,
-            pinned,
-        )
+    url = ref.object_url(relpath)
+    metadata = listing or head
+    try:
+        yield
+    except (bexc.NoCredentialsError, bexc.PartialCredentialsError) as err:
+        raise StagingError(
+            f"no AWS credentials for {url}; set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, "
+            "or AWS_PROFILE, or run where an instance role (IRSA) provides them"
+        ) from err
+    except bexc.ClientError as err:
+        _raise_client_error(err, ref, url, metadata=metadata, pinned=pinned)
+        raise
+    except (bexc.EndpointConnectionError, bexc.ConnectTimeoutError) as err:
+        if not metadata:
+            raise
+        raise StagingError(
+            f"cannot reach S3 at {endpoint()} for {url} (gave up after {METADATA_ATTEMPTS} "
+            f"attempts: {type(err).__name__}); check the network or AWS_ENDPOINT_URL"
+        ) from err
 
-    def __enter__(self) -> None:
-        return None
 
-    def __exit__(self, etype, err, tb) -> bool:
-        if err is None:
-            return False
-        from botocore import exceptions as bexc
-
-        url = self.ref.object_url(self.relpath)
-        if isinstance(err, bexc.NoCredentialsError | bexc.PartialCredentialsError):
-            raise StagingError(
-                f"no AWS credentials for {url}; set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, "
-                "or AWS_PROFILE, or run where an instance role (IRSA) provides them"
-            ) from err
-        if isinstance(err, bexc.ClientError):
-            return self._client_error(err, url)
-        metadata = self.listing or self.head
-        if metadata and isinstance(err, bexc.EndpointConnectionError | bexc.ConnectTimeoutError):
-            raise StagingError(
-                f"cannot reach S3 at {endpoint()} for {url} (gave up after {METADATA_ATTEMPTS} "
-                f"attempts: {type(err).__name__}); check the network or AWS_ENDPOINT_URL"
-            ) from err
-        return False
-
-    def _client_error(self, err, url: str) -> bool:
-        error = err.response.get("Error", {})
-        code = str(error.get("Code", ""))
-        status = err.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
-        if code == "NoSuchBucket":
-            raise StagingError(
-                f"bucket s3://{self.ref.bucket} not found (data.source={self.ref.url}) at "
-                f"{endpoint()}; check the bucket name and AWS_ENDPOINT_URL"
-            ) from err
-        if code in ("PreconditionFailed", "412") and self.pinned:
-            raise _Changed(url) from err
-        if code in ("NoSuchKey", "404", "NotFound"):
-            raise StagingError(f"missing object {url}; check data.source and the bucket") from err
-        if code in DENIED_CODES:
-            raise StagingError(
-                f"access denied to {url} ({code}); check the credentials (AWS_PROFILE, "
-                "AWS_ACCESS_KEY_ID, the instance role) and grant s3:ListBucket and s3:GetObject"
-            ) from err
-        if (self.listing or self.head) and is_transient_error(err):
-            raise StagingError(
-                f"S3 at {endpoint()} kept failing for {url} ({code or status} after "
-                f"{METADATA_ATTEMPTS} attempts); retry later"
-            ) from err
-        return False
+def _raise_client_error(err, ref: SourceRef, url: str, *, metadata: bool, pinned) -> None:
+    error = err.response.get("Error", {})
+    code = str(error.get("Code", ""))
+    status = err.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+    if code == "NoSuchBucket":
+        raise StagingError(
+            f"bucket s3://{ref.bucket} not found (data.source={ref.url}) at {endpoint()}; check "
+            "the bucket name and AWS_ENDPOINT_URL"
+        ) from err
+    if code in ("PreconditionFailed", "412") and pinned:
+        raise _Changed(url) from err
+    if code in ("NoSuchKey", "404", "NotFound"):
+        raise StagingError(f"missing object {url}; check data.source and the bucket") from err
+    if code in DENIED_CODES:
+        raise StagingError(
+            f"access denied to {url} ({code}); check the credentials (AWS_PROFILE, "
+            "AWS_ACCESS_KEY_ID, the instance role) and grant s3:ListBucket and s3:GetObject"
+        ) from err
+    if metadata and is_transient_error(err):
+        raise StagingError(
+            f"S3 at {endpoint()} kept failing for {url} ({code or status} after "
+            f"{METADATA_ATTEMPTS} attempts); retry later"
+        ) from err
 
 
 def is_transient_error(err: BaseException) -> bool:

@@ -14,16 +14,13 @@ from __future__ import annotations
 
 import contextlib
 import os
-import subprocess
 import sys
-import time
-import urllib.request
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from errors import StagingError
-from staging.emulator import HOST, free_port, process_cpu_seconds
+from staging.emulator import HOST, free_port, server_process, wait_healthy
 from staging.paths import S3, parse_source
 
 ENDPOINT_ENVS = ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3")
@@ -33,9 +30,6 @@ TEST_ENV = {
     "AWS_DEFAULT_REGION": "us-east-1",
     "AWS_EC2_METADATA_DISABLED": "true",  # never ask 169.254.169.254 for a role
 }
-START_TIMEOUT_S = 30.0
-
-_PIDS: dict[str, int] = {}  # url -> pid of the server
 
 
 @contextlib.contextmanager
@@ -44,20 +38,11 @@ def running_s3(*, port: int = 0) -> Iterator[str]:
     port = port or free_port()
     url = f"http://{HOST}:{port}"
     cmd = [sys.executable, "-m", "moto.server", "-H", HOST, "-p", str(port)]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    _PIDS[url] = proc.pid
-    try:
-        _wait_healthy(url, proc)
+    with server_process(cmd, url) as proc:
+        wait_healthy(url, path="/moto-api/data.json", what="moto S3 server", proc=proc,
+                     hint="; is moto installed (pip install -e '.[dev]')?")  # fmt: skip
         with s3_endpoint(url, credentials=TEST_ENV):
             yield url
-    finally:
-        _PIDS.pop(url, None)
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 @contextlib.contextmanager
@@ -75,27 +60,6 @@ def s3_endpoint(url: str, *, credentials: dict[str, str] | None = None) -> Itera
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
-
-
-def server_cpu_seconds(url: str) -> float:
-    """CPU seconds the S3 server at ``url`` has used so far."""
-    return process_cpu_seconds(_PIDS[url])
-
-
-def _wait_healthy(url: str, proc: subprocess.Popen) -> None:
-    deadline = time.monotonic() + START_TIMEOUT_S
-    while True:
-        try:
-            with urllib.request.urlopen(f"{url}/moto-api/data.json", timeout=2) as resp:
-                if resp.status == 200:
-                    return
-        except OSError:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise StagingError(
-                    f"moto S3 server at {url} did not start in {START_TIMEOUT_S:.0f} s; is "
-                    "moto[server] installed (pip install -e '.[dev]')?"
-                ) from None
-            time.sleep(0.05)
 
 
 def client():

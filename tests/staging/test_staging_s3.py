@@ -8,15 +8,21 @@ from __future__ import annotations
 
 import filecmp
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 from gcs_fault_proxy import Rule
-from staging_helpers import REPO, S3_SOURCE, incomplete_files, run_staging, snapshot, stage_args
+from staging_helpers import (
+    REPO,
+    S3_SOURCE,
+    incomplete_files,
+    kill_mid_download,
+    run_staging,
+    snapshot,
+    stage_args,
+)
 
 from staging import s3_emulator
 
@@ -107,19 +113,7 @@ def test_kill_9_mid_download_then_rerun_resumes(s3_proxy, tmp_path, coco_sample)
     """A dead writer's temp file is adopted and resumed; the joined file is vetted against the
     object's checksum (a HEAD asks for it: the ranged GET carries none)."""
     s3_proxy.rules.append(Rule("slow", match=TRAIN_JSON, method="GET", times=1, delay=0.5))
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    cmd = [sys.executable, "-m", "staging", "--quiet",
-           *stage_args(S3_SOURCE, tmp_path, "--splits", "train")]  # fmt: skip
-    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        parts = incomplete_files(tmp_path / "cache")
-        if parts and parts[0].stat().st_size >= 16_384:
-            break
-        time.sleep(0.05)
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait(timeout=10)
-    assert incomplete_files(tmp_path / "cache"), "the kill should leave a temp file behind"
+    kill_mid_download(S3_SOURCE, tmp_path, "--splits", "train")
     rerun = run_staging(*stage_args(S3_SOURCE, tmp_path, "--splits", "train"))
     assert rerun.returncode == 0, rerun.stderr
     resumed = s3_proxy.object_gets(TRAIN_JSON)[-1]
