@@ -112,6 +112,7 @@ class FaultProxy:
                 (int(h.split(":", 1)[1]) for h in lines if h.lower().startswith("content-length:")),
                 0,
             )
+            body = bytearray(body)  # appended in place: a 40 MB upload is not copied 2500 times
             while len(body) < length:
                 more = client.recv(CHUNK)
                 if not more:
