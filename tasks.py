@@ -342,7 +342,7 @@ def predict(c, model, images, out, score_thr="0.3", master=None, device=None):
     },
 )
 def smoke(c, models="retinanet,maskrcnn,gfl", iters=4, expect_warm=False):
-    """End-to-end smoke: GCS emulator -> startup hook -> train + evaluate 3 models on a COCO subset."""
+    """End-to-end smoke: GCS emulator (and S3) -> startup hook -> train + evaluate on a COCO subset."""
     import shlex
     import sys
 

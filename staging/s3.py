@@ -202,10 +202,12 @@ def _etag(raw: str) -> str:
 
 
 def endpoint() -> str:
-    """The S3 endpoint in use, without any user:password part (never shown)."""
-    url = next((os.environ[e] for e in ENDPOINT_ENVS if os.environ.get(e)), "")
-    if not url:
-        return "https://s3.amazonaws.com"
+    """The S3 endpoint in use (the environment's, a profile's, or AWS's regional one), without
+    any user:password part (never shown)."""
+    try:
+        url = get_client().meta.endpoint_url
+    except Exception:  # a client that cannot even be made: say what the environment says
+        url = next((os.environ[e] for e in ENDPOINT_ENVS if os.environ.get(e)), "") or "AWS S3"
     parts = urlsplit(url)
     host = parts.hostname or ""
     netloc = f"{host}:{parts.port}" if parts.port else host
