@@ -32,6 +32,7 @@ def _hook(tmp_path, **env: str) -> subprocess.CompletedProcess:
                           env={**clean, **env}, capture_output=True, text=True, timeout=300)  # fmt: skip
 
 
+@pytest.mark.slow  # ~20 s (up to 50 s on a loaded VM): two hook runs, each loads the mmdet config
 def test_hook_stages_s3_source_and_weights_mirror(s3_proxy, tmp_path):
     """The hook on a node: COCO from s3:// (images left for the read-through backend) and the
     trial's checkpoint from an s3:// mirror; the second trial on the node downloads nothing."""
