@@ -98,18 +98,19 @@ def test_image(c, tag, builder="buildah"):
 # BEGIN staging tasks
 @task(
     help={
-        "source": "COCO 2017 folder: a local/NFS path or gs://bucket/prefix (data.source)",
+        "source": "COCO 2017 folder: a local/NFS path, gs:// or s3://bucket/prefix (data.source)",
         "cache": "node-local cache directory shared by every trial and rank (data.cache)",
         "dest": "where to build the COCO-layout view the trial reads (data.dest)",
         "splits": "comma-separated splits, e.g. train,val (default: both)",
-        "with_images": "also stage the images (else gs:// images are read through the cache)",
+        "with_images": "also stage the images (else gs:// and s3:// images are read through "
+        "the cache)",
         "subset": "N images per split, chosen deterministically by --seed (CI)",
         "seed": "seed that chooses the --subset images (default 0)",
         "workers": "parallel downloads (default 16)",
         "verify": "re-hash cached files against their crc32c and re-fetch bad ones",
         "dry_run": "print what would be fetched and exit without writing",
         "experiment_config": "read defaults from this experiment YAML's data: section",
-        "weights_mirror": "gs://bucket/prefix or folder holding pretrained checkpoints "
+        "weights_mirror": "gs:// or s3://bucket/prefix, or a folder, holding pretrained checkpoints "
         "(data.weights_mirror; implies --stage-weights)",
         "stage_weights": "also stage the checkpoints the experiment's model loads (needs "
         "--experiment-config)",
@@ -131,7 +132,7 @@ def stage_coco(
     weights_mirror=None,
     stage_weights=False,
 ):
-    """Stage COCO annotations (and images) from disk or gs:// into the node cache and a dest view.
+    """Stage COCO annotations (and images) from disk, gs:// or s3:// into the node cache and a dest view.
 
     A warm cache costs metadata checks only. Example:
     invoke stage-coco --source gs://bucket/coco2017 --cache /mnt/node-cache/coco --dest /tmp/coco
@@ -148,10 +149,12 @@ def stage_coco(
         result = run_stage(spec, progress=True, dry_run=dry_run)
         if not dry_run:
             print(result.summary())
-        if spec.weights_enabled and not dry_run:
-            from staging.cli import stage_experiment_weights
+        if spec.weights_enabled and not dry_run:  # the trial names them; staging fetches them
+            from staging.weights import stage_weights
+            from trial.checkpoints import experiment_checkpoints
 
-            print(stage_experiment_weights(spec, experiment_config).summary())
+            refs = experiment_checkpoints(experiment_config)
+            print(stage_weights(spec.cache, refs, mirror=spec.weights_mirror).summary())
 
 
 # END staging tasks
@@ -339,7 +342,7 @@ def predict(c, model, images, out, score_thr="0.3", master=None, device=None):
     },
 )
 def smoke(c, models="retinanet,maskrcnn,gfl", iters=4, expect_warm=False):
-    """End-to-end smoke: GCS emulator -> startup hook -> train + evaluate 3 models on a COCO subset."""
+    """End-to-end smoke: GCS emulator (and S3) -> startup hook -> train + evaluate on a COCO subset."""
     import shlex
     import sys
 
