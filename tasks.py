@@ -178,6 +178,8 @@ def stage_coco(
         "the YAML and context directory that would be submitted; submit nothing",
         "nproc": "local ranks (torch's launcher; gloo on CPU, nccl on GPUs); "
         "global_batch_size must be a multiple",
+        "verbose": "local: mmengine's full log on the terminal instead of progress bars "
+        "(otherwise it goes to WORK_DIR/train.log)",
     },
     iterable=["set_", "hparam"],
     auto_shortflags=False,
@@ -197,6 +199,7 @@ def train(
     experiment=None,
     dry_run=False,
     nproc=1,
+    verbose=False,
 ):
     """Train an mmdet model through the bundled Determined trial (locally, or --cluster).
 
@@ -237,6 +240,7 @@ def train(
                 resume=resume,
                 experiment=experiment,
                 nproc=int(nproc),
+                verbose=verbose,
             )
         )
         print(result_line(result))
