@@ -169,7 +169,7 @@ def _local_experiment(request: LocalTrain) -> dict:
     hparams = local_hparams(experiment.get("hyperparameters") or {})
     # The profile replaces what it names (and what lies below it); explicit --set/--hparam are
     # applied over it later, so they always win.
-    profile = {**LOCAL_HPARAMS, **_shapes_profile(request), "model": model}
+    profile = {**layer(LOCAL_HPARAMS, _shapes_profile(request)), "model": model}
     experiment["hyperparameters"] = layer(hparams, profile)
     return experiment
 

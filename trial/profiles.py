@@ -21,9 +21,19 @@ SHAPES_HPARAMS: dict[str, dict[str, Any]] = {
         "global_batch_size": 8,
         "model.backbone.depth": 18,
         "model.neck.in_channels": [64, 128, 256, 512],
+        "model.neck.out_channels": 128,
         "model.neck.num_outs": 3,
+        "model.bbox_head.in_channels": 128,
+        "model.bbox_head.feat_channels": 128,
+        "model.bbox_head.stacked_convs": 2,
         "model.bbox_head.anchor_generator.strides": [8, 16, 32],
-        "optim_wrapper.optimizer": {"type": "AdamW", "lr": 0.001, "weight_decay": 0.0001},
+        "model.bbox_head.anchor_generator.ratios": [1.0],  # the shapes are about square
+        "model.bbox_head.anchor_generator.scales_per_octave": 2,
+        "optim_wrapper": {  # replaces the profile's whole optimizer wrapper: + gradient clipping
+            "type": "OptimWrapper",
+            "optimizer": {"type": "AdamW", "lr": 0.001, "weight_decay": 0.0001},
+            "clip_grad": {"max_norm": 35, "norm_type": 2},
+        },
         "log_interval": 20,
     },
 }

@@ -48,6 +48,7 @@ class ProgressHook(Hook):
         self._handler: logging.Handler | None = None
         self._train_bar: Any = None
         self._val_bar: Any = None
+        self._training = False
         self._start = 0.0
         self._first_iter = 0
 
@@ -85,6 +86,9 @@ class ProgressHook(Hook):
         self._train_bar = None
 
     def before_val_epoch(self, runner) -> None:
+        # one bar at a time: training's ends here (its line stays) and restarts after validation
+        self._training = self._train_bar is not None
+        self.after_train(runner)
         total = len(runner.val_dataloader)
         self._val_bar = self.console.bar(total=total, desc="val", leave=False)
 
@@ -96,6 +100,10 @@ class ProgressHook(Hook):
         self.console.close(self._val_bar)
         self._val_bar = None
         self.console.line(f"val   at iteration {runner.iter}: {metrics_text(metrics or {})}")
+        if self._training and runner.iter < runner.max_iters:
+            self._train_bar = self.console.bar(
+                total=runner.max_iters, initial=runner.iter, desc="train"
+            )
 
     def _loss(self, runner) -> float | None:
         hub = runner.message_hub

@@ -280,3 +280,59 @@ def test_invoke_train_without_a_terminal_prints_plain_lines(tmp_path, coco_sampl
     ], output
     assert sum(line.startswith("val ") for line in lines) == 1, output
     assert lines[-6].startswith("retinanet finished: 4 iterations in "), output
+
+
+class ToyRunner:
+    """What ProgressHook reads of a Runner: iter, max_iters, the message hub, logger, val loader."""
+
+    def __init__(self, max_iters: int) -> None:
+        from mmengine.logging import MessageHub, MMLogger
+
+        self.iter = 0
+        self.max_iters = max_iters
+        self.message_hub = MessageHub.get_instance(f"toy-{id(self)}")
+        self.logger = MMLogger.get_instance(f"toy-{id(self)}")
+        self.val_dataloader = [None] * 3
+
+
+def drive(hook, runner, *, val_every: int) -> None:
+    """The hook calls of an IterBasedTrainLoop with a validation every ``val_every`` iterations."""
+    hook.before_run(runner)
+    hook.before_train(runner)
+    while runner.iter < runner.max_iters:
+        runner.message_hub.update_scalar("train/loss", 1.0 / (runner.iter + 1))
+        hook.after_train_iter(runner, runner.iter)
+        runner.iter += 1
+        if runner.iter % val_every == 0:
+            hook.before_val_epoch(runner)
+            for index in range(len(runner.val_dataloader)):
+                hook.after_val_iter(runner, index)
+            hook.after_val_epoch(runner, {"coco/bbox_mAP": runner.iter / 10})
+    hook.after_train(runner)
+    hook.after_run(runner)
+
+
+@pytest.mark.parametrize("interactive", [False, True], ids=["plain", "bars"])
+def test_progress_is_one_line_per_phase(interactive):
+    import io
+
+    from trial.progress import ProgressHook
+
+    stream = io.StringIO()
+    drive(
+        ProgressHook(Console(stream, interactive=interactive), interval=2),
+        ToyRunner(4),
+        val_every=2,
+    )
+    lines = terminal_lines(stream.getvalue())
+    assert "\x1b[A" not in stream.getvalue()  # never two bars at once (no cursor-up redraws)
+    if interactive:
+        assert [line.split()[0] for line in lines] == ["train", "val", "train", "val"]
+        assert "2/4" in lines[0] and "4/4" in lines[2] and "loss 0.292" in lines[2]
+    else:
+        assert [line.split(" eta ")[0] for line in lines] == [
+            "train 2/4  loss 0.7500 ",
+            "val   at iteration 2: bbox_mAP 0.200",
+            "train 4/4  loss 0.2917 ",
+            "val   at iteration 4: bbox_mAP 0.400",
+        ]
