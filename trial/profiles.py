@@ -42,3 +42,39 @@ SHAPES_HPARAMS: dict[str, dict[str, Any]] = {
 def shapes_hparams(model: str) -> Mapping[str, Any]:
     """The shapes-set settings of a bundled model (empty for any other model or config)."""
     return SHAPES_HPARAMS.get(model, {})
+
+
+def step_cpu_seconds(data: str | None = None, *, batch: int = 8, size: int = 128) -> float:
+    """CPU-seconds of one forward+backward of ``invoke train retinanet [--data data]``'s model on
+    a synthetic batch (one thread, median of 3 after a warm-up): what an iteration's model costs,
+    independent of how busy the machine is. For docs/benchmarks.md ("default run")."""
+    import statistics
+    import time
+
+    import torch
+    from mmdet.registry import MODELS
+    from mmdet.structures import DetDataSample
+    from mmdet.utils import register_all_modules
+    from mmengine.structures import InstanceData
+
+    from trial.local import LocalTrain, local_config
+
+    register_all_modules()
+    torch.set_num_threads(1)
+    cfg = local_config(LocalTrain(model="retinanet", data=data, work_dir="/tmp/step-cost"))
+    model = MODELS.build(cfg.model).train()
+    images = torch.randn(batch, 3, size, size)
+    shape = dict(img_shape=(size, size), pad_shape=(size, size), batch_input_shape=(size, size))
+    samples = []
+    for _ in range(batch):
+        sample = DetDataSample(metainfo=dict(shape, scale_factor=(1.0, 1.0)))
+        boxes = torch.tensor([[10.0, 10.0, 50.0, 50.0], [60.0, 60.0, 110.0, 100.0]])
+        sample.gt_instances = InstanceData(bboxes=boxes, labels=torch.tensor([36, 62]))
+        samples.append(sample)
+    times = []
+    for _ in range(4):
+        start = time.process_time()
+        loss, _ = model.parse_losses(model.loss(images, samples))
+        loss.backward()
+        times.append(time.process_time() - start)
+    return statistics.median(times[1:])
