@@ -336,3 +336,18 @@ def test_progress_is_one_line_per_phase(interactive):
             "train 4/4  loss 0.2917 ",
             "val   at iteration 4: bbox_mAP 0.400",
         ]
+
+
+def test_verbose_keeps_the_terminal_and_other_ranks_log_to_their_own_file(tmp_path, monkeypatch):
+    from trial.console import local_session
+    from trial.local import trial_command
+
+    assert trial_command("exp.yaml", tmp_path, verbose=True)[-1] == "--verbose"
+    with local_session(tmp_path, verbose=True) as console:
+        assert console is None
+    assert not (tmp_path / "train.log").exists()
+    monkeypatch.setenv("RANK", "1")
+    with local_session(tmp_path, verbose=False) as console:
+        assert console is None
+        os.write(1, b"rank 1 says hello\n")  # (pytest captures sys.stdout, not fd 1)
+    assert "rank 1 says hello" in (tmp_path / "train-rank1.log").read_text()
