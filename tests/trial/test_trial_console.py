@@ -351,3 +351,15 @@ def test_verbose_keeps_the_terminal_and_other_ranks_log_to_their_own_file(tmp_pa
         assert console is None
         os.write(1, b"rank 1 says hello\n")  # (pytest captures sys.stdout, not fd 1)
     assert "rank 1 says hello" in (tmp_path / "train-rank1.log").read_text()
+
+
+def test_bars_only_on_a_terminal_and_never_in_ci(monkeypatch, tmp_path):
+    from trial.console import is_interactive
+
+    leader, follower = pty.openpty()
+    with os.fdopen(follower, "w") as terminal, (tmp_path / "f").open("w") as file:
+        monkeypatch.delenv("CI", raising=False)
+        assert is_interactive(terminal) and not is_interactive(file)
+        monkeypatch.setenv("CI", "true")
+        assert not is_interactive(terminal)
+    os.close(leader)
