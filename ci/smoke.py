@@ -170,6 +170,7 @@ def _train(model: str, experiment: Path, work: Path, *, iters: int) -> dict:
         data="experiment",
         max_iters=iters,
         hparams=[f"model={model}", "pretrained=false", *HPARAMS],
+        verbose=True,  # the whole log into trial.log (its tail is shown on a failure)
     )
     log = work / "trial.log"
     print(f"smoke: training {model} for {iters} iterations (log: {log})", flush=True)
