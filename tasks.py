@@ -98,18 +98,19 @@ def test_image(c, tag, builder="buildah"):
 # BEGIN staging tasks
 @task(
     help={
-        "source": "COCO 2017 folder: a local/NFS path or gs://bucket/prefix (data.source)",
+        "source": "COCO 2017 folder: a local/NFS path, gs:// or s3://bucket/prefix (data.source)",
         "cache": "node-local cache directory shared by every trial and rank (data.cache)",
         "dest": "where to build the COCO-layout view the trial reads (data.dest)",
         "splits": "comma-separated splits, e.g. train,val (default: both)",
-        "with_images": "also stage the images (else gs:// images are read through the cache)",
+        "with_images": "also stage the images (else gs:// and s3:// images are read through "
+        "the cache)",
         "subset": "N images per split, chosen deterministically by --seed (CI)",
         "seed": "seed that chooses the --subset images (default 0)",
         "workers": "parallel downloads (default 16)",
         "verify": "re-hash cached files against their crc32c and re-fetch bad ones",
         "dry_run": "print what would be fetched and exit without writing",
         "experiment_config": "read defaults from this experiment YAML's data: section",
-        "weights_mirror": "gs://bucket/prefix or folder holding pretrained checkpoints "
+        "weights_mirror": "gs:// or s3://bucket/prefix, or a folder, holding pretrained checkpoints "
         "(data.weights_mirror; implies --stage-weights)",
         "stage_weights": "also stage the checkpoints the experiment's model loads (needs "
         "--experiment-config)",
@@ -131,7 +132,7 @@ def stage_coco(
     weights_mirror=None,
     stage_weights=False,
 ):
-    """Stage COCO annotations (and images) from disk or gs:// into the node cache and a dest view.
+    """Stage COCO annotations (and images) from disk, gs:// or s3:// into the node cache and a dest view.
 
     A warm cache costs metadata checks only. Example:
     invoke stage-coco --source gs://bucket/coco2017 --cache /mnt/node-cache/coco --dest /tmp/coco
@@ -148,10 +149,12 @@ def stage_coco(
         result = run_stage(spec, progress=True, dry_run=dry_run)
         if not dry_run:
             print(result.summary())
-        if spec.weights_enabled and not dry_run:
-            from staging.cli import stage_experiment_weights
+        if spec.weights_enabled and not dry_run:  # the trial names them; staging fetches them
+            from staging.weights import stage_weights
+            from trial.checkpoints import experiment_checkpoints
 
-            print(stage_experiment_weights(spec, experiment_config).summary())
+            refs = experiment_checkpoints(experiment_config)
+            print(stage_weights(spec.cache, refs, mirror=spec.weights_mirror).summary())
 
 
 # END staging tasks
@@ -166,7 +169,7 @@ def stage_coco(
         "cluster": "submit to the Determined master ($DET_MASTER or --master) instead of training here",
         "data": "COCO-layout directory (annotations/instances_{train,val}2017.json, {train,val}2017/); "
         "default: the built-in shapes set",
-        "max_iters": "training length in iterations (local default 200; --cluster uses the experiment's)",
+        "max_iters": "training length in iterations (local default 200, 400 for retinanet on the shapes set; --cluster uses the experiment's)",
         "work_dir": "local work directory (default ./work_dirs/MODEL): checkpoints, metrics, logs",
         "config": "an mmdet 3.x config .py file to train instead of a bundled model",
         "set": "dotted mmengine override, repeatable: --set optim_wrapper.optimizer.lr=0.01",
@@ -178,6 +181,8 @@ def stage_coco(
         "the YAML and context directory that would be submitted; submit nothing",
         "nproc": "local ranks (torch's launcher; gloo on CPU, nccl on GPUs); "
         "global_batch_size must be a multiple",
+        "verbose": "local: mmengine's full log on the terminal instead of progress bars "
+        "(otherwise it goes to WORK_DIR/train.log)",
     },
     iterable=["set_", "hparam"],
     auto_shortflags=False,
@@ -197,6 +202,7 @@ def train(
     experiment=None,
     dry_run=False,
     nproc=1,
+    verbose=False,
 ):
     """Train an mmdet model through the bundled Determined trial (locally, or --cluster).
 
@@ -237,6 +243,7 @@ def train(
                 resume=resume,
                 experiment=experiment,
                 nproc=int(nproc),
+                verbose=verbose,
             )
         )
         print(result_line(result))
@@ -339,7 +346,7 @@ def predict(c, model, images, out, score_thr="0.3", master=None, device=None):
     },
 )
 def smoke(c, models="retinanet,maskrcnn,gfl", iters=4, expect_warm=False):
-    """End-to-end smoke: GCS emulator -> startup hook -> train + evaluate 3 models on a COCO subset."""
+    """End-to-end smoke: GCS emulator (and S3) -> startup hook -> train + evaluate on a COCO subset."""
     import shlex
     import sys
 

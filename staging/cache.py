@@ -183,7 +183,7 @@ class Cache:
         tmp = partial_dir(final) / temp_name(final)
         ok = False
         try:
-            resume = _adopt_leftover(final, tmp, resumable=bool(info.crc32c))
+            resume = _adopt_leftover(final, tmp, resumable=bool(info.crc32c or info.verifiable))
             crc = download_verified(info, job.source, tmp, resume=resume, on_bytes=job.on_bytes)
             self._prepare(job, tmp, crc)
             if job.committer is not None:  # flush + rename in the committer; it owns the lock
@@ -300,7 +300,8 @@ def _adopt_leftover(final: Path, tmp: Path, *, resumable: bool) -> bool:
     """Take over a dead writer's ``*.incomplete`` so the download resumes; delete other dead
     ones. Live writers' files are left alone (they exist when a lock silently did nothing).
 
-    Adopts only when the source gives a checksum that will vet the joined bytes (GCS).
+    Adopts only when the source gives a checksum that will vet the joined bytes (GCS's crc32c;
+    S3's additional checksum or MD5 ETag).
     Returns True when ``tmp`` now holds the leftover's bytes.
     """
     found = _leftovers(tmp.parent, final.name)

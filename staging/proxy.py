@@ -28,7 +28,8 @@ TIMEOUT_S = 30.0
 @dataclass
 class Rule:
     kind: str  # "cut" | "flip" | "slow"
-    match: str = "alt=media"
+    match: str = "alt=media"  # a GCS media download; for S3 name the key and method="GET"
+    method: str = ""  # only requests with this method ("" = any)
     times: int = 1  # how many matching requests it hits (-1: all)
     at: int = 1000
     delay: float = 0.05
@@ -65,8 +66,16 @@ class FaultProxy:
         self._sock.close()
 
     def media_requests(self, name_part: str = "") -> list[Record]:
+        """GCS object downloads (``alt=media``) whose request line holds ``name_part``."""
         with self._lock:
             return [r for r in self.records if "alt=media" in r.line and name_part in r.line]
+
+    def object_gets(self, name_part: str = "") -> list[Record]:
+        """S3 object GETs (not listings) whose path holds ``name_part``."""
+        with self._lock:
+            return [r for r in self.records if r.line.startswith("GET ")
+                    and "list-type=" not in r.line and "?versions" not in r.line
+                    and name_part in r.line.split()[1].split("?")[0]]  # fmt: skip
 
     def _serve(self) -> None:
         while not self._stop.is_set():
@@ -81,7 +90,7 @@ class FaultProxy:
     def _pick(self, line: str) -> Rule | None:
         with self._lock:
             for rule in self.rules:
-                if rule.match in line and rule.times != 0:
+                if rule.match in line and line.startswith(rule.method) and rule.times != 0:
                     rule.times -= 1 if rule.times > 0 else 0
                     return rule
         return None
@@ -103,6 +112,7 @@ class FaultProxy:
                 (int(h.split(":", 1)[1]) for h in lines if h.lower().startswith("content-length:")),
                 0,
             )
+            body = bytearray(body)  # appended in place: a 40 MB upload is not copied 2500 times
             while len(body) < length:
                 more = client.recv(CHUNK)
                 if not more:

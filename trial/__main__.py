@@ -26,13 +26,17 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     if args.local and args.nproc > 1 and "LOCAL_RANK" not in os.environ:
         return _supervise_ranks(argv, args)
+    from trial.console import local_session
+
     try:
-        result = _run_local(args) if args.local else _run_cluster()
+        # locally: the terminal shows progress; everything else goes to <work-dir>/train.log
+        with local_session(args.work_dir, verbose=args.verbose or not args.local) as console:
+            result = _run_local(args, console) if args.local else _run_cluster()
+            if int(os.environ.get("RANK", "0")) == 0:
+                _print_summary(result, args.work_dir if args.local else None)
     except ProjectError as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
-    if int(os.environ.get("RANK", "0")) == 0:
-        _print_summary(result, args.work_dir if args.local else None)
     return 0
 
 
@@ -87,13 +91,14 @@ def _torch_distributed_context(det, world_size: int):
     return det.core.DistributedContext.from_torch_distributed()
 
 
-def _run_local(args: argparse.Namespace):
+def _run_local(args: argparse.Namespace, console=None):
     import determined as det
 
     from trial.config import layer, parse_set_options
     from trial.data import resolve_data
     from trial.distributed import RankPreemption, torch_world_size
     from trial.experiment import load_experiment, local_hparams
+    from trial.progress import console_hooks
     from trial.run import RunRequest, SignalPreemption, resume_checkpoint, train
 
     experiment = load_experiment(args.experiment)
@@ -111,6 +116,7 @@ def _run_local(args: argparse.Namespace):
         overrides=parse_set_options(args.set),
         resume_from=resume_checkpoint(storage) if args.resume else None,
         metrics_log=work_dir / "metrics.jsonl",
+        hooks=console_hooks(console, work_dir, interval=hparams.get("log_interval") or 10),
     )
     storage.mkdir(parents=True, exist_ok=True)
     world_size = torch_world_size()
@@ -178,6 +184,11 @@ def _parser() -> argparse.ArgumentParser:
         type=int,
         default=1,
         help="local mode: run N ranks through torch's launcher (gloo on CPU, nccl on GPUs)",
+    )
+    p.add_argument(
+        "--verbose",
+        action="store_true",
+        help="local mode: mmengine's full log on the terminal instead of progress bars",
     )
     p.add_argument(
         "--checked-data",

@@ -12,7 +12,8 @@ import json
 import os
 import sys
 import tempfile
-from collections.abc import Sequence
+import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ import yaml
 
 from errors import ConfigError, TrainingError
 from trial.config import build_config, layer, load_base_config, parse_set_options, resolve_base
+from trial.console import LOG_FILE, quiet_library_warnings, summary
 from trial.data import resolve_data
 from trial.experiment import (
     EXPERIMENTS_DIR,
@@ -31,6 +33,7 @@ from trial.experiment import (
     trial_settings,
 )
 from trial.launch import run_forwarding_signals
+from trial.profiles import SHAPES_MAX_ITERS, shapes_hparams
 from trial.run import resume_checkpoint
 
 # A CPU-sized profile applied on top of the experiment's hyperparameters for local runs: small
@@ -62,12 +65,16 @@ class LocalTrain:
     resume: bool = False
     experiment: str | None = None
     nproc: int = 1
+    verbose: bool = False
 
 
 def train_local(request: LocalTrain) -> dict[str, Any]:
-    """Check the request, run the trial in a child process, return its result.json."""
+    """Check the request, run the trial in a child process, return its result.json (plus the
+    ``model``, ``work_dir`` and wall-clock ``seconds`` the summary shows)."""
     if request.nproc < 1:
         raise ConfigError(f"--nproc {request.nproc} must be at least 1")
+    if not request.verbose:
+        quiet_library_warnings()
     work_dir = _work_dir(request)
     experiment = _local_experiment(request)
     exp_path = work_dir / "experiment.yaml"
@@ -78,31 +85,36 @@ def train_local(request: LocalTrain) -> dict[str, Any]:
         exp_path,
         work_dir,
         data=request.data,
-        max_iters=request.max_iters or DEFAULT_MAX_ITERS,
+        max_iters=request.max_iters or _default_max_iters(request),
         sets=request.sets,
         hparams=request.hparams,
         resume=request.resume,
         checked_data=True,  # _preflight just validated the annotation JSON
         nproc=request.nproc,
+        verbose=request.verbose,
     )
     run_dir = work_dir / "run"
     run_dir.mkdir(exist_ok=True)
+    started = time.monotonic()
     code = run_forwarding_signals(command, cwd=run_dir, env=trial_env())
     if code != 0:
-        raise TrainingError(
-            f"local trial exited with code {code}; see the log above and {run_dir}", exit_code=code
-        )
-    return json.loads((work_dir / "result.json").read_text())
+        log = run_dir if request.verbose else work_dir / LOG_FILE
+        raise TrainingError(f"local trial exited with code {code}; see {log}", exit_code=code)
+    result = json.loads((work_dir / "result.json").read_text())
+    model = Path(request.config).name if request.config else request.model
+    return {
+        **result,
+        "model": model,
+        "work_dir": str(work_dir),
+        "seconds": time.monotonic() - started,
+    }
 
 
 def result_line(result: dict[str, Any]) -> str:
-    """The last line ``invoke train`` prints: the final mAP, or how to continue a preempted run."""
-    if result.get("preempted"):
-        return (
-            f"preempted at step {result['steps']} with checkpoint {result['checkpoint']}; "
-            "continue with the same command plus --resume"
-        )
-    return f"bbox_mAP {result['validation'].get('bbox_mAP', float('nan')):.4f}"
+    """What ``invoke train`` ends with: model, iterations, time, mAP, where the results are."""
+    return summary(
+        result, model=result["model"], work_dir=result["work_dir"], seconds=result["seconds"]
+    )
 
 
 def trial_command(
@@ -116,6 +128,7 @@ def trial_command(
     resume: bool = False,
     checked_data: bool = False,
     nproc: int = 1,
+    verbose: bool = False,
 ) -> list[str]:
     """The ``python -m trial --local ...`` command line for one local run.
 
@@ -136,6 +149,7 @@ def trial_command(
         *(["--resume"] if resume else []),
         *(["--checked-data"] if checked_data else []),
         *(["--nproc", str(nproc)] if nproc > 1 else []),
+        *(["--verbose"] if verbose else []),
     ]
 
 
@@ -155,8 +169,20 @@ def _local_experiment(request: LocalTrain) -> dict:
     hparams = local_hparams(experiment.get("hyperparameters") or {})
     # The profile replaces what it names (and what lies below it); explicit --set/--hparam are
     # applied over it later, so they always win.
-    experiment["hyperparameters"] = layer(hparams, {**LOCAL_HPARAMS, "model": model})
+    profile = {**layer(LOCAL_HPARAMS, _shapes_profile(request)), "model": model}
+    experiment["hyperparameters"] = layer(hparams, profile)
     return experiment
+
+
+def _shapes_profile(request: LocalTrain) -> Mapping[str, Any]:
+    """The built-in set's settings (trial/profiles.py) when a bundled model trains on it."""
+    if request.data or request.config or request.experiment:
+        return {}
+    return shapes_hparams(request.model)
+
+
+def _default_max_iters(request: LocalTrain) -> int:
+    return SHAPES_MAX_ITERS if _shapes_profile(request) else DEFAULT_MAX_ITERS
 
 
 def local_config(request: LocalTrain) -> Any:
@@ -173,7 +199,7 @@ def _preflight(experiment: dict, request: LocalTrain, work_dir: Path) -> Any:
         hparams,
         data=data,
         work_dir=str(work_dir / "run"),
-        max_iters=request.max_iters or DEFAULT_MAX_ITERS,
+        max_iters=request.max_iters or _default_max_iters(request),
         extra_overrides=parse_set_options(list(request.sets)),
         world_size=request.nproc,
     )

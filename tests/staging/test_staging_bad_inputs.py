@@ -107,8 +107,8 @@ def test_listed_gcs_name_with_dotdot_fake_blob():
     from types import SimpleNamespace
 
     from errors import StagingError
+    from staging.gcs import GcsSource
     from staging.paths import parse_source
-    from staging.sources import GcsSource
 
     source = GcsSource.__new__(GcsSource)
     source.ref = parse_source("gs://b/coco")
@@ -118,9 +118,9 @@ def test_listed_gcs_name_with_dotdot_fake_blob():
 
 
 def test_bad_option_names_the_field(tmp_path):
-    done = run_staging("--source", "s3://x/y", "--cache", str(tmp_path), "--dest", str(tmp_path))
+    done = run_staging("--source", "az://x/y", "--cache", str(tmp_path), "--dest", str(tmp_path))
     assert done.returncode == 1
     assert (
         done.stderr.strip()
-        == "error: data.source='s3://x/y': unsupported scheme; use a local path or gs://"
+        == "error: data.source='az://x/y': unsupported scheme; use a local path, gs:// or s3://"
     )

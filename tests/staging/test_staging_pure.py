@@ -29,7 +29,7 @@ def test_parse_source(url, kind, bucket, prefix):
     assert (ref.kind, ref.bucket, ref.prefix) == (kind, bucket, prefix)
 
 
-@pytest.mark.parametrize("url", ["", "gs://", "s3://b/x", "gs:///x"])
+@pytest.mark.parametrize("url", ["", "gs://", "s3://", "az://b/x", "gs:///x"])
 def test_parse_source_rejects(url):
     with pytest.raises(ConfigError, match=r"data\.source"):
         parse_source(url)
@@ -99,7 +99,7 @@ GOOD = {"source": "gs://b/coco", "cache": "/c", "dest": "/d"}
         ({"workers": 0}, "data.workers"),
         ({"with_images": "yes"}, "data.with_images"),
         ({"typo": 1}, "data.typo"),
-        ({"source": "s3://x/y"}, "data.source"),
+        ({"source": "az://x/y"}, "data.source"),
     ],
 )
 def test_data_spec_names_the_bad_field(patch, field):

@@ -96,7 +96,7 @@ def test_rank_preemption_follows_the_request_file_and_the_inner_context(tmp_path
     ("nproc", "message"),
     [
         ("0", "error: --nproc 0 must be at least 1"),
-        ("3", "global_batch_size 4 must be a positive multiple of the 3 slots"),
+        ("3", "must be a positive multiple of the 3 slots"),
     ],
 )
 def test_bad_nproc_is_one_line_and_exit_1(tmp_path, nproc, message):
