@@ -366,6 +366,7 @@ BENCHES = {
     "staging": "staging.bench",
     "images": "images.bench",
     "resume": "trial.resume_bench",
+    "startup": "trial.startup_bench",
 }
 
 
@@ -373,9 +374,10 @@ BENCHES = {
     help={
         "what": f"which benchmark: {', '.join(BENCHES)}",
         "runs": "repetitions per side (median)",
+        "scale": "startup only: size of the generated COCO set (1 = train2017; 0.05 for a quick check)",
     },
 )
-def bench(c, what, runs=0):
+def bench(c, what, runs=0, scale=0.0):
     """Run a side-by-side benchmark and print ratios (results go into docs/benchmarks.md).
 
     Each benchmark module exposes ``main(runs: int) -> None``; runs=0 keeps its own default.
@@ -386,5 +388,8 @@ def bench(c, what, runs=0):
         raise Exit(
             f"error: unknown benchmark {what!r}; choose one of: {', '.join(BENCHES)}", code=1
         )
+    if scale and what != "startup":
+        raise Exit("error: --scale applies to the startup benchmark only", code=1)
+    options = {"scale": scale} if scale else {}
     with user_errors():
-        importlib.import_module(BENCHES[what]).main(runs=runs)
+        importlib.import_module(BENCHES[what]).main(runs=runs, **options)

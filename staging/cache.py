@@ -317,6 +317,12 @@ def _adopt_leftover(final: Path, tmp: Path, *, resumable: bool) -> bool:
     return adopted
 
 
+def discard_leftovers(final: Path) -> None:
+    """Delete the temp files that dead writers of ``final`` left (for a file that is built, not
+    downloaded, so nothing can be resumed); live writers' files are left alone."""
+    _adopt_leftover(final, partial_dir(final) / temp_name(final), resumable=False)
+
+
 _scanned: dict[Path, dict[str, list[str]]] = {}  # .partial/ -> final name -> temp names
 _scan_lock = threading.Lock()
 

@@ -36,6 +36,7 @@ class DataPaths:
     train_images: str
     val_images: str
     backend_args: Mapping[str, Any] | None = None
+    ann_cache: str | None = None  # node cache root for parsed annotations (trial/anncache.py)
 
 
 @dataclass(frozen=True)
@@ -89,7 +90,9 @@ def build_config(base: Any, settings: TrainSettings) -> Any:
     The config names the trial's own registered types, so building it registers them: any Runner
     built from it (the trial, a benchmark, a test) finds them.
     """
-    # registers SparseDetVisualizationHook, ZeroSafeCocoMetric, ResumableIterBasedTrainLoop (+samplers)
+    # registers NodeCachedCocoDataset, SparseDetVisualizationHook, ZeroSafeCocoMetric,
+    # ResumableIterBasedTrainLoop (+samplers)
+    import trial.cached_dataset
     import trial.drawing
     import trial.metrics
     import trial.resume  # noqa: F401
@@ -104,6 +107,7 @@ def build_config(base: Any, settings: TrainSettings) -> Any:
     if settings.image_scale:
         _apply_image_scale(cfg, settings.image_scale)
     apply_overrides(cfg, settings.overrides)
+    _use_node_cache(cfg, settings.data.ann_cache)
     return cfg
 
 
@@ -232,6 +236,15 @@ def _apply_data(cfg: Any, data: DataPaths) -> None:
         cfg[evaluator]["backend_args"] = None  # annotations are always on local disk
         if cfg[evaluator].get("type") == "CocoMetric":  # same numbers; 0.0 instead of nothing
             cfg[evaluator]["type"] = "ZeroSafeCocoMetric"
+
+
+def _use_node_cache(cfg: Any, ann_cache: str | None) -> None:
+    """Parse COCO annotations once per node (trial/cached_dataset.py), after the user's overrides:
+    a dataset type they chose stays as it is."""
+    for loader in ("train_dataloader", "val_dataloader", "test_dataloader"):
+        dataset = _innermost_dataset(cfg[loader]["dataset"]) if cfg.get(loader) else {}
+        if ann_cache and dataset.get("type") == "CocoDataset":
+            dataset.update(type="NodeCachedCocoDataset", cache_dir=ann_cache)
 
 
 def _innermost_dataset(dataset: dict) -> dict:

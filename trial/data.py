@@ -14,6 +14,7 @@ from trial.config import DataPaths
 from trial.shapes import VERSION, make_shapes_coco
 
 SPLITS = ("train", "val")
+ANN_CACHE = "anncache"  # below cache_root(): parsed annotations of local COCO folders
 SAMPLE_ENV = (
     "COCO_TINY"  # a real COCO sample's path; default ../shared/coco-tiny beside the checkout
 )
@@ -82,6 +83,7 @@ def coco_dir_paths(root: str | Path, *, check_json: bool = True) -> DataPaths:
         val_ann=str(root / "annotations" / "instances_val2017.json"),
         train_images=str(root / "train2017") + "/",
         val_images=str(root / "val2017") + "/",
+        ann_cache=str(cache_root() / ANN_CACHE),
     )
 
 
@@ -101,4 +103,5 @@ def staged_data_paths(data_section: Mapping[str, Any]) -> DataPaths:
         train_images=spec.image_prefix("train"),
         val_images=spec.image_prefix("val"),
         backend_args=backend_args,
+        ann_cache=str(spec.cache),  # the node cache staging wrote into
     )
