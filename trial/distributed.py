@@ -9,7 +9,12 @@ preemption decision all ranks agree on.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import logging
 import os
+import socket
+import struct
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +27,10 @@ NCCL = "nccl"
 # which needs a filesystem shared by every rank and so breaks across nodes (mmengine #557).
 COLLECT_DEVICE = "gpu"
 EVALUATORS = ("val_evaluator", "test_evaluator")
+GLOO_IFNAME = "GLOO_SOCKET_IFNAME"
+_SIOCGIFADDR = 0x8915
+
+logger = logging.getLogger("trial")
 
 
 def torch_world_size() -> int:
@@ -71,8 +80,41 @@ def init_process_group(dist_backend: str) -> None:
     """
     import torch.distributed as dist
 
+    use_routed_interface()
     if dist_backend == GLOO and not dist.is_initialized():
         dist.init_process_group(backend=GLOO)
+
+
+def use_routed_interface() -> str | None:
+    """Across nodes, have gloo use the interface that reaches the chief; return its name.
+
+    Unless told (``GLOO_SOCKET_IFNAME``), gloo advertises the address the host name resolves to,
+    which is 127.0.0.1 or 127.0.1.1 on many hosts (Debian's /etc/hosts, host networking): the
+    other node's ranks are then told to connect to their own loopback and the group never forms
+    (``connectFullMesh failed ... remote=[127.0.0.1]``). One node, or an explicit setting: unchanged.
+    """
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if os.environ.get(GLOO_IFNAME) or world == int(os.environ.get("LOCAL_WORLD_SIZE", world)):
+        return os.environ.get(GLOO_IFNAME)
+    name = route_interface(os.environ["MASTER_ADDR"])
+    if name:
+        os.environ[GLOO_IFNAME] = name
+        logger.info("gloo: using interface %s, the route to the chief", name)
+    return name
+
+
+def route_interface(address: str) -> str | None:
+    """The name of the local interface whose address the kernel uses to reach ``address``."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        probe.connect((socket.gethostbyname(address), 9))  # UDP: picks a route, sends nothing
+        local = probe.getsockname()[0]
+        for _, name in socket.if_nameindex():
+            with contextlib.suppress(OSError):
+                packed = struct.pack("256s", name.encode()[:15])
+                raw = fcntl.ioctl(probe.fileno(), _SIOCGIFADDR, packed)
+                if socket.inet_ntoa(raw[20:24]) == local:
+                    return name
+    return None
 
 
 class BufferSyncHook(Hook):
