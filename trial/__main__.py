@@ -71,8 +71,21 @@ def _run_cluster():
         work_dir=Path("work_dirs") / f"trial_{info.trial.trial_id}",
         resume_from=info.latest_checkpoint,
     )
-    with det.core.init(distributed=distributed) as core_context:
+    with det.core.init(
+        distributed=distributed, preempt_mode=_preempt_mode(det, distributed)
+    ) as core_context:
+        if distributed is not None:
+            from trial.distributed import RankPreemption, dist_timeout
+
+            timeout_s = dist_timeout(request.hparams)
+            core_context.preempt = RankPreemption(core_context.preempt, timeout_s=timeout_s)
         return train(core_context, request, world_size=world_size)
+
+
+def _preempt_mode(det, distributed):
+    """Many ranks: only the chief asks Determined; the ranks agree through RankPreemption."""
+    modes = det.core.PreemptMode
+    return modes.WorkersAskChief if distributed is None else modes.ChiefOnly
 
 
 def _torch_distributed_context(det, world_size: int):
@@ -92,7 +105,7 @@ def _run_local(args: argparse.Namespace):
 
     from trial.config import layer, parse_set_options
     from trial.data import resolve_data
-    from trial.distributed import RankPreemption, torch_world_size
+    from trial.distributed import RankPreemption, dist_timeout, torch_world_size
     from trial.experiment import load_experiment, local_hparams
     from trial.run import RunRequest, SignalPreemption, resume_checkpoint, train
 
@@ -115,13 +128,18 @@ def _run_local(args: argparse.Namespace):
     storage.mkdir(parents=True, exist_ok=True)
     world_size = torch_world_size()
     distributed = _torch_distributed_context(det, world_size)
-    with det.core.init(checkpoint_storage=str(storage), distributed=distributed) as core_context:
+    mode = _preempt_mode(det, distributed)
+    with det.core.init(
+        checkpoint_storage=str(storage), distributed=distributed, preempt_mode=mode
+    ) as core_context:
         core_context.preempt = SignalPreemption(core_context.preempt)
         if distributed is not None:
             from trial.launch import preempt_request_file
 
             core_context.preempt = RankPreemption(
-                core_context.preempt, distributed, request_file=preempt_request_file(work_dir)
+                core_context.preempt,
+                request_file=preempt_request_file(work_dir),
+                timeout_s=dist_timeout(hparams),
             )
         return train(core_context, request, world_size=world_size)
 

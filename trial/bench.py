@@ -221,17 +221,23 @@ def _sides(cfg: Any, work_dir: Path):
         _join_ranks(cfg)
         distributed = det.core.DistributedContext.from_torch_distributed()
     storage = str(work_dir / "checkpoints")
-    with det.core.init(checkpoint_storage=storage, distributed=distributed) as core:
+    modes = det.core.PreemptMode
+    mode = modes.WorkersAskChief if distributed is None else modes.ChiefOnly
+    with det.core.init(
+        checkpoint_storage=storage, distributed=distributed, preempt_mode=mode
+    ) as core:
         preempt = core.preempt
 
-        def add_trial(runner, **hook_args) -> None:
+        def add_trial(runner, **hook_args) -> None:  # what trial/run.py and __main__.py add
             from trial.hook import DetCoreHook
 
             if distributed is not None:
                 from trial.distributed import BufferSyncHook, RankPreemption
 
-                core.preempt = RankPreemption(preempt, distributed)
-                runner.register_hook(BufferSyncHook())
+                core.preempt = RankPreemption(preempt)
+                buffers = BufferSyncHook()
+                runner.register_hook(buffers)
+                hook_args["before_save"] = buffers.sync
             runner.register_hook(DetCoreHook(core, **hook_args))
 
         yield add_trial

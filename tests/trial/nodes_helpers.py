@@ -23,7 +23,7 @@ import sys
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from master_standin import TOKEN, MasterStandin
@@ -60,11 +60,10 @@ class Allocation:
     id: str
     procs: list[subprocess.Popen]
     logs: list[Path]
-    started: float = field(default_factory=time.monotonic)
 
     def wait(self, timeout: float) -> list[int]:
-        """Exit codes of every node (each killed and reported as -9 past ``timeout``)."""
-        deadline = self.started + timeout
+        """Exit codes of every node (each killed and reported as -9 ``timeout`` s from now)."""
+        deadline = time.monotonic() + timeout
         codes = []
         for proc in self.procs:
             try:

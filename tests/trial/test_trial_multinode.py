@@ -131,7 +131,8 @@ def test_two_nodes_rendezvous_shard_report_stage_per_node_and_validate_like_one_
         for r in cluster.gcs.media_requests(f"{DATA_PREFIX}%2F")
     )
     objects = {name for _, name in downloads}
-    files = [p for p in coco_sample.rglob("*") if p.is_file()]
+    splits = ("annotations", "train2017", "val2017")
+    files = [p for p in coco_sample.rglob("*") if p.is_file() and p.parent.name in splits]
     assert len(objects) == len(files)
     assert downloads == Counter({(addr, name): 1 for addr in (node0, node1) for name in objects})
 
@@ -201,3 +202,98 @@ def evaluate_one_rank(data: Path, checkpoint: Path, work: Path) -> tuple[dict, d
         json.loads(line) for line in (work / "predictions-rank9.jsonl").read_text().splitlines()
     ]
     return to_det_metrics(metrics), {r["img_id"]: (r["bboxes"], r["scores"]) for r in records}
+
+
+def last_steps(cluster: Cluster, slots: int) -> dict[int, int]:
+    """rank -> the last training step its probe recorded."""
+    return {
+        node * slots + local: probe(cluster, node, node * slots + local, "image-ids")[-1]["step"]
+        for node in (0, 1)
+        for local in range(slots)
+    }
+
+
+def test_two_nodes_two_slots_preempted_by_the_master_stop_at_one_step_then_resume(cluster):
+    hparams = {**HPARAMS, "max_iters": 8, "val_interval": 8, "checkpoint_interval": 8}
+    config = experiment(hparams, slots_per_trial=4, prefix=f"run-{uuid.uuid4().hex[:6]}")
+    # The master preempts once rank 0 reported its first training metrics (step 2).
+    cluster.standin.preempt_when = lambda call: call.path.endswith("/metrics")
+    alloc = cluster.start(config, slots=2, allocation=allocation_id())
+    assert finish(alloc) == [0, 0]
+
+    ((stopped, latest),) = checkpoints(cluster)  # one checkpoint, at the step all ranks stopped
+    assert 2 < stopped < 8
+    assert last_steps(cluster, 2) == {rank: stopped for rank in range(4)}
+    node0 = cluster.nodes[0].address
+    acks = cluster.standin.find("POST", r"/api/v1/allocations/[^/]+/signals/ack_preemption")
+    assert [c.client for c in acks] == [node0]  # the chief alone talks to the master about it
+
+    # A second allocation resumes after the checkpoint: each node downloads it for itself.
+    cluster.standin.reset()
+    cluster.standin.preempt_when = None
+    before = len(cluster.gcs.records)
+    alloc = cluster.start(
+        config,
+        slots=2,
+        allocation=allocation_id(),
+        latest_checkpoint=latest,
+        steps_completed=stopped,
+    )
+    assert finish(alloc) == [0, 0]
+    steps = [s for s, _ in cluster.standin.metrics("training")]
+    assert steps and min(steps) > stopped and max(steps) == 8
+    assert [s for s, _ in checkpoints(cluster)] == [8]
+    fetched = {
+        r.client for r in cluster.gcs.records[before:] if latest in r.line and "alt=media" in r.line
+    }
+    assert fetched == {n.address for n in cluster.nodes}
+
+
+def test_node_faults_fail_the_allocation_in_bounded_time_and_the_next_one_resumes(cluster):
+    hparams = {
+        **HPARAMS,
+        "max_iters": 40,
+        "val_interval": 40,
+        "checkpoint_interval": 2,
+        "dist_timeout": DIST_TIMEOUT_S,
+    }
+    config = experiment(hparams, slots_per_trial=2, prefix=f"run-{uuid.uuid4().hex[:6]}")
+
+    # kill -9 of every process of node 1: node 0 exits non-zero within 60 s.
+    alloc = cluster.start(config, slots=1, allocation=allocation_id())
+    wait_until(lambda: checkpoints(cluster), alloc, "the first checkpoint")
+    assert cluster.nodes[1].kill() > 0
+    killed = time.monotonic()
+    code0 = alloc.procs[0].wait(timeout=120)
+    elapsed = time.monotonic() - killed
+    finish(alloc, 1)
+    print(f"node 0 exited with {code0} {elapsed:.1f} s after node 1 was killed")
+    assert code0 != 0 and elapsed < 60
+
+    # The next allocation resumes from the last checkpoint; then node 1's link is cut: every
+    # rank gives up after dist_timeout (not torch's 30 min), and both nodes exit non-zero.
+    step, latest = checkpoints(cluster)[-1]
+    cluster.standin.reset()
+    alloc = cluster.start(
+        config, slots=1, allocation=allocation_id(), latest_checkpoint=latest, steps_completed=step
+    )
+    wait_until(lambda: any(s > step for s, _ in checkpoints(cluster)), alloc, "a new checkpoint")
+    assert min(s for s, _ in cluster.standin.metrics("training")) > step
+    cluster.nodes[1].set_link(up=False)
+    cut = time.monotonic()
+    codes = finish(alloc, DIST_TIMEOUT_S + 90)
+    elapsed = time.monotonic() - cut
+    print(f"exit codes {codes} {elapsed:.1f} s after node 1's link was cut")
+    assert all(code not in (0, -9) for code in codes), "a node hung (killed) or claimed success"
+    assert elapsed < DIST_TIMEOUT_S + 60
+
+    # Link back up: the third allocation resumes from the newest checkpoint and finishes.
+    cluster.nodes[1].set_link(up=True)
+    step, latest = checkpoints(cluster)[-1]
+    cluster.standin.reset()
+    alloc = cluster.start(
+        config, slots=1, allocation=allocation_id(), latest_checkpoint=latest, steps_completed=step
+    )
+    assert finish(alloc) == [0, 0]
+    steps = [s for s, _ in cluster.standin.metrics("training")]
+    assert min(steps) > step and max(steps) == 40
