@@ -72,7 +72,9 @@ def _run_cluster():
         resume_from=info.latest_checkpoint,
     )
     with det.core.init(
-        distributed=distributed, preempt_mode=_preempt_mode(det, distributed)
+        distributed=distributed,
+        preempt_mode=_preempt_mode(det, distributed),
+        tensorboard_mode=_tensorboard_mode(det, distributed),
     ) as core_context:
         if distributed is not None:
             from trial.distributed import RankPreemption, dist_timeout
@@ -80,6 +82,16 @@ def _run_cluster():
             timeout_s = dist_timeout(request.hparams)
             core_context.preempt = RankPreemption(core_context.preempt, timeout_s=timeout_s)
         return train(core_context, request, world_size=world_size)
+
+
+def _tensorboard_mode(det, distributed):
+    """Only rank 0 writes TensorBoard files (mmengine's visualizer is master-only): the other
+    ranks upload nothing. Determined's AUTO mode would have each of them sync its (empty) folder
+    to checkpoint storage and, on exit, wait without a deadline for that upload — forever when the
+    node has lost its network."""
+    modes = det.core.TensorboardMode
+    chief = distributed is None or distributed.get_rank() == 0
+    return modes.AUTO if chief else modes.MANUAL
 
 
 def _preempt_mode(det, distributed):
