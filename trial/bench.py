@@ -48,8 +48,11 @@ LINES = ("retinanet", "overhead")
 C10D_PORT = 29400
 
 
-def main(runs: int = 0, *, lines: tuple[str, ...] = LINES) -> None:
-    """Run both sides ``runs`` times (default 3) on every layout; print medians and ratios."""
+def main(
+    runs: int = 0, *, lines: tuple[str, ...] = LINES, layouts: tuple[str, ...] | None = None
+) -> None:
+    """Run both sides ``runs`` times (default 3) on every layout (or those named in
+    ``layouts``); print medians and ratios."""
     runs = runs or DEFAULT_RUNS
     out = []
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # tear the namespaces down first
@@ -60,7 +63,7 @@ def main(runs: int = 0, *, lines: tuple[str, ...] = LINES) -> None:
                 f"({WARMUP} warm-up), {runs} runs per side, interleaved, on the generated shapes "
                 "set (the same data everywhere)"
             )
-            for name, nodes, per_node in LAYOUTS:
+            for name, nodes, per_node in _chosen(layouts):
                 if nodes > 1 and net is None:
                     out.append(f"{name}: skipped ({why_not})")
                     continue
@@ -75,12 +78,16 @@ def main(runs: int = 0, *, lines: tuple[str, ...] = LINES) -> None:
                 f"steps ({TINY_WARMUP} warm-up), reports every {TINY_LOG_INTERVAL}, {runs} runs "
                 "per side alternating in one process"
             )
-            for name, nodes, per_node in LAYOUTS:
+            for name, nodes, per_node in _chosen(layouts):
                 if nodes > 1 and net is None:
                     out.append(f"{name}: skipped ({why_not})")
                     continue
                 out.append(f"{name}: {_overhead_line(runs, (nodes, per_node), net)}")
     print("\n".join(out))
+
+
+def _chosen(layouts: tuple[str, ...] | None) -> list[tuple[str, int, int]]:
+    return [layout for layout in LAYOUTS if layouts is None or layout[0] in layouts]
 
 
 def _overhead_line(runs: int, layout: tuple[int, int], net: Any) -> str:
@@ -262,12 +269,14 @@ if __name__ == "__main__":
         "--lines", default=",".join(LINES), help="comma-separated: " + ", ".join(LINES)
     )
     parser.add_argument("--runs", type=int, default=0)
+    parser.add_argument("--layouts", help="comma-separated: " + ", ".join(n for n, *_ in LAYOUTS))
     parser.add_argument("--side", choices=("plain", "trial", "both"))
     parser.add_argument("--model", choices=(MODEL, "tiny"), default=MODEL)
     parser.add_argument("--work-dir")
     args = parser.parse_args()
     if args.side is None:
-        main(args.runs, lines=tuple(args.lines.split(",")))
+        layouts = tuple(args.layouts.split(",")) if args.layouts else None
+        main(args.runs, lines=tuple(args.lines.split(",")), layouts=layouts)
         sys.exit(0)
     work = Path(args.work_dir)
     if args.model == "tiny":
