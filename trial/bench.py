@@ -63,31 +63,40 @@ def main(
                 f"({WARMUP} warm-up), {runs} runs per side, interleaved, on the generated shapes "
                 "set (the same data everywhere)"
             )
-            for name, nodes, per_node in _chosen(layouts):
-                if nodes > 1 and net is None:
-                    out.append(f"{name}: skipped ({why_not})")
-                    continue
-                plain, trial = _compare(runs, (nodes, per_node), net)
-                out.append(
-                    f"{name}: plain mmengine Runner {plain:.3f} s/iter, bundled trial "
-                    f"{trial:.3f} s/iter (medians), ratio trial/plain {trial / plain:.3f}"
-                )
+            out += _layout_lines(
+                layouts, net, why_not, lambda layout: _retinanet_line(runs, layout, net)
+            )
         if "overhead" in lines:
             out.append(
                 f"what the trial adds per step: tiny model, batch {BATCH} per rank, {TINY_ITERS} "
                 f"steps ({TINY_WARMUP} warm-up), reports every {TINY_LOG_INTERVAL}, {runs} runs "
                 "per side alternating in one process"
             )
-            for name, nodes, per_node in _chosen(layouts):
-                if nodes > 1 and net is None:
-                    out.append(f"{name}: skipped ({why_not})")
-                    continue
-                out.append(f"{name}: {_overhead_line(runs, (nodes, per_node), net)}")
+            out += _layout_lines(
+                layouts, net, why_not, lambda layout: _overhead_line(runs, layout, net)
+            )
     print("\n".join(out))
 
 
-def _chosen(layouts: tuple[str, ...] | None) -> list[tuple[str, int, int]]:
-    return [layout for layout in LAYOUTS if layouts is None or layout[0] in layouts]
+def _layout_lines(layouts, net: Any, why_not: str | None, line) -> list[str]:
+    """``name: line((nodes, ranks per node))`` for each chosen layout (2 nodes: when possible)."""
+    out = []
+    for name, nodes, per_node in LAYOUTS:
+        if layouts is not None and name not in layouts:
+            continue
+        out.append(
+            f"{name}: "
+            + (f"skipped ({why_not})" if nodes > 1 and net is None else line((nodes, per_node)))
+        )
+    return out
+
+
+def _retinanet_line(runs: int, layout: tuple[int, int], net: Any) -> str:
+    plain, trial = _compare(runs, layout, net)
+    return (
+        f"plain mmengine Runner {plain:.3f} s/iter, bundled trial {trial:.3f} s/iter (medians), "
+        f"ratio trial/plain {trial / plain:.3f}"
+    )
 
 
 def _overhead_line(runs: int, layout: tuple[int, int], net: Any) -> str:
