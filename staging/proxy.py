@@ -1,4 +1,4 @@
-"""A small TCP proxy on 127.0.0.1 between google-cloud-storage and the emulator (tests, bench).
+"""A small TCP proxy (on 127.0.0.1 by default) between google-cloud-storage and the emulator (tests, bench).
 
 It records every request line (and Range header) and injects faults into media downloads:
 ``cut`` closes the connection after ``at`` body bytes, ``flip`` inverts the body byte at ``at``,
@@ -40,6 +40,7 @@ class Record:
     line: str
     range: str = ""
     fault: str = ""
+    client: str = ""  # the caller's IP address
 
 
 @dataclass
@@ -49,14 +50,15 @@ class FaultProxy:
     records: list[Record] = field(default_factory=list)
     latency_s: float = 0.0  # added before every request is forwarded
     bandwidth: float = 0.0  # bytes/s per response; 0 = no cap
+    host: str = HOST  # where it listens (e.g. the host side of a test network's bridge)
 
     def __post_init__(self) -> None:
         self._lock = threading.Lock()
         self._stop = threading.Event()
-        self._sock = socket.create_server((HOST, 0))
+        self._sock = socket.create_server((self.host, 0))
         self._sock.settimeout(0.2)
         self.port = self._sock.getsockname()[1]
-        self.url = f"http://{HOST}:{self.port}"
+        self.url = f"http://{self.host}:{self.port}"
         self._thread = threading.Thread(target=self._serve, daemon=True)
         self._thread.start()
 
@@ -80,12 +82,12 @@ class FaultProxy:
     def _serve(self) -> None:
         while not self._stop.is_set():
             try:
-                conn, _ = self._sock.accept()
+                conn, (address, *_) = self._sock.accept()
             except TimeoutError:
                 continue
             except OSError:
                 return
-            threading.Thread(target=self._handle, args=(conn,), daemon=True).start()
+            threading.Thread(target=self._handle, args=(conn, address), daemon=True).start()
 
     def _pick(self, line: str) -> Rule | None:
         with self._lock:
@@ -95,7 +97,7 @@ class FaultProxy:
                     return rule
         return None
 
-    def _handle(self, client: socket.socket) -> None:
+    def _handle(self, client: socket.socket, address: str = "") -> None:
         client.settimeout(TIMEOUT_S)
         try:
             head, body = _read_head(client)
@@ -107,7 +109,7 @@ class FaultProxy:
             )
             rule = self._pick(lines[0])
             with self._lock:
-                self.records.append(Record(lines[0], rng, rule.kind if rule else ""))
+                self.records.append(Record(lines[0], rng, rule.kind if rule else "", address))
             length = next(
                 (int(h.split(":", 1)[1]) for h in lines if h.lower().startswith("content-length:")),
                 0,

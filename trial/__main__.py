@@ -75,8 +75,33 @@ def _run_cluster():
         work_dir=Path("work_dirs") / f"trial_{info.trial.trial_id}",
         resume_from=info.latest_checkpoint,
     )
-    with det.core.init(distributed=distributed) as core_context:
+    with det.core.init(
+        distributed=distributed,
+        preempt_mode=_preempt_mode(det, distributed),
+        tensorboard_mode=_tensorboard_mode(det, distributed),
+    ) as core_context:
+        if distributed is not None:
+            from trial.distributed import RankPreemption, dist_timeout
+
+            timeout_s = dist_timeout(request.hparams)
+            core_context.preempt = RankPreemption(core_context.preempt, timeout_s=timeout_s)
         return train(core_context, request, world_size=world_size)
+
+
+def _tensorboard_mode(det, distributed):
+    """Only rank 0 writes TensorBoard files (mmengine's visualizer is master-only): the other
+    ranks upload nothing. Determined's AUTO mode would have each of them sync its (empty) folder
+    to checkpoint storage and, on exit, wait without a deadline for that upload — forever when the
+    node has lost its network."""
+    modes = det.core.TensorboardMode
+    chief = distributed is None or distributed.get_rank() == 0
+    return modes.AUTO if chief else modes.MANUAL
+
+
+def _preempt_mode(det, distributed):
+    """Many ranks: only the chief asks Determined; the ranks agree through RankPreemption."""
+    modes = det.core.PreemptMode
+    return modes.WorkersAskChief if distributed is None else modes.ChiefOnly
 
 
 def _torch_distributed_context(det, world_size: int):
@@ -96,7 +121,7 @@ def _run_local(args: argparse.Namespace, console=None):
 
     from trial.config import layer, parse_set_options
     from trial.data import resolve_data
-    from trial.distributed import RankPreemption, torch_world_size
+    from trial.distributed import RankPreemption, dist_timeout, torch_world_size
     from trial.experiment import load_experiment, local_hparams
     from trial.progress import console_hooks
     from trial.run import RunRequest, SignalPreemption, resume_checkpoint, train
@@ -121,13 +146,18 @@ def _run_local(args: argparse.Namespace, console=None):
     storage.mkdir(parents=True, exist_ok=True)
     world_size = torch_world_size()
     distributed = _torch_distributed_context(det, world_size)
-    with det.core.init(checkpoint_storage=str(storage), distributed=distributed) as core_context:
+    mode = _preempt_mode(det, distributed)
+    with det.core.init(
+        checkpoint_storage=str(storage), distributed=distributed, preempt_mode=mode
+    ) as core_context:
         core_context.preempt = SignalPreemption(core_context.preempt)
         if distributed is not None:
             from trial.launch import preempt_request_file
 
             core_context.preempt = RankPreemption(
-                core_context.preempt, distributed, request_file=preempt_request_file(work_dir)
+                core_context.preempt,
+                request_file=preempt_request_file(work_dir),
+                timeout_s=dist_timeout(hparams),
             )
         return train(core_context, request, world_size=world_size)
 

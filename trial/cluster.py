@@ -129,7 +129,7 @@ def submit(model: str, *, dry_run: bool = False, **kwargs) -> str:
 def assemble_context(context_dir: Path) -> Path:
     """Copy the trial code into ``context_dir`` with the startup hook at its root."""
     context_dir.mkdir(parents=True, exist_ok=True)
-    ignore = shutil.ignore_patterns("__pycache__", "*.pyc", "bench.py")
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc", "bench*.py")
     for package in CONTEXT_PACKAGES:
         shutil.copytree(
             REPO_ROOT / package, context_dir / package, ignore=ignore, dirs_exist_ok=True

@@ -33,6 +33,7 @@ RESERVED_HPARAMS = frozenset(
         "max_iters",
         "val_interval",
         "checkpoint_interval",
+        "dist_timeout",
     }
 )
 
