@@ -24,6 +24,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.nproc < 1:
         print(f"error: --nproc {args.nproc} must be at least 1", file=sys.stderr)
         return 1
+    try:
+        if args.local and "LOCAL_RANK" not in os.environ and not args.resume:
+            from trial.workdir import check_start
+
+            check_start(Path(args.work_dir).resolve(), resume=False, fresh=False)
+    except ProjectError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
     if args.local and args.nproc > 1 and "LOCAL_RANK" not in os.environ:
         return _supervise_ranks(argv, args)
     try:
@@ -90,7 +98,7 @@ def _torch_distributed_context(det, world_size: int):
 def _run_local(args: argparse.Namespace):
     import determined as det
 
-    from trial.config import layer, parse_set_options
+    from trial.checks import command_line_overrides
     from trial.data import resolve_data
     from trial.distributed import RankPreemption, torch_world_size
     from trial.experiment import load_experiment, local_hparams
@@ -99,8 +107,10 @@ def _run_local(args: argparse.Namespace):
     experiment = load_experiment(args.experiment)
     work_dir = Path(args.work_dir).resolve()
     storage = work_dir / "checkpoints"
-    hparams = layer(
-        local_hparams(experiment.get("hyperparameters") or {}), parse_set_options(args.hparam)
+    hparams, overrides = command_line_overrides(
+        local_hparams(experiment.get("hyperparameters") or {}),
+        sets=args.set,
+        hparam_items=args.hparam,
     )
     request = RunRequest(
         experiment=experiment,
@@ -108,7 +118,7 @@ def _run_local(args: argparse.Namespace):
         data=resolve_data(args.data, experiment, check_json=not args.checked_data),
         work_dir=work_dir / "run",
         max_iters=args.max_iters,
-        overrides=parse_set_options(args.set),
+        overrides=overrides,
         resume_from=resume_checkpoint(storage) if args.resume else None,
         metrics_log=work_dir / "metrics.jsonl",
     )
