@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 from invoke import Exit, task
 
@@ -350,6 +351,9 @@ def predict(c, model, images, out, score_thr="0.3", master=None, device=None):
 
 # --- ci (owner: ci/) ---------------------------------------------------------------------------
 # BEGIN ci tasks
+SMOKE_MODELS = ("retinanet", "maskrcnn", "gfl")  # ci/smoke.py trains each bundled experiment
+
+
 @task(
     help={
         "models": "comma-separated models to train (default: retinanet,maskrcnn,gfl)",
@@ -366,7 +370,14 @@ def smoke(c, models="retinanet,maskrcnn,gfl", iters="4", expect_warm=False):
 
     with user_errors():
         iters = whole_number(iters, "--iters", what="training iterations per model")
-    argv = [sys.executable, "ci/smoke.py", "--models", models, "--iters", str(iters)]
+        unknown = [m for m in models.split(",") if m not in SMOKE_MODELS]
+        if unknown or not models:
+            raise Exit(
+                f"error: --models {models!r}: choose from {', '.join(SMOKE_MODELS)} "
+                "(comma-separated)", code=1,
+            )  # fmt: skip
+    script = Path(__file__).resolve().parent / "ci" / "smoke.py"  # invoke -r REPO from anywhere
+    argv = [sys.executable, str(script), "--models", models, "--iters", str(iters)]
     if expect_warm:
         argv.append("--expect-warm")
     if c.run(shlex.join(argv), warn=True).failed:

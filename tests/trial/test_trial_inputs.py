@@ -213,6 +213,7 @@ def test_eval_device_is_checked_before_any_model_is_loaded(tmp_path, coco_sample
 
 OTHER_CASES = {
     "smoke-iters": (["smoke", "--iters", "abc"], "--iters 'abc' must be a positive whole number"),
+    "smoke-models": (["smoke", "--models", "retinanet,banana"], "--models 'retinanet,banana': choose"),
     "bench-runs": (["bench", "trial", "--runs", "abc"], "--runs 'abc' must be a positive whole"),
     "predict-score": (
         ["predict", "m", "x.jpg", "--out", "o", "--score-thr", "abc"],
