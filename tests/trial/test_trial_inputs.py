@@ -100,7 +100,7 @@ CLUSTER_CASES = {
 
 @pytest.mark.parametrize(("args", "message"), CLUSTER_CASES.values(), ids=CLUSTER_CASES.keys())
 def test_cluster_dry_run_checks_what_a_local_run_checks(tmp_path, args, message):
-    registry = [] if "no-registry" in message or not args else ["--registry", "ghcr.io/acme"]
+    registry = ["--registry", "ghcr.io/acme"] if args else []  # the no-registry case has none
     proc = invoke("train", "retinanet", "--cluster", "--dry-run", *registry, *args, cwd=tmp_path)
     assert_one_line(proc, message)
 
@@ -213,7 +213,10 @@ def test_eval_device_is_checked_before_any_model_is_loaded(tmp_path, coco_sample
 
 OTHER_CASES = {
     "smoke-iters": (["smoke", "--iters", "abc"], "--iters 'abc' must be a positive whole number"),
-    "smoke-models": (["smoke", "--models", "retinanet,banana"], "--models 'retinanet,banana': choose"),
+    "smoke-models": (
+        ["smoke", "--models", "retinanet,banana"],
+        "--models 'retinanet,banana': choose",
+    ),
     "bench-runs": (["bench", "trial", "--runs", "abc"], "--runs 'abc' must be a positive whole"),
     "predict-score": (
         ["predict", "m", "x.jpg", "--out", "o", "--score-thr", "abc"],
