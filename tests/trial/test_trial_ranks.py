@@ -95,7 +95,7 @@ def test_rank_preemption_follows_the_request_file_and_the_inner_context(tmp_path
 @pytest.mark.parametrize(
     ("nproc", "message"),
     [
-        ("0", "error: --nproc 0 must be at least 1"),
+        ("0", "error: --nproc '0' must be a positive whole number (local ranks)"),
         ("3", "global_batch_size 4 must be a positive multiple of the 3 slots"),
     ],
 )
