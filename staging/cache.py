@@ -17,6 +17,7 @@ import hashlib
 import logging
 import os
 import socket
+import tempfile
 import threading
 import time
 import uuid
@@ -85,6 +86,23 @@ def check_space(directory: Path, need: int) -> None:
             f"{human_bytes(reserve)}, free {human_bytes(free)}; free space, point data.cache "
             f"elsewhere, or lower {RESERVE_ENV}"
         )
+
+
+def check_cache_dir(root: Path) -> None:
+    """The cache root exists (made here) and this user can write into it; else one line naming
+    ``--cache``/``data.cache`` and the reason (read-only, a file, permission)."""
+    root = Path(root)
+    if root.exists() and not root.is_dir():
+        raise StagingError(f"--cache (data.cache) {root} is a file; point it at a directory")
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=root, prefix=".probe."):
+            pass
+    except OSError as err:
+        raise StagingError(
+            f"--cache (data.cache) {root} is not a writable directory: {err.strerror or err}; "
+            "point it at a folder this user can write (node-local disk)"
+        ) from None
 
 
 class Cache:

@@ -19,7 +19,7 @@ from errors import ProjectError, StagingError
 from staging import coco
 from staging.archive import archive_member, extract_annotations
 from staging.backend import INDEX_VERSION, forget_index
-from staging.cache import Cache, Fetched, Pending, check_space, write_atomic
+from staging.cache import Cache, Fetched, Pending, check_cache_dir, check_space, write_atomic
 from staging.durable import Committer
 from staging.paths import derived_path, human_bytes, parse_source
 from staging.plan import ARCHIVE_KIND, Transfer, describe, plan_annotations, plan_images
@@ -66,6 +66,7 @@ def stage_coco(
         listings = {s: f.result() for s, f in img_listings.items()}
     if dry_run:
         return _dry_run(spec, ann_plan, listings, source, out=out, t0=t0)
+    check_cache_dir(cache.root)
     check_space(cache.root, _missing_bytes(ann_plan))
     run = _Runner(cache, source, spec, progress=progress)
     ann_done = run.all(ann_plan, validate=_validator)
@@ -92,13 +93,19 @@ def stage_coco(
 def _plan_images(
     spec: DataSpec, source: Source, listings: dict, ann_files: dict, *, cache_root: Path
 ) -> list[Transfer]:
-    """Image transfers: every listed image, or only those named by the subset JSON."""
+    """Image transfers: the images the split's JSON names (also for a gs:// source read through
+    the cache). An image the JSON names that the source lacks is a StagingError now, not at the
+    trial's first validation; a warm cache skips the check (a marker keyed by JSON + listing)."""
     plan: list[Transfer] = []
-    if not spec.with_images:
-        return plan
+    if not spec.with_images and not spec.is_gs:
+        return plan  # the view links the source's folders; the trial checks them (--data)
     for split in spec.splits:
         ann, label = ann_files[split]
-        wanted = coco.image_files(coco.load_json(ann, label=label)) if spec.subset else None
+        names = sorted(o.relpath for o in listings[split])
+        checked = derived_path(cache_root, f"images|{ann}|{names}", "images-checked")
+        if not spec.with_images and checked.exists():
+            continue
+        wanted = coco.image_files(coco.load_json(ann, label=label))
         plan += plan_images(
             source.ref,
             listings[split],
@@ -106,8 +113,10 @@ def _plan_images(
             cache_root=cache_root,
             wanted=wanted,
             ann_label=label,
-        )
-    return plan
+        )  # raises for the first image the JSON names that the listing lacks
+        if not spec.with_images:
+            write_atomic(checked, b"", mode=0o444)
+    return plan if spec.with_images else []
 
 
 def _validator(t: Transfer) -> Callable[[Path], None] | None:

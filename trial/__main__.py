@@ -24,6 +24,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.nproc < 1:
         print(f"error: --nproc {args.nproc} must be at least 1", file=sys.stderr)
         return 1
+    try:
+        if args.local and "LOCAL_RANK" not in os.environ and not args.resume:
+            from trial.workdir import check_start
+
+            check_start(Path(args.work_dir).resolve(), resume=False, fresh=False)
+    except ProjectError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
     if args.local and args.nproc > 1 and "LOCAL_RANK" not in os.environ:
         return _supervise_ranks(argv, args)
     from trial.console import local_session
@@ -119,7 +127,7 @@ def _torch_distributed_context(det, world_size: int):
 def _run_local(args: argparse.Namespace, console=None):
     import determined as det
 
-    from trial.config import layer, parse_set_options
+    from trial.checks import command_line_overrides
     from trial.data import resolve_data
     from trial.distributed import RankPreemption, dist_timeout, torch_world_size
     from trial.experiment import load_experiment, local_hparams
@@ -129,8 +137,10 @@ def _run_local(args: argparse.Namespace, console=None):
     experiment = load_experiment(args.experiment)
     work_dir = Path(args.work_dir).resolve()
     storage = work_dir / "checkpoints"
-    hparams = layer(
-        local_hparams(experiment.get("hyperparameters") or {}), parse_set_options(args.hparam)
+    hparams, overrides = command_line_overrides(
+        local_hparams(experiment.get("hyperparameters") or {}),
+        sets=args.set,
+        hparam_items=args.hparam,
     )
     request = RunRequest(
         experiment=experiment,
@@ -138,7 +148,7 @@ def _run_local(args: argparse.Namespace, console=None):
         data=resolve_data(args.data, experiment, check_json=not args.checked_data),
         work_dir=work_dir / "run",
         max_iters=args.max_iters,
-        overrides=parse_set_options(args.set),
+        overrides=overrides,
         resume_from=resume_checkpoint(storage) if args.resume else None,
         metrics_log=work_dir / "metrics.jsonl",
         hooks=console_hooks(console, work_dir, interval=hparams.get("log_interval") or 10),

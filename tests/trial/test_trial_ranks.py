@@ -101,7 +101,7 @@ def test_rank_preemption_agrees_one_step_later_on_the_request_file_or_the_chief(
 @pytest.mark.parametrize(
     ("nproc", "message"),
     [
-        ("0", "error: --nproc 0 must be at least 1"),
+        ("0", "error: --nproc '0' must be a positive whole number (local ranks)"),
         ("3", "must be a positive multiple of the 3 slots"),
     ],
 )
