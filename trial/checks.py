@@ -5,7 +5,7 @@ submission) call ``checked_config``: it builds, in-process and without data or a
 mmengine config the trial would build, so both paths refuse the same mistakes in one line — an
 unknown hyperparameter or config key (with the closest valid one), a training length or batch size
 that is not a positive whole number, a ``global_batch_size`` that the slots do not divide, a
-model or config that does not load. Determined's own experiment rules are trial/expconf.py's.
+model or config that does not load. Determined's own experiment rules are trial/expconf/'s.
 """
 
 from __future__ import annotations
