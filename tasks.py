@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 from invoke import Exit, task
 
@@ -13,12 +14,15 @@ from errors import ProjectError
 
 
 @contextmanager
-def user_errors() -> Iterator[None]:
-    """Turn a ProjectError into a one-line message and exit code 1 (no traceback)."""
+def user_errors(interrupted: str = "interrupted (Ctrl-C)") -> Iterator[None]:
+    """Turn a ProjectError into a one-line message and exit code 1 (no traceback); Ctrl-C into
+    one line saying ``interrupted`` and exit code 130 (invoke alone exits 1 without a word)."""
     try:
         yield
     except ProjectError as err:
         raise Exit(f"error: {err}", code=err.exit_code) from None
+    except KeyboardInterrupt:
+        raise Exit(f"error: {interrupted}", code=130) from None
 
 
 # --- images (owner: images/) -------------------------------------------------------------------
@@ -98,18 +102,19 @@ def test_image(c, tag, builder="buildah"):
 # BEGIN staging tasks
 @task(
     help={
-        "source": "COCO 2017 folder: a local/NFS path or gs://bucket/prefix (data.source)",
+        "source": "COCO 2017 folder: a local/NFS path, gs:// or s3://bucket/prefix (data.source)",
         "cache": "node-local cache directory shared by every trial and rank (data.cache)",
         "dest": "where to build the COCO-layout view the trial reads (data.dest)",
         "splits": "comma-separated splits, e.g. train,val (default: both)",
-        "with_images": "also stage the images (else gs:// images are read through the cache)",
+        "with_images": "also stage the images (else gs:// and s3:// images are read through "
+        "the cache)",
         "subset": "N images per split, chosen deterministically by --seed (CI)",
         "seed": "seed that chooses the --subset images (default 0)",
         "workers": "parallel downloads (default 16)",
         "verify": "re-hash cached files against their crc32c and re-fetch bad ones",
         "dry_run": "print what would be fetched and exit without writing",
         "experiment_config": "read defaults from this experiment YAML's data: section",
-        "weights_mirror": "gs://bucket/prefix or folder holding pretrained checkpoints "
+        "weights_mirror": "gs:// or s3://bucket/prefix, or a folder, holding pretrained checkpoints "
         "(data.weights_mirror; implies --stage-weights)",
         "stage_weights": "also stage the checkpoints the experiment's model loads (needs "
         "--experiment-config)",
@@ -131,12 +136,15 @@ def stage_coco(
     weights_mirror=None,
     stage_weights=False,
 ):
-    """Stage COCO annotations (and images) from disk or gs:// into the node cache and a dest view.
+    """Stage COCO annotations (and images) from disk, gs:// or s3:// into the node cache and a dest view.
 
     A warm cache costs metadata checks only. Example:
     invoke stage-coco --source gs://bucket/coco2017 --cache /mnt/node-cache/coco --dest /tmp/coco
     """
-    with user_errors():
+    with user_errors(
+        "stage-coco interrupted (Ctrl-C): the cache keeps only complete files; run it again to "
+        "continue (files already staged are not fetched again)"
+    ):
         from staging.cli import build_spec
         from staging.stage import stage_coco as run_stage
 
@@ -148,10 +156,12 @@ def stage_coco(
         result = run_stage(spec, progress=True, dry_run=dry_run)
         if not dry_run:
             print(result.summary())
-        if spec.weights_enabled and not dry_run:
-            from staging.cli import stage_experiment_weights
+        if spec.weights_enabled and not dry_run:  # the trial names them; staging fetches them
+            from staging.weights import stage_weights
+            from trial.checkpoints import experiment_checkpoints
 
-            print(stage_experiment_weights(spec, experiment_config).summary())
+            refs = experiment_checkpoints(experiment_config)
+            print(stage_weights(spec.cache, refs, mirror=spec.weights_mirror).summary())
 
 
 # END staging tasks
@@ -166,18 +176,24 @@ def stage_coco(
         "cluster": "submit to the Determined master ($DET_MASTER or --master) instead of training here",
         "data": "COCO-layout directory (annotations/instances_{train,val}2017.json, {train,val}2017/); "
         "default: the built-in shapes set",
-        "max_iters": "training length in iterations (local default 200; --cluster uses the experiment's)",
+        "max_iters": "training length in iterations (local default 200, 400 for retinanet on the "
+        "shapes set; with --cluster it sets hyperparameters.max_iters)",
         "work_dir": "local work directory (default ./work_dirs/MODEL): checkpoints, metrics, logs",
         "config": "an mmdet 3.x config .py file to train instead of a bundled model",
         "set": "dotted mmengine override, repeatable: --set optim_wrapper.optimizer.lr=0.01",
         "hparam": "trial hyperparameter, repeatable: --hparam global_batch_size=8",
         "resume": "continue the local run in --work-dir from its newest checkpoint",
+        "fresh": "delete the previous run in --work-dir and start over (else it is refused)",
         "master": "Determined master URL for --cluster (default: $DET_MASTER)",
+        "registry": "with --cluster: the registry invoke build-image --registry pushed the image "
+        "to; it completes the experiment's mmdet-determined:TAG",
         "experiment": "experiment YAML to run (default: experiments/MODEL.yaml)",
         "dry_run": "with --cluster: check the experiment against Determined 0.38.1's rules and print "
         "the YAML and context directory that would be submitted; submit nothing",
         "nproc": "local ranks (torch's launcher; gloo on CPU, nccl on GPUs); "
         "global_batch_size must be a multiple",
+        "verbose": "local: mmengine's full log on the terminal instead of progress bars "
+        "(otherwise it goes to WORK_DIR/train.log)",
     },
     iterable=["set_", "hparam"],
     auto_shortflags=False,
@@ -187,7 +203,7 @@ def train(
     model,
     cluster=False,
     data=None,
-    max_iters=0,
+    max_iters=None,
     work_dir=None,
     config=None,
     set_=None,
@@ -196,7 +212,10 @@ def train(
     master=None,
     experiment=None,
     dry_run=False,
-    nproc=1,
+    nproc=None,
+    verbose=False,
+    fresh=False,
+    registry=None,
 ):
     """Train an mmdet model through the bundled Determined trial (locally, or --cluster).
 
@@ -205,38 +224,40 @@ def train(
     rules, then the master validates it (validateOnly) and creates it; --dry-run prints it instead.
     """
     with user_errors():
+        from trial.options import check_mode_options, optional_whole_number
+
+        check_mode_options(
+            cluster=cluster, local_only={"--data": data, "--work-dir": work_dir, "--resume": resume,
+            "--fresh": fresh, "--nproc": nproc, "--verbose": verbose},
+            cluster_only={"--dry-run": dry_run, "--master": master, "--registry": registry},
+        )  # fmt: skip
+        iters = optional_whole_number(max_iters, "--max-iters", what="training iterations")
         if cluster:
             from trial.cluster import submit
 
             print(
                 submit(
-                    model,
-                    dry_run=dry_run,
-                    config=config,
-                    sets=set_ or [],
-                    master=master,
-                    experiment_path=experiment,
+                    model, dry_run=dry_run, config=config, sets=set_ or [], hparams=hparam or [],
+                    max_iters=iters, master=master, experiment_path=experiment, registry=registry,
                 )
-            )
+            )  # fmt: skip
             return
-        if dry_run:
-            raise Exit(
-                "error: --dry-run goes with --cluster (a local run has nothing to submit)", 1
-            )
         from trial.local import LocalTrain, result_line, train_local
 
         result = train_local(
             LocalTrain(
                 model=model,
                 data=data,
-                max_iters=max_iters or None,
+                max_iters=iters,
                 work_dir=work_dir,
                 config=config,
                 sets=set_ or [],
                 hparams=hparam or [],
                 resume=resume,
                 experiment=experiment,
-                nproc=int(nproc),
+                nproc=optional_whole_number(nproc, "--nproc", what="local ranks") or 1,
+                verbose=verbose,
+                fresh=fresh,
             )
         )
         print(result_line(result))
@@ -270,7 +291,10 @@ def export(c, source, out, master=None):
         from trial.export import export_model
 
         info = export_model(source, out, master=master)
-        print(f"exported {info['model']} (iteration {info['iterations']}) to {out}")
+        print(
+            f"exported {info['model']} (iteration {info['iterations']}, checkpoint "
+            f"{info['source']['checkpoint']}) to {out}"
+        )
 
 
 @task(
@@ -295,7 +319,8 @@ def eval_(c, model, data, split="val", out=None, master=None, device=None):
         result = evaluate_model(model, data, split=split, out=out, master=master, device=device)
         shown = ", ".join(f"{k} {v:.4f}" for k, v in result["metrics"].items() if k.endswith("mAP"))
         print(
-            f"{shown} on {result['images']} {split} images; metrics in {out or f'eval_{split}.json'}"
+            f"{shown} on {result['images']} {split} images (checkpoint {result['checkpoint']}); "
+            f"metrics in {out or f'eval_{split}.json'}"
         )
 
 
@@ -315,11 +340,13 @@ def predict(c, model, images, out, score_thr="0.3", master=None, device=None):
     Example: invoke predict exports/retinanet photos/,more/cat.jpg --out predictions
     """
     with user_errors():
+        from trial.options import fraction
         from trial.predict import predict_images
 
         inputs = [item for item in images.split(",") if item]
+        threshold = fraction(score_thr, "--score-thr")
         summary = predict_images(
-            model, inputs, out, score_thr=float(score_thr), master=master, device=device
+            model, inputs, out, score_thr=threshold, master=master, device=device
         )
         print(
             f"{summary['detections']} detections on {summary['images']} images in {summary['out']}"
@@ -331,6 +358,9 @@ def predict(c, model, images, out, score_thr="0.3", master=None, device=None):
 
 # --- ci (owner: ci/) ---------------------------------------------------------------------------
 # BEGIN ci tasks
+SMOKE_MODELS = ("retinanet", "maskrcnn", "gfl")  # ci/smoke.py trains each bundled experiment
+
+
 @task(
     help={
         "models": "comma-separated models to train (default: retinanet,maskrcnn,gfl)",
@@ -338,12 +368,23 @@ def predict(c, model, images, out, score_thr="0.3", master=None, device=None):
         "expect_warm": "fail unless the first staging downloads nothing (a second smoke run)",
     },
 )
-def smoke(c, models="retinanet,maskrcnn,gfl", iters=4, expect_warm=False):
-    """End-to-end smoke: GCS emulator -> startup hook -> train + evaluate 3 models on a COCO subset."""
+def smoke(c, models="retinanet,maskrcnn,gfl", iters="4", expect_warm=False):
+    """End-to-end smoke: GCS emulator (and S3) -> startup hook -> train + evaluate on a COCO subset."""
     import shlex
     import sys
 
-    argv = [sys.executable, "ci/smoke.py", "--models", models, "--iters", str(iters)]
+    from trial.options import whole_number
+
+    with user_errors():
+        iters = whole_number(iters, "--iters", what="training iterations per model")
+        unknown = [m for m in models.split(",") if m not in SMOKE_MODELS]
+        if unknown or not models:
+            raise Exit(
+                f"error: --models {models!r}: choose from {', '.join(SMOKE_MODELS)} "
+                "(comma-separated)", code=1,
+            )  # fmt: skip
+    script = Path(__file__).resolve().parent / "ci" / "smoke.py"  # invoke -r REPO from anywhere
+    argv = [sys.executable, str(script), "--models", models, "--iters", str(iters)]
     if expect_warm:
         argv.append("--expect-warm")
     if c.run(shlex.join(argv), warn=True).failed:
@@ -359,16 +400,18 @@ BENCHES = {
     "staging": "staging.bench",
     "images": "images.bench",
     "resume": "trial.resume_bench",
+    "startup": "trial.startup_bench",
 }
 
 
 @task(
     help={
         "what": f"which benchmark: {', '.join(BENCHES)}",
-        "runs": "repetitions per side (median)",
+        "runs": "repetitions per side (median; default: the benchmark's own)",
+        "scale": "startup only: size of the generated COCO set (1 = train2017; 0.05 for a quick check)",
     },
 )
-def bench(c, what, runs=0):
+def bench(c, what, runs=None, scale=0.0):
     """Run a side-by-side benchmark and print ratios (results go into docs/benchmarks.md).
 
     Each benchmark module exposes ``main(runs: int) -> None``; runs=0 keeps its own default.
@@ -379,5 +422,11 @@ def bench(c, what, runs=0):
         raise Exit(
             f"error: unknown benchmark {what!r}; choose one of: {', '.join(BENCHES)}", code=1
         )
+    if scale and what != "startup":
+        raise Exit("error: --scale applies to the startup benchmark only", code=1)
+    options = {"scale": scale} if scale else {}
     with user_errors():
-        importlib.import_module(BENCHES[what]).main(runs=runs)
+        from trial.options import optional_whole_number
+
+        count = optional_whole_number(runs, "--runs", what="repetitions per side") or 0
+        importlib.import_module(BENCHES[what]).main(runs=count, **options)

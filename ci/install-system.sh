@@ -4,10 +4,11 @@
 #   debootstrap  makes the Debian base image that the buildah build starts from (no registry here)
 #   skopeo       asks a registry whether a content-hash tag exists (build-image skips it then)
 #   ca-certificates  the host bundle is mounted into RUN steps so pip can verify PyPI
+#   iproute2     `ip netns`/veth/bridge for the two-node trial tests (tests/trial/test_trial_multinode.py)
 # Idempotent: installs only what is missing, and runs `apt-get update` only when it has to install.
 set -euo pipefail
 
-PACKAGES=(buildah debootstrap skopeo ca-certificates)
+PACKAGES=(buildah debootstrap skopeo ca-certificates iproute2)
 
 log() { printf '[install-system] %s\n' "$*" >&2; }
 

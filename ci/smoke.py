@@ -5,6 +5,10 @@ built-in shapes set); hooks/startup-hook.sh stages a subset into a node cache ex
 Determined node; retinanet, maskrcnn and gfl train a few iterations each from the staged data
 (images read from gs:// through the cached backend) and evaluate. The emulator's bucket and the node
 cache persist under $MMDET_DET_CACHE/smoke, so a second smoke must stage with zero downloads.
+Then the same path from S3: moto's S3 server on loopback holds the same COCO in a bucket, the hook
+stages it with data.source s3://..., and --s3-models train from it (images read from s3:// through
+the cached backend). moto keeps buckets in memory; re-uploading the same bytes gives the same
+ETags, so the node cache stays warm across smokes there too.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from errors import ProjectError  # noqa: E402
 from trial.data import cache_root, describe_sample, real_coco_sample  # noqa: E402
 
 BUCKET_URL = "gs://smoke-coco/coco2017"
+S3_BUCKET_URL = "s3://smoke-coco/coco2017"
 MODELS = ("retinanet", "maskrcnn", "gfl")
 HPARAMS = ["image_scale=[160, 160]", "global_batch_size=2", "log_interval=2", "num_workers=0"]
 SUMMARY = re.compile(r"staged (\d+) files .*: (\d+) downloaded, (\d+) cache hits")
@@ -41,6 +46,12 @@ def main(argv: list[str] | None = None) -> int:
         rows, downloads = _smoke(
             state, models=args.models.split(","), iters=args.iters, subset=args.subset
         )
+        if args.s3_models:
+            s3_rows, s3_downloads = _smoke_s3(
+                state, models=args.s3_models.split(","), iters=args.iters, subset=args.subset
+            )
+            rows += s3_rows
+            downloads = [a + b for a, b in zip(downloads, s3_downloads, strict=True)]
     except ProjectError as err:
         print(f"smoke: error: {err}", file=sys.stderr)
         return 1
@@ -77,6 +88,31 @@ def _smoke(
     return rows, downloads
 
 
+def _smoke_s3(
+    state: Path, *, models: list[str], iters: int, subset: int
+) -> tuple[list[dict], list[int]]:
+    """The S3 leg: moto's server on loopback, staged by the hook, trained from (s3:// images)."""
+    from staging.s3_emulator import running_s3, upload_dir
+
+    source = _source_dir(state)
+    with running_s3():
+        count = upload_dir(source, S3_BUCKET_URL)
+        print(f"smoke: uploaded {count} files from {source} to {S3_BUCKET_URL}", flush=True)
+        experiment = _experiment(state, subset=subset, source=S3_BUCKET_URL, name="s3")
+        downloads = [_run_startup_hook(experiment)]
+        rows = [
+            {**_train(model, experiment, state / "work-s3" / model, iters=iters),
+             "model": f"{model} (s3)"}
+            for model in models
+        ]  # fmt: skip
+        downloads.append(_run_startup_hook(experiment))
+    if downloads[1] != 0:
+        raise ProjectError(
+            f"the second S3 staging downloaded {downloads[1]} files; the node cache missed"
+        )
+    return rows, downloads
+
+
 def _source_dir(state: Path) -> Path:
     from trial.shapes import make_shapes_coco
 
@@ -85,19 +121,19 @@ def _source_dir(state: Path) -> Path:
     return source
 
 
-def _experiment(state: Path, *, subset: int) -> Path:
+def _experiment(state: Path, *, subset: int, source: str = BUCKET_URL, name: str = "") -> Path:
     experiment = yaml.safe_load((REPO / "experiments" / "retinanet.yaml").read_text())
     experiment["data"] = {
-        "source": BUCKET_URL,
+        "source": source,
         "cache": str(state / "node-cache"),
-        "dest": str(state / "dest"),
+        "dest": str(state / (f"dest-{name}" if name else "dest")),
         "splits": ["train", "val"],
         "with_images": False,
         "subset": subset,
         "seed": 0,
         "workers": 8,
     }
-    path = state / "experiment.yaml"
+    path = state / (f"experiment-{name}.yaml" if name else "experiment.yaml")
     path.write_text(yaml.safe_dump(experiment, sort_keys=False))
     return path
 
@@ -134,6 +170,7 @@ def _train(model: str, experiment: Path, work: Path, *, iters: int) -> dict:
         data="experiment",
         max_iters=iters,
         hparams=[f"model={model}", "pretrained=false", *HPARAMS],
+        verbose=True,  # the whole log into trial.log (its tail is shown on a failure)
     )
     log = work / "trial.log"
     print(f"smoke: training {model} for {iters} iterations (log: {log})", flush=True)
@@ -169,12 +206,12 @@ def _train(model: str, experiment: Path, work: Path, *, iters: int) -> dict:
 
 def _print_table(rows: list[dict], downloads: list[int]) -> None:
     print(
-        f"\n{'model':10s} {'iters':>5s} {'s/iter':>7s} {'bbox mAP':>9s} {'segm mAP':>9s} {'wall s':>7s}"
+        f"\n{'model':15s} {'iters':>5s} {'s/iter':>7s} {'bbox mAP':>9s} {'segm mAP':>9s} {'wall s':>7s}"
     )
     for r in rows:
         segm = f"{r['segm_mAP']:.4f}" if r["segm_mAP"] is not None else "-"
         print(
-            f"{r['model']:10s} {r['iters']:5d} {r['s_per_iter']:7.2f} {r['bbox_mAP']:9.4f} {segm:>9s} {r['wall']:7.1f}"
+            f"{r['model']:15s} {r['iters']:5d} {r['s_per_iter']:7.2f} {r['bbox_mAP']:9.4f} {segm:>9s} {r['wall']:7.1f}"
         )
     print(f"staging downloads: first {downloads[0]}, after training {downloads[1]}")
 
@@ -182,6 +219,9 @@ def _print_table(rows: list[dict], downloads: list[int]) -> None:
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="invoke smoke", description=__doc__.splitlines()[0])
     p.add_argument("--models", default=",".join(MODELS))
+    p.add_argument(
+        "--s3-models", default="retinanet", help="models trained from the S3 bucket ('' = none)"
+    )
     p.add_argument("--iters", type=int, default=4)
     p.add_argument("--subset", type=int, default=8, help="images per split staged from the bucket")
     p.add_argument("--state", help="where the bucket, node cache and runs persist")

@@ -14,6 +14,10 @@
 #      $MMDET_DET_TRIAL_INFO.
 # No config, or a config without data.source: nothing to stage, exit 0.
 #
+# When the experiment stages pretrained weights (data.weights_mirror / data.stage_weights), the
+# trial names them: `python -m trial.checkpoints` writes the list for the trial's hyperparameters,
+# and staging gets it as data (--checkpoints); staging itself imports nothing from the trial.
+#
 # The interpreter is $MMDET_PYTHON, else `python3` (what the trial's entrypoint runs). The staging
 # package is found through the context directory (PYTHONPATH), so it need not be pip-installed.
 set -euo pipefail
@@ -30,15 +34,26 @@ export PYTHONPATH="$context_dir${PYTHONPATH:+:$PYTHONPATH}"
 python="${MMDET_PYTHON:-python3}"
 trial_info="${MMDET_DET_TRIAL_INFO:-/run/determined/info/trial.json}"
 
+scratch="$(mktemp -d)"
+trap 'rm -rf "$scratch"' EXIT
+
 stage() {
     echo "startup-hook: staging data from $1" >&2
-    "$python" -m staging --if-configured --experiment-config "$1"
+    local args=(--if-configured --experiment-config "$1")
+    if [[ -d "$context_dir/trial" ]]; then
+        "$python" -m trial.checkpoints --experiment-config "$1" --out "$scratch/checkpoints.json"
+        if [[ -s "$scratch/checkpoints.json" ]]; then
+            args+=(--checkpoints "$scratch/checkpoints.json")
+        fi
+    fi
+    "$python" -m staging "${args[@]}"
 }
 
 if [[ -n "${MMDET_DET_EXPERIMENT_CONFIG:-}" ]]; then
     stage "$MMDET_DET_EXPERIMENT_CONFIG"
 elif [[ -n "${DET_EXPERIMENT_CONFIG:-}" ]]; then
-    printf '%s' "$DET_EXPERIMENT_CONFIG" | stage -
+    printf '%s' "$DET_EXPERIMENT_CONFIG" >"$scratch/experiment.json"
+    stage "$scratch/experiment.json"
 elif [[ -f "$trial_info" ]]; then
     stage "$trial_info"
 else

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from errors import BuildError, ConfigError
+from errors import BuildError, ConfigError, one_line
 from images import buildah, plan, rules, wheelhouse
 from images.matrix import IMAGES_DIR, MATRIX_PATH, expand_matrix, load_matrix, select
 
@@ -137,6 +137,8 @@ def _execute(one: plan.BuildPlan, *, echo: Callable[[str], None]) -> None:
             f"{one.command[0]} not found on PATH; install it (bash "
             "ci/install-system.sh for buildah) or pick another --builder"
         )
+    if one.builder == plan.DOCKER:
+        _check_docker_daemon()
     if one.builder == plan.BUILDAH:
         base = one.spec.base_image
         if base == buildah.DEBIAN_BASE and buildah.ensure_debian_base(base):
@@ -156,6 +158,20 @@ def _execute(one: plan.BuildPlan, *, echo: Callable[[str], None]) -> None:
         _run(list(cmd), what=f"pushing {cmd[-1]}")
     _drop_untagged(one, replaced)
     echo(f"[build-image] {one.spec.key}: built {one.readable_ref} and {one.content_ref}")
+
+
+def _check_docker_daemon() -> None:
+    """``docker info`` answers, or one line with the CLI's own reason (no daemon, no permission)."""
+    proc = subprocess.run(
+        ["docker", "info", "--format", "{{.ServerVersion}}"],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    if proc.returncode != 0:
+        reason = one_line(proc.stderr or proc.stdout or f"exit code {proc.returncode}")[:300]
+        raise BuildError(
+            f"--builder docker: docker cannot reach its daemon ({reason}); start Docker or set "
+            "DOCKER_HOST, or build with --builder buildah (no daemon needed)"
+        )
 
 
 def assemble_context(ctx: Path, *, wheels: tuple[tuple[str, str], ...]) -> None:

@@ -1,4 +1,4 @@
-"""An mmengine file backend for ``gs://`` that reads through the node cache.
+"""An mmengine file backend for ``gs://`` and ``s3://`` that reads through the node cache.
 
 The first read of an object downloads it into the cache (same write protocol as staging: lock,
 unique temp file, crc32c check, atomic rename); later reads, in this process or any other on the
@@ -7,7 +7,8 @@ node, hit local disk. The trial passes ``DataSpec.backend_args()``:
     LoadImageFromFile(backend_args={"backend": "gs_cached", "cache": "/mnt/node-cache/coco",
                                     "index": "/mnt/node-cache/coco/manifests/<key>-images.json"})
 
-The index (written by staging) pins each image's generation, so the images read are the ones
+(``s3_cached`` for ``s3://``: the same class and cache.) The index (written by staging) pins each
+image's version (GCS generation; S3 ETag, read with If-Match), so the images read are the ones
 listed together with the staged annotations, and warm reads need no network at all.
 
 mmengine builds a new backend instance per call, so instances are cheap: clients, the cache and
@@ -28,17 +29,19 @@ from typing import Any
 from errors import StagingError
 from staging.cache import Cache, Fetched, Pending
 from staging.durable import Committer
-from staging.paths import GS, parse_source
-from staging.sources import ObjectInfo
-from staging.spec import BACKEND_NAME
+from staging.paths import parse_source
+from staging.sources import ObjectInfo, open_source
+from staging.spec import BACKEND_NAMES
 
 CACHE_ENV = "STAGING_CACHE"  # fallback when backend_args carry no "cache"
 DEFAULT_CACHE = Path.home() / ".cache" / "mmdet-determined" / "gs"
 
 INDEX_RECHECK_S = 1.0  # how often a reader looks whether another process re-staged
+INDEX_VERSION = 2  # rows are ObjectInfo.row(); an index of another version is not read
+ENDPOINT_ENVS = ("STORAGE_EMULATOR_HOST", "AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL")
 
 _memo: dict[str, _Pins] = {}  # index path -> what was loaded from it
-_sources: dict[tuple, Any] = {}  # (bucket, endpoint, pid) -> GcsSource
+_sources: dict[tuple, Any] = {}  # (scheme, bucket, endpoints, pid) -> its store's Source
 _committers: dict[int, Committer] = {}  # pid -> its committer (never closed: a daemon thread)
 _lock = threading.Lock()
 _registered = False
@@ -64,12 +67,13 @@ class _Pins:
 
 
 def fetch_url(url: str, cache_root: str | Path, index: str | Path | None = None) -> Path:
-    """Local path of ``gs://bucket/name`` in the cache, downloading it on the first read.
+    """Local path of ``gs://bucket/name`` (or ``s3://``) in the cache, downloading it on the
+    first read.
 
-    The object's generation comes from ``index`` (the listing staging pinned beside the staged
-    annotations; no network) or, for a URL it does not hold, from GCS (one metadata call per
-    read). The cache path is keyed by URL + generation + crc32c, so a re-uploaded object is
-    never served from an older copy.
+    The object's version comes from ``index`` (the listing staging pinned beside the staged
+    annotations; no network) or, for a URL it does not hold, from the store (one metadata call
+    per read). The cache path is keyed by URL + identity (generation + crc32c; ETag + size), so
+    a re-uploaded object is never served from an older copy.
     """
     return Path(_local_path(url, str(cache_root), str(index) if index else ""))
 
@@ -113,7 +117,7 @@ def _local_path(url: str, root: str, index: str) -> str:
 def _ensure(url: str, root: str, pins: _Pins | None, *, handed: bool = True) -> Fetched | Pending:
     """The object in the cache: a hit, or a download (Pending while its commit is underway)."""
     info = _pinned(url, pins.objects.get(url)) if pins is not None else None
-    if info is None:  # not pinned: ask GCS for the current generation (never stale)
+    if info is None:  # not pinned: ask the store for the current version (never stale)
         info = _source(url).stat(_object_name(url))
     committer = _committer() if handed else None
     found = Cache(Path(root)).ensure(info, _source(url), committer=committer)
@@ -148,8 +152,11 @@ def _pins(index: str) -> _Pins | None:
         return pins
     try:
         with open(index, "rb") as f:
-            pins = _Pins(version, json.load(f)["objects"], now)
-    except (OSError, ValueError, KeyError, TypeError):
+            doc = json.load(f)
+        if doc.get("version") != INDEX_VERSION:
+            return None  # written by another staging version: unpinned reads until re-staged
+        pins = _Pins(version, doc["objects"], now)
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return None
     with _lock:
         _memo[index] = pins
@@ -157,46 +164,37 @@ def _pins(index: str) -> _Pins | None:
 
 
 def _object_name(url: str) -> str:
-    ref = parse_source(url, field="gs:// path")
-    if ref.kind != GS or not ref.prefix:
-        raise StagingError(f"{url!r} is not a gs://bucket/object path")
+    ref = parse_source(url, field="image path")
+    if not ref.remote or not ref.prefix:
+        raise StagingError(f"{url!r} is not a gs://bucket/object or s3://bucket/object path")
     return ref.prefix
 
 
 def _source(url: str):
-    from staging.sources import GcsSource
-
-    bucket = url[len("gs://") :].split("/", 1)[0]
+    scheme, _, rest = url.partition("://")
+    bucket = rest.split("/", 1)[0]
     # a forked loader worker gets its own client; so does another endpoint (emulator tests)
-    key = (bucket, os.environ.get("STORAGE_EMULATOR_HOST", ""), os.getpid())
+    key = (scheme, bucket, *(os.environ.get(e, "") for e in ENDPOINT_ENVS), os.getpid())
     source = _sources.get(key)
     if source is None:
-        source = GcsSource(parse_source(f"gs://{bucket}", field="gs:// path"), workers=4)
+        source = open_source(parse_source(f"{scheme}://{bucket}", field="image path"), workers=4)
         with _lock:
             _sources[key] = source
     return source
 
 
 def _pinned(url: str, row: list | None) -> ObjectInfo | None:
-    """The ObjectInfo of an index row ``[generation, crc32c, size]`` (None: not listed)."""
+    """The ObjectInfo of an index row (ObjectInfo.row(); None: not listed)."""
     if row is None:
         return None
-    generation, crc32c, size = row
-    return ObjectInfo(
-        relpath=_object_name(url),
-        url=url,
-        size=size,
-        ident=f"generation={generation},crc32c={crc32c}",
-        crc32c=crc32c,
-        generation=generation,
-    )
+    return ObjectInfo.from_row(_object_name(url), url, row)
 
 
 def _backend_class():
     from mmengine.fileio.backends import BaseStorageBackend
 
     class GsCachedBackend(BaseStorageBackend):
-        """Read ``gs://`` objects through the node cache (read-through; see module docstring)."""
+        """Read ``gs://``/``s3://`` objects through the node cache (see module docstring)."""
 
         def __init__(self, cache: str | None = None, index: str | None = None, **_ignored) -> None:
             self.cache = str(cache or os.environ.get(CACHE_ENV) or DEFAULT_CACHE)
@@ -220,11 +218,14 @@ def _backend_class():
 
 
 def register() -> None:
-    """Register the backend with mmengine as ``gs_cached`` for the ``gs`` prefix (idempotent)."""
+    """Register the backend with mmengine as ``gs_cached`` for the ``gs`` prefix and
+    ``s3_cached`` for ``s3`` (idempotent)."""
     global _registered
     if _registered:
         return
     from mmengine.fileio import register_backend
 
-    register_backend(BACKEND_NAME, _backend_class(), force=True, prefixes="gs")
+    backend = _backend_class()
+    for scheme, name in BACKEND_NAMES.items():
+        register_backend(name, backend, force=True, prefixes=scheme)
     _registered = True

@@ -32,7 +32,7 @@ BUCKET_URL = "gs://bench/coco"
 
 def bench_latency(root: Path, runs: int, *, median: Callable, verdict: Callable) -> None:
     """Serial loop vs transfer_manager vs stage_coco on OBJECTS x OBJECT_BYTES at LATENCY_MS."""
-    from staging.bench import stage_seconds, write_image_tree
+    from staging.bench_util import stage_seconds, write_image_tree
     from staging.emulator import running_emulator, upload_dir
 
     total = write_image_tree(root / "src", files=OBJECTS, size=OBJECT_BYTES)
@@ -54,7 +54,7 @@ def bench_latency(root: Path, runs: int, *, median: Callable, verdict: Callable)
 
 def bench_read_through(root: Path, runs: int, *, median: Callable, verdict: Callable) -> None:
     """Warm backend get() vs mmengine's local backend; cold images/s with loader processes."""
-    from staging.bench import stage_seconds, write_image_tree
+    from staging.bench_util import stage_seconds, write_image_tree
     from staging.emulator import running_emulator, upload_dir
 
     write_image_tree(root / "src", files=OBJECTS, size=OBJECT_BYTES)
@@ -145,11 +145,14 @@ def _warm_pair(urls: list[str], backend_args: dict, *, runs: int) -> tuple[float
 
 
 @contextlib.contextmanager
-def latency_proxy(emulator_url: str, latency_ms: float) -> Iterator[str]:
-    """staging/proxy.py in its own process in front of the emulator; STORAGE_EMULATOR_HOST
-    points at it inside the block."""
+def latency_proxy(
+    emulator_url: str, latency_ms: float, *, point: Callable | None = None
+) -> Iterator[str]:
+    """staging/proxy.py in its own process in front of a server on loopback; ``point(url)``
+    (default: STORAGE_EMULATOR_HOST, the GCS emulator) points the client at it in the block."""
     from staging.emulator import emulator_host
 
+    point = point or emulator_host
     port = emulator_url.rsplit(":", 1)[1]
     repo = str(Path(__file__).resolve().parent.parent)
     cmd = [sys.executable, "-m", "staging.proxy", "--upstream", port,
@@ -159,7 +162,7 @@ def latency_proxy(emulator_url: str, latency_ms: float) -> Iterator[str]:
     assert proc.stdout is not None and proc.stdin is not None
     url = proc.stdout.readline().strip()
     try:
-        with emulator_host(url):
+        with point(url):
             yield url
     finally:
         proc.stdin.close()
@@ -168,7 +171,7 @@ def latency_proxy(emulator_url: str, latency_ms: float) -> Iterator[str]:
 
 def serial_download(out: Path, *, fsync: bool = False) -> float:
     """The plain loop a user would write: list, then download_to_filename one by one."""
-    from staging.sources import get_client
+    from staging.gcs import get_client
 
     client = get_client()
     t0 = time.perf_counter()
@@ -188,7 +191,7 @@ def manager_download(out: Path, *, workers: int) -> float:
     """google-cloud-storage's own parallel path: list, then transfer_manager.download_many."""
     from google.cloud.storage import transfer_manager
 
-    from staging.sources import get_client
+    from staging.gcs import get_client
 
     client = get_client(pool_size=workers)
     t0 = time.perf_counter()

@@ -17,6 +17,7 @@ import hashlib
 import logging
 import os
 import socket
+import tempfile
 import threading
 import time
 import uuid
@@ -85,6 +86,23 @@ def check_space(directory: Path, need: int) -> None:
             f"{human_bytes(reserve)}, free {human_bytes(free)}; free space, point data.cache "
             f"elsewhere, or lower {RESERVE_ENV}"
         )
+
+
+def check_cache_dir(root: Path) -> None:
+    """The cache root exists (made here) and this user can write into it; else one line naming
+    ``--cache``/``data.cache`` and the reason (read-only, a file, permission)."""
+    root = Path(root)
+    if root.exists() and not root.is_dir():
+        raise StagingError(f"--cache (data.cache) {root} is a file; point it at a directory")
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=root, prefix=".probe."):
+            pass
+    except OSError as err:
+        raise StagingError(
+            f"--cache (data.cache) {root} is not a writable directory: {err.strerror or err}; "
+            "point it at a folder this user can write (node-local disk)"
+        ) from None
 
 
 class Cache:
@@ -183,7 +201,7 @@ class Cache:
         tmp = partial_dir(final) / temp_name(final)
         ok = False
         try:
-            resume = _adopt_leftover(final, tmp, resumable=bool(info.crc32c))
+            resume = _adopt_leftover(final, tmp, resumable=bool(info.crc32c or info.verifiable))
             crc = download_verified(info, job.source, tmp, resume=resume, on_bytes=job.on_bytes)
             self._prepare(job, tmp, crc)
             if job.committer is not None:  # flush + rename in the committer; it owns the lock
@@ -300,7 +318,8 @@ def _adopt_leftover(final: Path, tmp: Path, *, resumable: bool) -> bool:
     """Take over a dead writer's ``*.incomplete`` so the download resumes; delete other dead
     ones. Live writers' files are left alone (they exist when a lock silently did nothing).
 
-    Adopts only when the source gives a checksum that will vet the joined bytes (GCS).
+    Adopts only when the source gives a checksum that will vet the joined bytes (GCS's crc32c;
+    S3's additional checksum or MD5 ETag).
     Returns True when ``tmp`` now holds the leftover's bytes.
     """
     found = _leftovers(tmp.parent, final.name)
@@ -314,6 +333,12 @@ def _adopt_leftover(final: Path, tmp: Path, *, resumable: bool) -> bool:
             else:
                 path.unlink()
     return adopted
+
+
+def discard_leftovers(final: Path) -> None:
+    """Delete the temp files that dead writers of ``final`` left (for a file that is built, not
+    downloaded, so nothing can be resumed); live writers' files are left alone."""
+    _adopt_leftover(final, partial_dir(final) / temp_name(final), resumable=False)
 
 
 _scanned: dict[Path, dict[str, list[str]]] = {}  # .partial/ -> final name -> temp names

@@ -13,6 +13,9 @@ from staging.paths import check_relpath
 ARCHIVE = "annotations/annotations_trainval2017.zip"
 SPLITS_IN_ARCHIVE = ("train", "val")
 REQUIRED_KEYS = ("images", "annotations", "categories")
+JPEG_END = b"\xff\xd9"  # EOI; 0xFF inside the scan data is always stuffed (FF 00), so it is unique
+PNG_END = b"IEND\xaeB`\x82"
+TAIL_BYTES = 64  # some writers pad after EOI
 
 
 def ann_relpath(split: str) -> str:
@@ -71,9 +74,61 @@ def validate_coco(doc: Any, *, label: str) -> None:
             )
 
 
-def check_coco_file(path: Path, *, label: str) -> None:
-    """Parse and validate one staged annotation file (runs on the temp file before rename)."""
-    validate_coco(load_json(path, label=label), label=label)
+def check_coco_file(path: Path, *, label: str) -> dict:
+    """Parse and validate one staged annotation file (runs on the temp file before rename);
+    returns the parsed document."""
+    doc = load_json(path, label=label)
+    validate_coco(doc, label=label)
+    return doc
+
+
+def require_annotations(doc: dict, *, label: str, why: str) -> None:
+    """CorruptDataError unless ``doc`` has at least one non-crowd annotation (``why`` says what
+    needs them: training has nothing to learn from, evaluation no ground truth)."""
+    if not any(not a.get("iscrowd") for a in doc["annotations"]):
+        raise CorruptDataError(
+            f"{label} has no (non-crowd) annotations: {why}; point at an annotated COCO split"
+        )
+
+
+def missing_images(doc: dict, present: set[str]) -> list[str]:
+    """The ``file_name`` of every image the document lists that is not in ``present``."""
+    return [name for name in image_files(doc) if name not in present]
+
+
+def check_images(doc: dict, folder: Path, *, label: str) -> None:
+    """Every image ``doc`` lists is in ``folder`` and not cut short: a JPEG ends with its EOI
+    marker, a PNG with its IEND chunk (what a partial copy or download lacks). Reads the last
+    bytes of each file only. CorruptDataError naming the first files and how many there are."""
+    bad: dict[str, list[str]] = {"missing": [], "truncated": []}
+    for name in image_files(doc):
+        problem = _image_problem(Path(folder) / name)
+        if problem:
+            bad[problem].append(name)
+    for problem, names in bad.items():
+        if names:
+            shown = ", ".join(names[:5]) + (f" (+{len(names) - 5} more)" if len(names) > 5 else "")
+            fix = "copy them in" if problem == "missing" else "re-download them"
+            raise CorruptDataError(
+                f"{len(names)} of {len(doc['images'])} images listed in {label} are {problem} "
+                f"in {folder}: {shown}; {fix} or fix the annotation file"
+            )
+
+
+def _image_problem(path: Path) -> str | None:
+    try:
+        with open(path, "rb") as f:
+            size = f.seek(0, 2)
+            f.seek(max(0, size - TAIL_BYTES))
+            tail = f.read()
+    except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+        return "missing"
+    suffix = path.suffix.lower()
+    if suffix in (".jpg", ".jpeg") and JPEG_END not in tail:
+        return "truncated"
+    if suffix == ".png" and not tail.endswith(PNG_END):
+        return "truncated"
+    return None
 
 
 def subset_doc(doc: dict, n: int, *, seed: int) -> dict:

@@ -50,7 +50,7 @@ def running_emulator(
     port = port or free_port()
     url = f"http://{HOST}:{port}"
     with _server(port, url, in_process=in_process, storage_dir=storage_dir):
-        _wait_healthy(url)
+        wait_healthy(url)
         with emulator_host(url):
             yield url
 
@@ -98,10 +98,20 @@ def _server(port: int, url: str, *, in_process: bool, storage_dir: Path | None) 
     else:
         Path(storage_dir).mkdir(parents=True, exist_ok=True)
         env["STORAGE_BASE"] = str(storage_dir)  # the emulator keeps <STORAGE_BASE>/.cloudstorage
+    with server_process(cmd, url, env=env):
+        yield
+
+
+@contextlib.contextmanager
+def server_process(
+    cmd: list[str], url: str, *, env: dict[str, str] | None = None
+) -> Iterator[subprocess.Popen]:
+    """Run ``cmd`` (a server for ``url``) as a process for the block, known to
+    emulator_cpu_seconds; terminate it after (killed if it lingers)."""
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
     _PIDS[url] = proc.pid
     try:
-        yield
+        yield proc
     finally:
         _PIDS.pop(url, None)
         proc.terminate()
@@ -113,31 +123,37 @@ def _server(port: int, url: str, *, in_process: bool, storage_dir: Path | None) 
 
 
 def emulator_cpu_seconds(url: str) -> float:
-    """CPU seconds (user + system) the emulator process at ``url`` has used so far (Linux)."""
+    """CPU seconds (user + system) the server process at ``url`` (GCS emulator, S3 server) has
+    used so far (Linux)."""
     fields = Path(f"/proc/{_PIDS[url]}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def _wait_healthy(url: str) -> None:
+def wait_healthy(
+    url: str, *, path: str = "/", what: str = "GCS emulator", hint: str = "",
+    proc: subprocess.Popen | None = None,
+) -> None:  # fmt: skip
+    """Poll ``url + path`` until it answers 200; StagingError after START_TIMEOUT_S (or at once
+    when the server's process ``proc`` has exited)."""
     deadline = time.monotonic() + START_TIMEOUT_S
     while True:
         try:
-            with urllib.request.urlopen(f"{url}/", timeout=2) as resp:
+            with urllib.request.urlopen(f"{url}{path}", timeout=2) as resp:
                 if resp.status == 200:
                     return
         except OSError:
-            if time.monotonic() > deadline:
+            if (proc is not None and proc.poll() is not None) or time.monotonic() > deadline:
                 raise StagingError(
-                    f"GCS emulator at {url} did not start in {START_TIMEOUT_S:.0f} s"
+                    f"{what} at {url} did not start in {START_TIMEOUT_S:.0f} s{hint}"
                 ) from None
-            time.sleep(0.1)
+            time.sleep(0.05)
 
 
 def ensure_bucket(name: str):
     """Create bucket ``name`` in the emulator if it does not exist; return it."""
     from google.api_core.exceptions import Conflict
 
-    from staging.sources import get_client
+    from staging.gcs import get_client
 
     client = get_client()
     with contextlib.suppress(Conflict):

@@ -1,8 +1,10 @@
-"""One object's bytes into a temp file, exactly: resume, retries with backoff, size + crc32c.
+"""One object's bytes into a temp file, exactly: resume, retries with backoff, size + checksum.
 
-The crc32c and byte count always describe exactly what the temp file holds: if the file is not
-the length we wrote (another writer, whose lock did nothing, removed or adopted it), it is
-started over instead of being trusted.
+The crc32c (the cache's own record) and byte count always describe exactly what the temp file
+holds: if the file is not the length we wrote (another writer, whose lock did nothing, removed or
+adopted it), it is started over instead of being trusted. The source's checksum is the listed
+crc32c (GCS) or one the source names while it streams (S3: its additional checksum, else the MD5
+ETag; ``Writer.expect``); it is checked over the whole file, resumed parts included.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from errors import CorruptDataError, StagingError
+from staging import checksums
 from staging.sources import CHUNK, ObjectInfo, Source, is_transient
 
 log = logging.getLogger(__name__)
@@ -35,24 +38,59 @@ def crc32c_b64(checksum) -> str:
 
 
 class _Written:
-    """What the temp file holds so far: byte count and running crc32c."""
+    """What the temp file holds so far: byte count, running crc32c, and the running checksum of
+    the algorithm the source vouches for (when it named one)."""
 
     def __init__(self) -> None:
         import google_crc32c
 
         self.crc = google_crc32c.Checksum()
         self.nbytes = 0
+        self.expected: tuple[str, str] | None = None
+        self._other = None  # running checksum of expected[0] when that is not crc32c
 
     def add(self, data: bytes) -> None:
         self.crc.update(data)
+        if self._other is not None:
+            self._other.update(data)
         self.nbytes += len(data)
+
+    def expect(self, algorithm: str, value: str, prefix: Path) -> None:
+        """Check ``algorithm`` == ``value`` at the end; hash the ``prefix`` file's bytes written
+        so far (a resumed download whose checksum the source names only now)."""
+        self.expected = (algorithm, value)
+        if algorithm == "crc32c":
+            return
+        self._other = checksums.new(algorithm)
+        if self.nbytes:
+            with open(prefix, "rb") as f:
+                left = self.nbytes
+                while left and (chunk := f.read(min(CHUNK, left))):
+                    self._other.update(chunk)
+                    left -= len(chunk)
+
+    def mismatch(self, crc32c: str) -> str:
+        """'' when the expected checksum holds, else what differs (for the error line)."""
+        if self.expected is None:
+            return ""
+        algorithm, want = self.expected
+        got = crc32c if self._other is None else self._other.value()
+        return "" if got == want else f"{algorithm} {got} != {want}"
 
 
 class _HashingWriter:
     """Writes to a file and records exactly those bytes (and reports progress)."""
 
-    def __init__(self, f, state: _Written, on_bytes: Callable[[int], None] | None) -> None:
-        self.f, self.state, self.on_bytes = f, state, on_bytes
+    def __init__(self, f, state: _Written, on_bytes: Callable[[int], None] | None, path: Path):
+        self.f, self.state, self.on_bytes, self.path = f, state, on_bytes, path
+
+    @property
+    def expected(self) -> tuple[str, str] | None:
+        return self.state.expected
+
+    def expect(self, algorithm: str, value: str) -> None:
+        self.f.flush()
+        self.state.expect(algorithm, value, self.path)
 
     def write(self, data) -> int:
         data = bytes(data) if isinstance(data, memoryview) else data
@@ -100,14 +138,19 @@ def _backoff():
 def _one_attempt(info: ObjectInfo, source: Source, tmp: Path, state: _Written, on_bytes) -> None:
     if state.nbytes and _size(tmp) != state.nbytes:  # not what we wrote: removed or adopted
         raise TempVanished(str(tmp))
-    if state.nbytes >= info.size > 0:
+    if state.nbytes >= info.size > 0:  # all in (a dead writer's leftover): vet it as a whole
+        checksum_of = getattr(source, "checksum_of", None)
+        if state.expected is None and checksum_of is not None:
+            found = checksum_of(info)
+            if found is not None:
+                state.expect(*found, tmp)
         return
     try:
         f = open(tmp, "ab")  # noqa: SIM115 - closed below; opening is what may fail
     except FileNotFoundError as err:  # .partial/ removed by a failing writer next door
         raise TempVanished(str(tmp)) from err
     with f:
-        source.read_into(info, _HashingWriter(f, state, on_bytes), start=state.nbytes)
+        source.read_into(info, _HashingWriter(f, state, on_bytes, tmp), start=state.nbytes)
 
 
 def _size(path: Path) -> int:
@@ -125,6 +168,9 @@ def _checked(info: ObjectInfo, tmp: Path, state: _Written) -> str:
     actual = crc32c_b64(state.crc)
     if info.crc32c and actual != info.crc32c:
         raise CorruptDataError(f"{info.url}: crc32c {actual} != {info.crc32c} from the source")
+    differs = state.mismatch(actual)
+    if differs:
+        raise CorruptDataError(f"{info.url}: {differs} from the source")
     return actual
 
 

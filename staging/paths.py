@@ -14,7 +14,9 @@ from pathlib import Path, PurePosixPath
 from errors import ConfigError, StagingError
 
 GS = "gs"
+S3 = "s3"
 LOCAL = "local"
+STORES = (GS, S3)  # object stores, each one module (staging/gcs.py, staging/s3.py)
 OBJECTS_DIR = "objects"
 LOCKS_DIR = ".locks"
 DERIVED_DIR = "derived"
@@ -25,7 +27,7 @@ LOCK_STRIPES = 1 << 16  # bytes of one record-lock file: rarely shared, free to 
 
 @dataclass(frozen=True)
 class SourceRef:
-    """Where COCO lives: a local/NFS directory or ``gs://bucket/prefix``."""
+    """Where COCO lives: a local/NFS directory, ``gs://bucket/prefix`` or ``s3://bucket/prefix``."""
 
     kind: str
     url: str
@@ -37,25 +39,35 @@ class SourceRef:
         """The URL of ``relpath`` below this source (used as the cache key's first half)."""
         return f"{self.url.rstrip('/')}/{relpath}"
 
+    @property
+    def remote(self) -> bool:
+        """True for an object store (``gs://``, ``s3://``): listed, pinned, read through."""
+        return self.kind in STORES
+
     def object_name(self, relpath: str) -> str:
-        """The GCS object name of ``relpath`` (bucket-relative)."""
+        """The object name (key) of ``relpath``, bucket-relative."""
         return f"{self.prefix}/{relpath}" if self.prefix else relpath
 
 
 def parse_source(url: str, *, field: str = "data.source") -> SourceRef:
-    """Parse ``gs://bucket/prefix`` or a local path into a SourceRef; raise ConfigError if bad."""
+    """Parse ``gs://bucket/prefix``, ``s3://bucket/prefix`` or a local path into a SourceRef;
+    raise ConfigError if bad."""
     if not isinstance(url, str) or not url.strip():
-        raise ConfigError(f"{field} is empty; set it to a local path or gs://bucket/prefix")
-    if url.startswith("gs://"):
-        rest = url[len("gs://") :].rstrip("/")
+        raise ConfigError(
+            f"{field} is empty; set it to a local path, gs://bucket/prefix or s3://bucket/prefix"
+        )
+    scheme = url.partition("://")[0] if "://" in url else ""
+    if scheme in STORES:
+        rest = url[len(scheme) + 3 :].rstrip("/")
         bucket, _, prefix = rest.partition("/")
         if not bucket:
-            raise ConfigError(f"{field}={url!r} has no bucket; write gs://bucket/prefix")
+            raise ConfigError(f"{field}={url!r} has no bucket; write {scheme}://bucket/prefix")
         if prefix:
             check_relpath(prefix, what=f"{field}={url!r}")
-        return SourceRef(GS, f"gs://{bucket}/{prefix}".rstrip("/"), bucket=bucket, prefix=prefix)
-    if "://" in url:
-        raise ConfigError(f"{field}={url!r}: unsupported scheme; use a local path or gs://")
+        url = f"{scheme}://{bucket}/{prefix}".rstrip("/")
+        return SourceRef(scheme, url, bucket=bucket, prefix=prefix)
+    if scheme:
+        raise ConfigError(f"{field}={url!r}: unsupported scheme; use a local path, gs:// or s3://")
     path = Path(url).expanduser().absolute()
     return SourceRef(LOCAL, str(path), path=path)
 

@@ -1,4 +1,4 @@
-"""A small TCP proxy on 127.0.0.1 between google-cloud-storage and the emulator (tests, bench).
+"""A small TCP proxy (on 127.0.0.1 by default) between google-cloud-storage and the emulator (tests, bench).
 
 It records every request line (and Range header) and injects faults into media downloads:
 ``cut`` closes the connection after ``at`` body bytes, ``flip`` inverts the body byte at ``at``,
@@ -28,7 +28,8 @@ TIMEOUT_S = 30.0
 @dataclass
 class Rule:
     kind: str  # "cut" | "flip" | "slow"
-    match: str = "alt=media"
+    match: str = "alt=media"  # a GCS media download; for S3 name the key and method="GET"
+    method: str = ""  # only requests with this method ("" = any)
     times: int = 1  # how many matching requests it hits (-1: all)
     at: int = 1000
     delay: float = 0.05
@@ -39,6 +40,7 @@ class Record:
     line: str
     range: str = ""
     fault: str = ""
+    client: str = ""  # the caller's IP address
 
 
 @dataclass
@@ -48,14 +50,15 @@ class FaultProxy:
     records: list[Record] = field(default_factory=list)
     latency_s: float = 0.0  # added before every request is forwarded
     bandwidth: float = 0.0  # bytes/s per response; 0 = no cap
+    host: str = HOST  # where it listens (e.g. the host side of a test network's bridge)
 
     def __post_init__(self) -> None:
         self._lock = threading.Lock()
         self._stop = threading.Event()
-        self._sock = socket.create_server((HOST, 0))
+        self._sock = socket.create_server((self.host, 0))
         self._sock.settimeout(0.2)
         self.port = self._sock.getsockname()[1]
-        self.url = f"http://{HOST}:{self.port}"
+        self.url = f"http://{self.host}:{self.port}"
         self._thread = threading.Thread(target=self._serve, daemon=True)
         self._thread.start()
 
@@ -65,28 +68,36 @@ class FaultProxy:
         self._sock.close()
 
     def media_requests(self, name_part: str = "") -> list[Record]:
+        """GCS object downloads (``alt=media``) whose request line holds ``name_part``."""
         with self._lock:
             return [r for r in self.records if "alt=media" in r.line and name_part in r.line]
+
+    def object_gets(self, name_part: str = "") -> list[Record]:
+        """S3 object GETs (not listings) whose path holds ``name_part``."""
+        with self._lock:
+            return [r for r in self.records if r.line.startswith("GET ")
+                    and "list-type=" not in r.line and "?versions" not in r.line
+                    and name_part in r.line.split()[1].split("?")[0]]  # fmt: skip
 
     def _serve(self) -> None:
         while not self._stop.is_set():
             try:
-                conn, _ = self._sock.accept()
+                conn, (address, *_) = self._sock.accept()
             except TimeoutError:
                 continue
             except OSError:
                 return
-            threading.Thread(target=self._handle, args=(conn,), daemon=True).start()
+            threading.Thread(target=self._handle, args=(conn, address), daemon=True).start()
 
     def _pick(self, line: str) -> Rule | None:
         with self._lock:
             for rule in self.rules:
-                if rule.match in line and rule.times != 0:
+                if rule.match in line and line.startswith(rule.method) and rule.times != 0:
                     rule.times -= 1 if rule.times > 0 else 0
                     return rule
         return None
 
-    def _handle(self, client: socket.socket) -> None:
+    def _handle(self, client: socket.socket, address: str = "") -> None:
         client.settimeout(TIMEOUT_S)
         try:
             head, body = _read_head(client)
@@ -98,11 +109,12 @@ class FaultProxy:
             )
             rule = self._pick(lines[0])
             with self._lock:
-                self.records.append(Record(lines[0], rng, rule.kind if rule else ""))
+                self.records.append(Record(lines[0], rng, rule.kind if rule else "", address))
             length = next(
                 (int(h.split(":", 1)[1]) for h in lines if h.lower().startswith("content-length:")),
                 0,
             )
+            body = bytearray(body)  # appended in place: a 40 MB upload is not copied 2500 times
             while len(body) < length:
                 more = client.recv(CHUNK)
                 if not more:

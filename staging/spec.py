@@ -12,10 +12,11 @@ from pathlib import Path
 from typing import Any
 
 from errors import ConfigError
-from staging.paths import GS, MANIFESTS_DIR, parse_source, short_hash
+from staging.paths import GS, MANIFESTS_DIR, S3, parse_source, short_hash
 
 SPLITS = ("train", "val")
 BACKEND_NAME = "gs_cached"
+BACKEND_NAMES = {GS: BACKEND_NAME, S3: "s3_cached"}  # read-through backend per store
 DEFAULT_WORKERS = 16
 
 
@@ -32,7 +33,7 @@ class DataSpec:
     seed: int = 0
     workers: int = DEFAULT_WORKERS
     verify: bool = False
-    weights_mirror: str | None = None  # gs://bucket/prefix or a folder of checkpoint files
+    weights_mirror: str | None = None  # gs:// or s3://bucket/prefix, or a folder of checkpoints
     stage_weights: bool = False  # stage pretrained checkpoints (implied by weights_mirror)
 
     @classmethod
@@ -80,23 +81,31 @@ class DataSpec:
         """True when the source is ``gs://…``."""
         return parse_source(self.source).kind == GS
 
+    @property
+    def is_remote(self) -> bool:
+        """True when the source is an object store (``gs://…``, ``s3://…``)."""
+        return parse_source(self.source).remote
+
     def ann_file(self, split: str) -> Path:
         """``<dest>/annotations/instances_<split>2017.json`` (the subset JSON if subset is set)."""
         _check_split(split)
         return self.dest / "annotations" / f"instances_{split}2017.json"
 
     def image_prefix(self, split: str) -> str:
-        """Where the trial reads images: on disk under dest, or gs:// through the cached backend."""
+        """Where the trial reads images: on disk under dest, or gs:// / s3:// through the cached
+        backend."""
         _check_split(split)
-        if self.is_gs and not self.with_images:
+        if self.is_remote and not self.with_images:
             return f"{parse_source(self.source).url}/{split}2017/"
         return f"{self.dest}/{split}2017/"
 
     def backend_args(self) -> dict[str, Any] | None:
-        """``LoadImageFromFile(backend_args=...)``: None on disk, else our gs:// cached backend
-        (``index``: the image listing staging pinned, so reads match the staged annotations)."""
-        if self.is_gs and not self.with_images:
-            return {"backend": BACKEND_NAME, "cache": str(self.cache), "index": str(self.index())}
+        """``LoadImageFromFile(backend_args=...)``: None on disk, else our read-through backend
+        for the store (``index``: the image listing staging pinned, so reads match the staged
+        annotations)."""
+        if self.is_remote and not self.with_images:
+            name = BACKEND_NAMES[parse_source(self.source).kind]
+            return {"backend": name, "cache": str(self.cache), "index": str(self.index())}
         return None
 
     def manifest(self) -> Path:
@@ -104,8 +113,8 @@ class DataSpec:
         return self.cache / MANIFESTS_DIR / f"{self._key()}.json"
 
     def index(self) -> Path:
-        """``<cache>/manifests/<key>-images.json``: URL -> generation of every image that the
-        ``gs://`` read-through backend may read (written by staging; see staging/backend.py)."""
+        """``<cache>/manifests/<key>-images.json``: URL -> pinned version of every image that the
+        read-through backend may read (written by staging; see staging/backend.py)."""
         return self.cache / MANIFESTS_DIR / f"{self._key()}-images.json"
 
     def _key(self) -> str:

@@ -18,17 +18,16 @@ from pathlib import Path
 from errors import ProjectError, StagingError
 from staging import coco
 from staging.archive import archive_member, extract_annotations
-from staging.backend import forget_index
-from staging.cache import Cache, Fetched, Pending, check_space, write_atomic
+from staging.backend import INDEX_VERSION, forget_index
+from staging.cache import Cache, Fetched, Pending, check_cache_dir, check_space, write_atomic
 from staging.durable import Committer
-from staging.paths import GS, derived_path, human_bytes, parse_source
+from staging.paths import derived_path, human_bytes, parse_source
 from staging.plan import ARCHIVE_KIND, Transfer, describe, plan_annotations, plan_images
 from staging.sources import ObjectInfo, Source, open_source
 from staging.spec import DataSpec
 from staging.view import Entry, build_view, check_dest
 
 MANIFEST_VERSION = 1
-INDEX_VERSION = 1
 
 
 @dataclass(frozen=True)
@@ -67,6 +66,7 @@ def stage_coco(
         listings = {s: f.result() for s, f in img_listings.items()}
     if dry_run:
         return _dry_run(spec, ann_plan, listings, source, out=out, t0=t0)
+    check_cache_dir(cache.root)
     check_space(cache.root, _missing_bytes(ann_plan))
     run = _Runner(cache, source, spec, progress=progress)
     ann_done = run.all(ann_plan, validate=_validator)
@@ -79,7 +79,7 @@ def stage_coco(
     img_plan = _plan_images(spec, source, listings, ann_files, cache_root=cache.root)
     check_space(cache.root, _missing_bytes(img_plan))
     img_done = run.all(img_plan)
-    if spec.is_gs and not spec.with_images:
+    if spec.is_remote and not spec.with_images:
         write_index(spec.index(), listings)
     entries = _view_entries(spec, source, ann_files, img_plan, img_done)
     build_view(spec.dest, entries, cache=spec.cache)
@@ -93,13 +93,19 @@ def stage_coco(
 def _plan_images(
     spec: DataSpec, source: Source, listings: dict, ann_files: dict, *, cache_root: Path
 ) -> list[Transfer]:
-    """Image transfers: every listed image, or only those named by the subset JSON."""
+    """Image transfers: the images the split's JSON names (also for a gs:// source read through
+    the cache). An image the JSON names that the source lacks is a StagingError now, not at the
+    trial's first validation; a warm cache skips the check (a marker keyed by JSON + listing)."""
     plan: list[Transfer] = []
-    if not spec.with_images:
-        return plan
+    if not spec.with_images and not spec.is_gs:
+        return plan  # the view links the source's folders; the trial checks them (--data)
     for split in spec.splits:
         ann, label = ann_files[split]
-        wanted = coco.image_files(coco.load_json(ann, label=label)) if spec.subset else None
+        names = sorted(o.relpath for o in listings[split])
+        checked = derived_path(cache_root, f"images|{ann}|{names}", "images-checked")
+        if not spec.with_images and checked.exists():
+            continue
+        wanted = coco.image_files(coco.load_json(ann, label=label))
         plan += plan_images(
             source.ref,
             listings[split],
@@ -107,8 +113,10 @@ def _plan_images(
             cache_root=cache_root,
             wanted=wanted,
             ann_label=label,
-        )
-    return plan
+        )  # raises for the first image the JSON names that the listing lacks
+        if not spec.with_images:
+            write_atomic(checked, b"", mode=0o444)
+    return plan if spec.with_images else []
 
 
 def _validator(t: Transfer) -> Callable[[Path], None] | None:
@@ -118,10 +126,10 @@ def _validator(t: Transfer) -> Callable[[Path], None] | None:
 
 
 def _image_listing(source: Source, spec: DataSpec, split: str) -> list:
-    """List the split's images when we stage them or pin them for the gs:// read-through
-    backend; otherwise only check the folder exists."""
+    """List the split's images when we stage them or pin them for the read-through backend
+    (gs://, s3://); otherwise only check the folder exists."""
     folder = coco.image_dir(split)
-    if spec.with_images or spec.is_gs:
+    if spec.with_images or spec.is_remote:
         listing = source.list_dir(folder)
         if listing:
             return listing
@@ -271,7 +279,7 @@ def _view_entries(
     entries = [Entry(coco.ann_relpath(s), p) for s, (p, _) in ann_files.items()]
     if spec.with_images:
         entries += [Entry(t.info.relpath, f.path) for t, f in zip(img_plan, img_done, strict=True)]
-    elif source.ref.kind != GS:
+    elif not source.ref.remote:
         assert source.ref.path is not None
         for split in spec.splits:
             folder = coco.image_dir(split)
@@ -280,11 +288,10 @@ def _view_entries(
 
 
 def write_index(path: Path, listings: dict[str, list[ObjectInfo]]) -> None:
-    """Pin every listed image (URL -> [generation, crc32c, size]) for the read-through backend,
-    so training reads the generation listed with these annotations; rewritten only on change."""
-    objects = {
-        i.url: [i.generation, i.crc32c, i.size] for infos in listings.values() for i in infos
-    }
+    """Pin every listed image (URL -> ObjectInfo.row(): size, identity, checksum, generation or
+    ETag/version) for the read-through backend, so training reads the object versions listed
+    with these annotations; rewritten only on change."""
+    objects = {i.url: i.row() for infos in listings.values() for i in infos}
     data = json.dumps({"version": INDEX_VERSION, "objects": objects}, sort_keys=True).encode()
     with contextlib.suppress(OSError):
         if path.read_bytes() == data:

@@ -3,7 +3,7 @@
 An ASHA search of 16 trials x 8 ranks would otherwise download the same ResNet-50 128 times, and an
 air-gapped cluster cannot download it at all. Every checkpoint a config names is fetched once per
 node through the same cache as COCO (staging/cache.py: lock, unique temp, size/crc32c check,
-rename), from a mirror (``data.weights_mirror``: ``gs://bucket/weights`` or a path holding the
+rename), from a mirror (``data.weights_mirror``: ``gs://`` or ``s3://bucket/weights``, or a path holding the
 files under their URL's file name) or else from the URL itself. The trial then loads the cached
 file by path (``init_cfg.checkpoint`` rewritten), so mmengine never opens a URL; this also covers
 ``torchvision://``, whose mmengine loader imports torchvision (absent from CPU images).
@@ -25,8 +25,15 @@ from typing import Any
 
 from errors import ConfigError, StagingError
 from staging.cache import Cache, Fetched, write_atomic
-from staging.paths import GS, MANIFESTS_DIR, SourceRef, parse_source, short_hash
-from staging.sources import CONNECT_TIMEOUT_S, READ_TIMEOUT_S, ObjectInfo, Source, open_source
+from staging.paths import MANIFESTS_DIR, SourceRef, parse_source, short_hash
+from staging.sources import (
+    CONNECT_TIMEOUT_S,
+    READ_TIMEOUT_S,
+    ObjectInfo,
+    Source,
+    open_source,
+    short_reason,
+)
 
 log = logging.getLogger(__name__)
 
@@ -34,9 +41,10 @@ PIN_VERSION = 1
 TORCHVISION = ("torchvision://", "modelzoo://")
 OPENMMLAB = ("open-mmlab://", "openmmlab://")
 HTTP = ("http://", "https://")
+STORES = ("gs://", "s3://")
 MIRROR_HINT = (
     "on an offline cluster put the file in a mirror and set data.weights_mirror to "
-    "gs://bucket/weights or a directory holding it"
+    "gs://bucket/weights, s3://bucket/weights or a directory holding it"
 )
 
 
@@ -81,7 +89,7 @@ def checkpoint_refs(cfg: Mapping[str, Any]) -> list[str]:
 def resolve_url(ref: str) -> str | None:
     """The download URL behind a checkpoint reference (mmengine's own URL tables for
     ``torchvision://`` and ``open-mmlab://``); None for a local path (nothing to stage)."""
-    if ref.startswith(HTTP) or ref.startswith("gs://"):
+    if ref.startswith(HTTP) or ref.startswith(STORES):
         return ref
     if ref.startswith(TORCHVISION):
         name = ref.split("://", 1)[1]
@@ -92,8 +100,8 @@ def resolve_url(ref: str) -> str | None:
         return _table_url("openmmlab.json", name, ref)
     if "://" in ref:
         raise ConfigError(
-            f"checkpoint {ref!r}: cannot stage this scheme; use an https://, gs://, torchvision:// "
-            "or open-mmlab:// checkpoint, or a local path"
+            f"checkpoint {ref!r}: cannot stage this scheme; use an https://, gs://, s3://, "
+            "torchvision:// or open-mmlab:// checkpoint, or a local path"
         )
     return None
 
@@ -160,14 +168,14 @@ def _fetch(cache: Cache, ref: str, url: str, mirror: str | None):
     name = url.rstrip("/").rpartition("/")[2]
     if mirror:
         ref_m = parse_source(mirror, field="data.weights_mirror")
-        if ref_m.kind != GS and not (ref_m.path and ref_m.path.is_dir()):
+        if not ref_m.remote and not (ref_m.path and ref_m.path.is_dir()):
             raise StagingError(
-                f"data.weights_mirror {mirror} is not a directory; point it at a folder or "
-                "gs://bucket/prefix holding the checkpoint files"
+                f"data.weights_mirror {mirror} is not a directory; point it at a folder, "
+                "gs://bucket/prefix or s3://bucket/prefix holding the checkpoint files"
             )
         source = open_source(ref_m)
         info = _stat(source, name, what=f"{ref}, from {url}")
-    elif url.startswith("gs://"):
+    elif url.startswith(STORES):
         folder = url.rpartition("/")[0]
         source = open_source(parse_source(folder, field=f"checkpoint {ref}"))
         info = _stat(source, name, what=ref)
@@ -178,15 +186,15 @@ def _fetch(cache: Cache, ref: str, url: str, mirror: str | None):
 
 
 def _stat(source: Source, name: str, *, what: str) -> ObjectInfo:
-    if source.ref.kind == GS:
+    if source.ref.remote:
         try:
-            return source.stat(name)  # type: ignore[attr-defined]
+            return source.stat(name)
         except StagingError as err:
             if "missing object" not in str(err):
                 raise
     else:
         with contextlib.suppress(FileNotFoundError, NotADirectoryError):
-            return source.stat(name)  # type: ignore[attr-defined]
+            return source.stat(name)
     raise StagingError(
         f"missing object {source.ref.object_url(name)} (checkpoint {what}); upload that file "
         "to the mirror, or fix data.weights_mirror"
@@ -209,7 +217,7 @@ class HttpSource:
             resp.raise_for_status()
         except requests.RequestException as err:
             raise StagingError(
-                f"cannot reach {url} for checkpoint {self.label} ({_reason(err)}); {MIRROR_HINT}"
+                f"cannot reach {url} for checkpoint {self.label} ({short_reason(err)}); {MIRROR_HINT}"
             ) from err
         size = int(resp.headers.get("Content-Length") or 0)
         if size <= 0:  # the size check needs it; model zoos send it
@@ -240,12 +248,6 @@ class HttpSource:
                 raise StagingError(f"{info.url} ignored a ranged request; rerun staging")
             for chunk in resp.iter_content(chunk_size=1 << 20):
                 writer.write(chunk)
-
-
-def _reason(err: BaseException) -> str:
-    from staging.sources import _reason as reason
-
-    return reason(err)
 
 
 def _read_pin(pin: Path, cache_root: Path) -> Path | None:

@@ -24,15 +24,27 @@ def main(argv: list[str] | None = None) -> int:
     if args.nproc < 1:
         print(f"error: --nproc {args.nproc} must be at least 1", file=sys.stderr)
         return 1
-    if args.local and args.nproc > 1 and "LOCAL_RANK" not in os.environ:
-        return _supervise_ranks(argv, args)
     try:
-        result = _run_local(args) if args.local else _run_cluster()
+        if args.local and "LOCAL_RANK" not in os.environ and not args.resume:
+            from trial.workdir import check_start
+
+            check_start(Path(args.work_dir).resolve(), resume=False, fresh=False)
     except ProjectError as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
-    if int(os.environ.get("RANK", "0")) == 0:
-        _print_summary(result, args.work_dir if args.local else None)
+    if args.local and args.nproc > 1 and "LOCAL_RANK" not in os.environ:
+        return _supervise_ranks(argv, args)
+    from trial.console import local_session
+
+    try:
+        # locally: the terminal shows progress; everything else goes to <work-dir>/train.log
+        with local_session(args.work_dir, verbose=args.verbose or not args.local) as console:
+            result = _run_local(args, console) if args.local else _run_cluster()
+            if int(os.environ.get("RANK", "0")) == 0:
+                _print_summary(result, args.work_dir if args.local else None)
+    except ProjectError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -71,8 +83,33 @@ def _run_cluster():
         work_dir=Path("work_dirs") / f"trial_{info.trial.trial_id}",
         resume_from=info.latest_checkpoint,
     )
-    with det.core.init(distributed=distributed) as core_context:
+    with det.core.init(
+        distributed=distributed,
+        preempt_mode=_preempt_mode(det, distributed),
+        tensorboard_mode=_tensorboard_mode(det, distributed),
+    ) as core_context:
+        if distributed is not None:
+            from trial.distributed import RankPreemption, dist_timeout
+
+            timeout_s = dist_timeout(request.hparams)
+            core_context.preempt = RankPreemption(core_context.preempt, timeout_s=timeout_s)
         return train(core_context, request, world_size=world_size)
+
+
+def _tensorboard_mode(det, distributed):
+    """Only rank 0 writes TensorBoard files (mmengine's visualizer is master-only): the other
+    ranks upload nothing. Determined's AUTO mode would have each of them sync its (empty) folder
+    to checkpoint storage and, on exit, wait without a deadline for that upload — forever when the
+    node has lost its network."""
+    modes = det.core.TensorboardMode
+    chief = distributed is None or distributed.get_rank() == 0
+    return modes.AUTO if chief else modes.MANUAL
+
+
+def _preempt_mode(det, distributed):
+    """Many ranks: only the chief asks Determined; the ranks agree through RankPreemption."""
+    modes = det.core.PreemptMode
+    return modes.WorkersAskChief if distributed is None else modes.ChiefOnly
 
 
 def _torch_distributed_context(det, world_size: int):
@@ -87,20 +124,23 @@ def _torch_distributed_context(det, world_size: int):
     return det.core.DistributedContext.from_torch_distributed()
 
 
-def _run_local(args: argparse.Namespace):
+def _run_local(args: argparse.Namespace, console=None):
     import determined as det
 
-    from trial.config import layer, parse_set_options
+    from trial.checks import command_line_overrides
     from trial.data import resolve_data
-    from trial.distributed import RankPreemption, torch_world_size
+    from trial.distributed import RankPreemption, dist_timeout, torch_world_size
     from trial.experiment import load_experiment, local_hparams
+    from trial.progress import console_hooks
     from trial.run import RunRequest, SignalPreemption, resume_checkpoint, train
 
     experiment = load_experiment(args.experiment)
     work_dir = Path(args.work_dir).resolve()
     storage = work_dir / "checkpoints"
-    hparams = layer(
-        local_hparams(experiment.get("hyperparameters") or {}), parse_set_options(args.hparam)
+    hparams, overrides = command_line_overrides(
+        local_hparams(experiment.get("hyperparameters") or {}),
+        sets=args.set,
+        hparam_items=args.hparam,
     )
     request = RunRequest(
         experiment=experiment,
@@ -108,20 +148,26 @@ def _run_local(args: argparse.Namespace):
         data=resolve_data(args.data, experiment, check_json=not args.checked_data),
         work_dir=work_dir / "run",
         max_iters=args.max_iters,
-        overrides=parse_set_options(args.set),
+        overrides=overrides,
         resume_from=resume_checkpoint(storage) if args.resume else None,
         metrics_log=work_dir / "metrics.jsonl",
+        hooks=console_hooks(console, work_dir, interval=hparams.get("log_interval") or 10),
     )
     storage.mkdir(parents=True, exist_ok=True)
     world_size = torch_world_size()
     distributed = _torch_distributed_context(det, world_size)
-    with det.core.init(checkpoint_storage=str(storage), distributed=distributed) as core_context:
+    mode = _preempt_mode(det, distributed)
+    with det.core.init(
+        checkpoint_storage=str(storage), distributed=distributed, preempt_mode=mode
+    ) as core_context:
         core_context.preempt = SignalPreemption(core_context.preempt)
         if distributed is not None:
             from trial.launch import preempt_request_file
 
             core_context.preempt = RankPreemption(
-                core_context.preempt, distributed, request_file=preempt_request_file(work_dir)
+                core_context.preempt,
+                request_file=preempt_request_file(work_dir),
+                timeout_s=dist_timeout(hparams),
             )
         return train(core_context, request, world_size=world_size)
 
@@ -178,6 +224,11 @@ def _parser() -> argparse.ArgumentParser:
         type=int,
         default=1,
         help="local mode: run N ranks through torch's launcher (gloo on CPU, nccl on GPUs)",
+    )
+    p.add_argument(
+        "--verbose",
+        action="store_true",
+        help="local mode: mmengine's full log on the terminal instead of progress bars",
     )
     p.add_argument(
         "--checked-data",

@@ -23,6 +23,7 @@ README_FILE = "README.md"
 TRIAL_TYPES = {
     "ZeroSafeCocoMetric": "CocoMetric",
     "SparseDetVisualizationHook": "DetVisualizationHook",
+    "NodeCachedCocoDataset": "CocoDataset",  # same entries, parsed once per node
 }
 # mmdet's own COCO layout, relative to where a user runs mmdet's tools/test.py: a default that names
 # no directory of the training machine. `invoke eval --data DIR` replaces it.
@@ -40,6 +41,7 @@ def standalone_config(cfg: Mapping[str, Any], *, classes: Sequence[str], palette
     cached backend. The class names and palette go into the dataset's ``metainfo``.
     """
     dataset = _innermost_dataset(cfg["test_dataloader"]["dataset"])
+    dataset_type = TRIAL_TYPES.get(dataset["type"], dataset["type"])
     pipeline = [_local_step(step) for step in dataset.get("pipeline", [])]
     metainfo = {"classes": list(classes), "palette": _plain_palette(palette)}
     out: dict[str, Any] = {"default_scope": cfg.get("default_scope", "mmdet")}
@@ -48,11 +50,11 @@ def standalone_config(cfg: Mapping[str, Any], *, classes: Sequence[str], palette
     out.update(
         model=_standalone_model(cfg["model"]),
         backend_args=None,
-        dataset_type=dataset["type"],
+        dataset_type=dataset_type,
         data_root=DEFAULT_DATA_ROOT,
         metainfo=metainfo,
         test_pipeline=pipeline,
-        test_dataloader=test_dataloader(dataset["type"], pipeline, metainfo, DEFAULT_DATA_ROOT),
+        test_dataloader=test_dataloader(dataset_type, pipeline, metainfo, DEFAULT_DATA_ROOT),
         test_evaluator=test_evaluator(cfg.get("test_evaluator") or {}, DEFAULT_DATA_ROOT),
         test_cfg={"type": "TestLoop"},
         visualizer={

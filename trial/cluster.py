@@ -1,6 +1,6 @@
 """``invoke train MODEL --cluster``: validate, assemble a small context directory, submit.
 
-The experiment is checked offline against Determined 0.38.1's rules first (trial/expconf.py);
+The experiment is checked offline against Determined 0.38.1's rules first (trial/expconf/);
 ``--dry-run`` stops there and prints what would be sent. With a master, the master's own verdict is
 final: the experiment is sent with ``validateOnly`` first, then created, through Determined's Python
 API (``determined.common.api``, the client the ``det`` CLI and SDK use).
@@ -22,9 +22,16 @@ from pathlib import Path
 import yaml
 
 from errors import ConfigError, TrainingError, one_line
-from trial.config import parse_set_options, resolve_base
+from trial.checks import checked_config, command_line_overrides, slots
+from trial.config import layer, resolve_base
 from trial.expconf import validate_experiment
-from trial.experiment import EXPERIMENTS_DIR, REPO_ROOT, experiment_for_model, load_experiment
+from trial.experiment import (
+    EXPERIMENTS_DIR,
+    REPO_ROOT,
+    experiment_for_model,
+    load_experiment,
+    local_hparams,
+)
 
 CONTEXT_PACKAGES = ("trial", "staging")
 CONTEXT_FILES = ("errors.py",)
@@ -54,20 +61,37 @@ def plan_submission(
     context_dir: Path,
     config: str | None = None,
     sets: Sequence[str] = (),
+    hparams: Sequence[str] = (),
+    max_iters: int | None = None,
     master: str | None = None,
     experiment_path: str | None = None,
+    registry: str | None = None,
 ) -> Submission:
-    """Load + patch + validate the experiment and assemble the context directory (no network)."""
+    """Load + patch + validate the experiment and assemble the context directory (no network).
+
+    ``--hparam``, ``--set`` and ``--max-iters`` land in the experiment's hyperparameters, and the
+    trial's own checks (trial/checks.py, the same as a local run's) run on them first."""
     path = Path(experiment_path) if experiment_path else experiment_for_model(model)
     experiment = load_experiment(path or EXPERIMENTS_DIR / "retinanet.yaml")
-    hparams = dict(experiment.get("hyperparameters") or {})
+    merged, overrides = command_line_overrides(
+        dict(experiment.get("hyperparameters") or {}), sets=sets, hparam_items=hparams
+    )
     if config:
-        hparams["model"] = _copy_config(config, context_dir)
+        merged["model"] = _copy_config(config, context_dir)
     elif path is None:
-        hparams["model"] = resolve_base(model)
-    hparams.update(parse_set_options(list(sets)))
-    experiment["hyperparameters"] = hparams
+        merged["model"] = resolve_base(model)
+    if max_iters is not None:
+        merged["max_iters"] = max_iters
+    experiment["hyperparameters"] = layer(merged, overrides)  # the trial reads --set from here
+    experiment = _project_images(experiment, registry=registry)
     notices = validate_experiment(experiment, source=str(path or f"experiment for {model}"))
+    checked_config(
+        experiment,
+        local_hparams(merged),
+        overrides=overrides,
+        world_size=slots(experiment),
+        model_file=str(Path(config).expanduser().resolve()) if config else None,
+    )
     assemble_context(context_dir)
     return Submission(experiment, context_dir, master_url(master), notices)
 
@@ -129,7 +153,7 @@ def submit(model: str, *, dry_run: bool = False, **kwargs) -> str:
 def assemble_context(context_dir: Path) -> Path:
     """Copy the trial code into ``context_dir`` with the startup hook at its root."""
     context_dir.mkdir(parents=True, exist_ok=True)
-    ignore = shutil.ignore_patterns("__pycache__", "*.pyc", "bench.py")
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc", "bench*.py")
     for package in CONTEXT_PACKAGES:
         shutil.copytree(
             REPO_ROOT / package, context_dir / package, ignore=ignore, dirs_exist_ok=True
@@ -144,6 +168,14 @@ def assemble_context(context_dir: Path) -> Path:
     if size > CONTEXT_LIMIT_BYTES:
         raise TrainingError(f"context directory {context_dir} is {size} bytes; keep it under 5 MB")
     return context_dir
+
+
+def _project_images(experiment: dict, *, registry: str | None) -> dict:
+    """The experiment with the project's image named as invoke build-image tags it (images/refs.py)."""
+    from images.matrix import expand_matrix, load_matrix
+    from images.refs import resolve_experiment_images
+
+    return resolve_experiment_images(experiment, expand_matrix(load_matrix()), registry=registry)
 
 
 def _copy_config(config: str, context_dir: Path) -> str:

@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from errors import ConfigError
+from errors import ConfigError, one_line
 from trial.pictures import apply_tensorboard
 
 MODELS = {
@@ -25,6 +25,7 @@ MODELS = {
     "gfl": "mmdet::gfl/gfl_r50_fpn_1x_coco.py",
 }
 SCHEDULER_LENGTH_KEYS = ("begin", "end", "T_max", "step_size")
+SET_EXAMPLES = {"--set": "optim_wrapper.optimizer.lr=0.01", "--hparam": "global_batch_size=8"}
 
 
 @dataclass(frozen=True)
@@ -36,6 +37,7 @@ class DataPaths:
     train_images: str
     val_images: str
     backend_args: Mapping[str, Any] | None = None
+    ann_cache: str | None = None  # node cache root for parsed annotations (trial/anncache.py)
 
 
 @dataclass(frozen=True)
@@ -79,8 +81,11 @@ def load_base_config(ref: str) -> Any:
 
             return get_config(ref)
         return Config.fromfile(ref)
-    except (FileNotFoundError, ValueError) as err:
-        raise ConfigError(f"cannot load config {ref!r}: {err}") from err
+    except Exception as err:  # a user's config file runs as Python: SyntaxError, NameError, ...
+        raise ConfigError(
+            f"cannot load config {ref!r}: {type(err).__name__}: {one_line(err)[:300]}; "
+            "fix the file (it must be an mmdet 3.x config)"
+        ) from err
 
 
 def build_config(base: Any, settings: TrainSettings) -> Any:
@@ -89,7 +94,9 @@ def build_config(base: Any, settings: TrainSettings) -> Any:
     The config names the trial's own registered types, so building it registers them: any Runner
     built from it (the trial, a benchmark, a test) finds them.
     """
-    # registers SparseDetVisualizationHook, ZeroSafeCocoMetric, ResumableIterBasedTrainLoop (+samplers)
+    # registers NodeCachedCocoDataset, SparseDetVisualizationHook, ZeroSafeCocoMetric,
+    # ResumableIterBasedTrainLoop (+samplers)
+    import trial.cached_dataset
     import trial.drawing
     import trial.metrics
     import trial.resume  # noqa: F401
@@ -104,11 +111,13 @@ def build_config(base: Any, settings: TrainSettings) -> Any:
     if settings.image_scale:
         _apply_image_scale(cfg, settings.image_scale)
     apply_overrides(cfg, settings.overrides)
+    _use_node_cache(cfg, settings.data.ann_cache)
     return cfg
 
 
 def apply_overrides(cfg: Any, overrides: Mapping[str, Any]) -> None:
-    """Apply dotted mmengine keys; a key whose parent path does not exist is an error."""
+    """Apply dotted mmengine keys. A key must exist in the config or be an argument of the type
+    built at its place (trial/schema.py); anything else is an error with the closest valid key."""
     root = getattr(cfg, "_cfg_dict", cfg)  # an mmengine Config wraps a ConfigDict (a dict)
     # Parents before children: ``optimizer={type: AdamW, ...}`` then ``optimizer.lr=...``.
     for key, value in sorted(overrides.items(), key=lambda item: item[0].count(".")):
@@ -116,32 +125,60 @@ def apply_overrides(cfg: Any, overrides: Mapping[str, Any]) -> None:
         node = root
         for part in parent_key.split(".") if parent_key else []:
             node = _child(node, part, key, root)
-        if not isinstance(node, (dict, list)) or (isinstance(node, dict) and leaf not in node):
+        if not isinstance(node, (dict, list)) or (
+            isinstance(node, dict) and leaf not in node and not _accepts(node, parent_key, leaf)
+        ):
             raise ConfigError(_unknown_key_message(root, key))
+        _check_component(value, key)
         if isinstance(node, list):
             node[_list_index(node, leaf, key)] = value
         else:
             node[leaf] = value
 
 
-def parse_set_options(items: list[str]) -> dict[str, Any]:
-    """Turn repeated ``--set key=value`` strings into a dict; values are parsed as YAML scalars."""
+def _accepts(node: dict, path: str, leaf: str) -> bool:
+    from trial.schema import accepted_keys
+
+    names = accepted_keys(node, path)
+    return names is None or leaf in names
+
+
+def _check_component(value: Any, key: str) -> None:
+    """A whole component given as a value (``{type: SGD, lrr: 0.1}``): its keys are arguments."""
+    from trial.schema import accepted_keys
+
+    if not isinstance(value, Mapping) or "type" not in value:
+        return
+    names = accepted_keys(value, key)  # empty: an unregistered type (e.g. nms='soft_nms')
+    if not names:
+        return
+    for name in value:
+        if names is not None and name != "type" and name not in names:
+            close = difflib.get_close_matches(name, sorted(names), n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise ConfigError(
+                f"config key {key!r}: {value['type']} takes no argument {name!r}{hint}"
+            )
+
+
+def parse_set_options(items: list[str], *, option: str = "--set") -> dict[str, Any]:
+    """Turn repeated ``--set key=value`` (or ``--hparam``) strings into a dict; values are parsed
+    as YAML scalars. Errors name ``option``."""
     import yaml
 
+    example = SET_EXAMPLES.get(option, SET_EXAMPLES["--set"])
     parsed = {}
     for item in items:
         key, sep, raw = item.partition("=")
         if not sep or not key.strip():
-            raise ConfigError(
-                f"--set {item!r} is not key=value; e.g. --set optim_wrapper.optimizer.lr=0.01"
-            )
+            raise ConfigError(f"{option} {item!r} is not key=value; e.g. {option} {example}")
         try:
             parsed[key.strip()] = yaml.safe_load(raw) if raw.strip() else ""
         except yaml.YAMLError as err:
             problem = " ".join(str(getattr(err, "problem", None) or err).split())
             raise ConfigError(
-                f"{item!r}: the value is not valid YAML ({problem}); quote it, e.g. "
-                f"{key.strip()}='[1, 2]'"
+                f"{option} {item!r}: the value is not valid YAML ({problem}); quote it, e.g. "
+                f"{option} {key.strip()}='[1, 2]'"
             ) from None
     return parsed
 
@@ -196,12 +233,26 @@ def _list_index(node: list, part: str, key: str) -> int:
 
 
 def _unknown_key_message(cfg: dict, key: str) -> str:
-    candidates = _dotted_keys(cfg)
+    candidates = _dotted_keys(cfg) + _schema_keys(cfg, key)
     close = difflib.get_close_matches(key, candidates, n=1)
     hint = (
         f"; did you mean {close[0]!r}?" if close else "; check the key against the model's config"
     )
     return f"unknown config key {key!r}{hint}"
+
+
+def _schema_keys(cfg: dict, key: str) -> list[str]:
+    """``parent.arg`` for every argument the type at the deepest existing parent of ``key`` takes."""
+    from trial.schema import accepted_keys
+
+    parts = key.split(".")[:-1]
+    node, path = cfg, ""
+    for part in parts:
+        if not isinstance(node, dict) or part not in node:
+            break
+        node, path = node[part], f"{path}.{part}" if path else part
+    names = accepted_keys(node, path) if isinstance(node, dict) else frozenset()
+    return [f"{path}.{name}" if path else name for name in sorted(names or ())]
 
 
 def _dotted_keys(node: Any, prefix: str = "") -> list[str]:
@@ -232,6 +283,15 @@ def _apply_data(cfg: Any, data: DataPaths) -> None:
         cfg[evaluator]["backend_args"] = None  # annotations are always on local disk
         if cfg[evaluator].get("type") == "CocoMetric":  # same numbers; 0.0 instead of nothing
             cfg[evaluator]["type"] = "ZeroSafeCocoMetric"
+
+
+def _use_node_cache(cfg: Any, ann_cache: str | None) -> None:
+    """Parse COCO annotations once per node (trial/cached_dataset.py), after the user's overrides:
+    a dataset type they chose stays as it is."""
+    for loader in ("train_dataloader", "val_dataloader", "test_dataloader"):
+        dataset = _innermost_dataset(cfg[loader]["dataset"]) if cfg.get(loader) else {}
+        if ann_cache and dataset.get("type") == "CocoDataset":
+            dataset.update(type="NodeCachedCocoDataset", cache_dir=ann_cache)
 
 
 def _innermost_dataset(dataset: dict) -> dict:
@@ -281,7 +341,11 @@ def _apply_runtime(cfg: Any, settings: TrainSettings) -> None:
     cfg["launcher"] = settings.launcher
     hooks = cfg.setdefault("default_hooks", {})
     hooks["checkpoint"] = None  # DetCoreHook saves through Determined's checkpoint storage
-    hooks["logger"] = dict(type="LoggerHook", interval=settings.log_interval)
+    # log_metric_by_epoch=False: validation scalars go to TensorBoard at their iteration (the
+    # default puts them at runner.epoch, which an iteration loop leaves at 0)
+    hooks["logger"] = dict(
+        type="LoggerHook", interval=settings.log_interval, log_metric_by_epoch=False
+    )
     hooks.pop("visualization", None)
     cfg["log_processor"] = dict(
         type="LogProcessor", window_size=settings.log_interval, by_epoch=False

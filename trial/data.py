@@ -9,11 +9,13 @@ from pathlib import Path
 from typing import Any
 
 from errors import ConfigError
-from staging.coco import check_coco_file
+from staging.coco import check_coco_file, check_images, require_annotations
 from trial.config import DataPaths
 from trial.shapes import VERSION, make_shapes_coco
 
 SPLITS = ("train", "val")
+ANN_CACHE = "anncache"  # below cache_root(): parsed annotations of local COCO folders
+NEEDS_ANNOTATIONS = {"train": "nothing to train on", "val": "no mAP without ground truth"}
 SAMPLE_ENV = (
     "COCO_TINY"  # a real COCO sample's path; default ../shared/coco-tiny beside the checkout
 )
@@ -71,17 +73,20 @@ def coco_dir_paths(root: str | Path, *, check_json: bool = True) -> DataPaths:
                 f"--data {root} is not COCO-shaped: missing {ann.relative_to(root)}; expected "
                 "annotations/instances_{train,val}2017.json and {train,val}2017/ (stage it with invoke stage-coco)"
             )
-        if check_json:
-            check_coco_file(ann, label=str(ann))
         if not (root / f"{split}2017").is_dir():
             raise ConfigError(
                 f"--data {root} is not COCO-shaped: missing image folder {split}2017/"
             )
+        if check_json:
+            doc = check_coco_file(ann, label=str(ann))
+            require_annotations(doc, label=str(ann), why=NEEDS_ANNOTATIONS[split])
+            check_images(doc, root / f"{split}2017", label=str(ann))
     return DataPaths(
         train_ann=str(root / "annotations" / "instances_train2017.json"),
         val_ann=str(root / "annotations" / "instances_val2017.json"),
         train_images=str(root / "train2017") + "/",
         val_images=str(root / "val2017") + "/",
+        ann_cache=str(cache_root() / ANN_CACHE),
     )
 
 
@@ -101,4 +106,5 @@ def staged_data_paths(data_section: Mapping[str, Any]) -> DataPaths:
         train_images=spec.image_prefix("train"),
         val_images=spec.image_prefix("val"),
         backend_args=backend_args,
+        ann_cache=str(spec.cache),  # the node cache staging wrote into
     )

@@ -10,13 +10,12 @@ from __future__ import annotations
 
 import copy
 import json
-import os
-import tempfile
 from pathlib import Path
 
 from errors import ConfigError
 from trial import artifact
 from trial.export import pick_device, resolve_model
+from trial.outdir import atomic_file
 
 
 def evaluate_model(
@@ -33,10 +32,15 @@ def evaluate_model(
     out_path = Path(out or f"eval_{split}.json").expanduser().resolve()
     if out_path.is_dir():
         raise ConfigError(f"--out {out_path} is a directory; pass a .json file path")
+    if out_path.exists():  # like export and predict: never overwrite a result
+        raise ConfigError(f"--out {out_path} already exists; pick a new file or delete it first")
+    device = pick_device(device)
     with resolve_model(model, master=master) as export_dir:
-        metrics, count = _evaluate(export_dir, ann, images, device=pick_device(device))
+        metrics, count = _evaluate(export_dir, ann, images, device=device)
+        checkpoint = _checkpoint_of(export_dir) or model
     result = {
         "model": model,
+        "checkpoint": checkpoint,
         "data": str(Path(data).expanduser().resolve()),
         "split": split,
         "images": count,
@@ -48,7 +52,7 @@ def evaluate_model(
 
 def coco_split(data: str, split: str) -> tuple[Path, Path]:
     """``annotations/instances_<split>2017.json`` and ``<split>2017/`` of a COCO-layout ``data``."""
-    from staging.coco import check_coco_file
+    from staging.coco import check_coco_file, check_images, require_annotations
 
     root = Path(data).expanduser().resolve()
     ann = root / "annotations" / f"instances_{split}2017.json"
@@ -60,8 +64,22 @@ def coco_split(data: str, split: str) -> tuple[Path, Path]:
             f"{missing.relative_to(root) if missing.is_relative_to(root) else missing}; expected "
             f"annotations/instances_{split}2017.json and {split}2017/"
         )
-    check_coco_file(ann, label=str(ann))
+    doc = check_coco_file(ann, label=str(ann))
+    require_annotations(
+        doc, label=f"--split {split} ({ann})", why="there is no mAP without ground truth (invoke "
+        "predict draws detections without it)",
+    )  # fmt: skip
+    check_images(doc, images, label=str(ann))
     return ann, images
+
+
+def _checkpoint_of(export_dir: Path) -> str | None:
+    """The training checkpoint an export was made from (its export.json), when recorded."""
+    try:
+        info = json.loads((export_dir / artifact.INFO_FILE).read_text())
+        return str(info["source"]["checkpoint"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 def _evaluate(export_dir: Path, ann: Path, images: Path, *, device: str) -> tuple[dict, int]:
@@ -100,10 +118,6 @@ def _trial_metric(evaluator_cfg: dict, ann: Path) -> dict:
 
 
 def _write_json(path: Path, doc: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile(
-        "w", dir=path.parent, prefix=f".{path.name}.", suffix=".incomplete", delete=False
-    ) as f:
+    with atomic_file(path) as f:
         json.dump(doc, f, indent=2)
         f.write("\n")
-    os.replace(f.name, path)

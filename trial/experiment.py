@@ -5,7 +5,7 @@ code, so it lives in ``hyperparameters``: ``max_iters`` (batches; an ASHA experi
 ``time_metric: batches`` may leave it to ``searcher.max_time``), ``val_interval`` and
 ``checkpoint_interval``; the other hyperparameters name the model and dotted mmengine overrides;
 ``data`` is what the startup hook stages. The deprecated 0.37 fields (``searcher.max_length``,
-``min_validation_period``, ``min_checkpoint_period``) still work, with a notice (trial/expconf.py).
+``min_validation_period``, ``min_checkpoint_period``) still work, with a notice (trial/expconf/).
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ RESERVED_HPARAMS = frozenset(
         "max_iters",
         "val_interval",
         "checkpoint_interval",
+        "dist_timeout",
     }
 )
 
@@ -136,6 +137,8 @@ def trial_settings(
     launcher: str = "none",
 ) -> TrainSettings:
     """Everything the config builder needs, from the experiment config and its hyperparameters."""
+    if max_iters is not None:
+        _positive_int(max_iters, "--max-iters")
     length = max_iters or training_length(experiment, hparams)
     val_interval = min(length, interval(experiment, hparams, "val_interval", length))
     ckpt_interval = interval(experiment, hparams, "checkpoint_interval", val_interval)
@@ -147,9 +150,14 @@ def trial_settings(
             f"hyperparameters.global_batch_size {global_batch} must be a positive multiple of the "
             f"{world_size} slots"
         )
-    for name in ("num_workers", "log_interval"):
-        if hparams.get(name) is not None and hparams[name] != 0:
-            _positive_int(hparams[name], f"hyperparameters.{name}", "")
+    if hparams.get("num_workers") is not None and hparams["num_workers"] != 0:
+        _positive_int(hparams["num_workers"], "hyperparameters.num_workers", "")
+    if hparams.get("log_interval") is not None:  # mmengine's LoggerHook refuses 0
+        _positive_int(hparams["log_interval"], "hyperparameters.log_interval", "batches")
+    if not isinstance(hparams.get("pretrained", True), bool):
+        raise ConfigError(
+            f"hyperparameters.pretrained must be true or false, got {hparams['pretrained']!r}"
+        )
     scale = hparams.get("image_scale")
     if scale is not None and not (
         isinstance(scale, (list, tuple))

@@ -64,12 +64,11 @@ def resolve_model(model: str, *, master: str | None = None) -> Iterator[Path]:
 
 
 def pick_device(device: str | None) -> str:
-    """``--device``: as given, else the first CUDA device when there is one, else the CPU."""
-    if device:
-        return device
-    import torch
+    """``--device`` checked against this machine, else the first CUDA device when there is one,
+    else the CPU (trial/options.py)."""
+    from trial.options import torch_device
 
-    return "cuda:0" if torch.cuda.is_available() else "cpu"
+    return torch_device(device)
 
 
 def is_export_dir(path: Path) -> bool:

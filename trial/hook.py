@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import math
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from mmengine.hooks import Hook
@@ -69,6 +69,7 @@ class DetCoreHook(Hook):
         checkpoint_interval: int = 0,
         report_interval: int = 50,
         checkpoint_metadata: Mapping[str, Any] | None = None,
+        before_save: Callable[[Any], None] | None = None,
     ) -> None:
         if core_context is None:
             raise TrainingError(
@@ -79,6 +80,7 @@ class DetCoreHook(Hook):
         self.checkpoint_interval = checkpoint_interval
         self.report_interval = max(1, report_interval)
         self.checkpoint_metadata = dict(checkpoint_metadata or {})
+        self.before_save = before_save  # called on every rank first (BufferSyncHook.sync)
         self.preempted = False
         self.last_checkpoint: str | None = None
         self._last_saved_step = -1
@@ -143,6 +145,8 @@ class DetCoreHook(Hook):
         if steps == self._last_saved_step:
             return
         self._last_saved_step = steps
+        if self.before_save is not None:
+            self.before_save(runner)
         if (
             runner.rank != 0
         ):  # Runner.save_checkpoint is master-only; shard=False store is chief-only

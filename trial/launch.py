@@ -64,7 +64,7 @@ def run_ranks(trial_args: Sequence[str], *, nproc: int, work_dir: str | Path) ->
         return run_forwarding_signals(
             ranks_command(trial_args, nproc=nproc),
             relay=lambda proc: _SignalRelay(proc, request),
-            env={**_free_det_ports(), **os.environ},
+            env={**free_det_ports(), **os.environ},
             preexec_fn=_die_with_parent,
         )
     finally:
@@ -120,7 +120,7 @@ class _SignalRelay:
             self._proc.send_signal(signal.SIGTERM)
 
 
-def _free_det_ports() -> dict[str, str]:
+def free_det_ports() -> dict[str, str]:
     """Free ports for Determined's chief broadcast server (default 12360/12362, fixed), so two
     local multi-rank runs on one machine do not collide. An explicit environment wins."""
     sockets = [socket.socket() for _ in DET_PORT_VARS]

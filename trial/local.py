@@ -11,8 +11,8 @@ from __future__ import annotations
 import json
 import os
 import sys
-import tempfile
-from collections.abc import Sequence
+import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,7 +20,9 @@ from typing import Any
 import yaml
 
 from errors import ConfigError, TrainingError
-from trial.config import build_config, layer, load_base_config, parse_set_options, resolve_base
+from trial.checks import checked_config, command_line_overrides
+from trial.config import layer, resolve_base
+from trial.console import LOG_FILE, quiet_library_warnings, summary
 from trial.data import resolve_data
 from trial.experiment import (
     EXPERIMENTS_DIR,
@@ -28,10 +30,14 @@ from trial.experiment import (
     experiment_for_model,
     load_experiment,
     local_hparams,
-    trial_settings,
+    model_ref,
 )
 from trial.launch import run_forwarding_signals
+from trial.options import directory_option
+from trial.outdir import atomic_file
+from trial.profiles import SHAPES_MAX_ITERS, shapes_hparams
 from trial.run import resume_checkpoint
+from trial.workdir import CHECKPOINTS, check_resume_model, check_start, clear_run
 
 # A CPU-sized profile applied on top of the experiment's hyperparameters for local runs: small
 # images and batches, no ImageNet download (unreachable here), frequent logging, and AdamW, which
@@ -45,7 +51,7 @@ LOCAL_HPARAMS = {
     "log_interval": 10,
     "optim_wrapper.optimizer": {"type": "AdamW", "lr": 0.0005, "weight_decay": 0.0001},
 }
-DEFAULT_MAX_ITERS = 200
+DEFAULT_MAX_ITERS = 200  # the local length; --hparam max_iters and then --max-iters win over it
 
 
 @dataclass(frozen=True)
@@ -62,47 +68,59 @@ class LocalTrain:
     resume: bool = False
     experiment: str | None = None
     nproc: int = 1
+    verbose: bool = False
+    fresh: bool = False
 
 
 def train_local(request: LocalTrain) -> dict[str, Any]:
-    """Check the request, run the trial in a child process, return its result.json."""
+    """Check the request, run the trial in a child process, return its result.json (plus the
+    ``model``, ``work_dir`` and wall-clock ``seconds`` the summary shows)."""
     if request.nproc < 1:
         raise ConfigError(f"--nproc {request.nproc} must be at least 1")
+    if not request.verbose:
+        quiet_library_warnings()
     work_dir = _work_dir(request)
     experiment = _local_experiment(request)
+    _preflight(experiment, request, work_dir)  # before anything in the work dir changes
+    if request.fresh:
+        clear_run(work_dir)
     exp_path = work_dir / "experiment.yaml"
-    work_dir.mkdir(parents=True, exist_ok=True)
-    _atomic_write(exp_path, yaml.safe_dump(experiment, sort_keys=False))
-    _preflight(experiment, request, work_dir)
+    with atomic_file(exp_path) as f:
+        f.write(yaml.safe_dump(experiment, sort_keys=False))
     command = trial_command(
         exp_path,
         work_dir,
         data=request.data,
-        max_iters=request.max_iters or DEFAULT_MAX_ITERS,
+        max_iters=request.max_iters,
         sets=request.sets,
         hparams=request.hparams,
         resume=request.resume,
         checked_data=True,  # _preflight just validated the annotation JSON
         nproc=request.nproc,
+        verbose=request.verbose,
     )
     run_dir = work_dir / "run"
     run_dir.mkdir(exist_ok=True)
+    started = time.monotonic()
     code = run_forwarding_signals(command, cwd=run_dir, env=trial_env())
     if code != 0:
-        raise TrainingError(
-            f"local trial exited with code {code}; see the log above and {run_dir}", exit_code=code
-        )
-    return json.loads((work_dir / "result.json").read_text())
+        log = run_dir if request.verbose else work_dir / LOG_FILE
+        raise TrainingError(f"local trial exited with code {code}; see {log}", exit_code=code)
+    result = json.loads((work_dir / "result.json").read_text())
+    model = Path(request.config).name if request.config else request.model
+    return {
+        **result,
+        "model": model,
+        "work_dir": str(work_dir),
+        "seconds": time.monotonic() - started,
+    }
 
 
 def result_line(result: dict[str, Any]) -> str:
-    """The last line ``invoke train`` prints: the final mAP, or how to continue a preempted run."""
-    if result.get("preempted"):
-        return (
-            f"preempted at step {result['steps']} with checkpoint {result['checkpoint']}; "
-            "continue with the same command plus --resume"
-        )
-    return f"bbox_mAP {result['validation'].get('bbox_mAP', float('nan')):.4f}"
+    """What ``invoke train`` ends with: model, iterations, time, mAP, where the results are."""
+    return summary(
+        result, model=result["model"], work_dir=result["work_dir"], seconds=result["seconds"]
+    )
 
 
 def trial_command(
@@ -116,6 +134,7 @@ def trial_command(
     resume: bool = False,
     checked_data: bool = False,
     nproc: int = 1,
+    verbose: bool = False,
 ) -> list[str]:
     """The ``python -m trial --local ...`` command line for one local run.
 
@@ -136,6 +155,7 @@ def trial_command(
         *(["--resume"] if resume else []),
         *(["--checked-data"] if checked_data else []),
         *(["--nproc", str(nproc)] if nproc > 1 else []),
+        *(["--verbose"] if verbose else []),
     ]
 
 
@@ -155,8 +175,24 @@ def _local_experiment(request: LocalTrain) -> dict:
     hparams = local_hparams(experiment.get("hyperparameters") or {})
     # The profile replaces what it names (and what lies below it); explicit --set/--hparam are
     # applied over it later, so they always win.
-    experiment["hyperparameters"] = layer(hparams, {**LOCAL_HPARAMS, "model": model})
+    profile = {
+        **layer(LOCAL_HPARAMS, _shapes_profile(request)),
+        "max_iters": _default_max_iters(request),
+        "model": model,
+    }
+    experiment["hyperparameters"] = layer(hparams, profile)
     return experiment
+
+
+def _shapes_profile(request: LocalTrain) -> Mapping[str, Any]:
+    """The built-in set's settings (trial/profiles.py) when a bundled model trains on it."""
+    if request.data or request.config or request.experiment:
+        return {}
+    return shapes_hparams(request.model)
+
+
+def _default_max_iters(request: LocalTrain) -> int:
+    return SHAPES_MAX_ITERS if _shapes_profile(request) else DEFAULT_MAX_ITERS
 
 
 def local_config(request: LocalTrain) -> Any:
@@ -165,30 +201,34 @@ def local_config(request: LocalTrain) -> Any:
 
 
 def _preflight(experiment: dict, request: LocalTrain, work_dir: Path) -> Any:
-    """Build the exact config once in-process: bad model names, --set keys and data fail here."""
-    data = resolve_data(request.data, experiment)
-    hparams = layer(experiment["hyperparameters"], parse_set_options(list(request.hparams)))
-    settings = trial_settings(
+    """Build the exact config once in-process: bad model names, --set keys and data fail here,
+    as does a start over a previous run (trial/workdir.py). The same checks as --cluster's."""
+    check_start(work_dir, resume=request.resume, fresh=request.fresh)
+    hparams, overrides = command_line_overrides(
+        experiment["hyperparameters"], sets=request.sets, hparam_items=request.hparams
+    )
+    cfg = checked_config(
         experiment,
         hparams,
-        data=data,
+        overrides=overrides,
+        data=resolve_data(request.data, experiment),
         work_dir=str(work_dir / "run"),
-        max_iters=request.max_iters or DEFAULT_MAX_ITERS,
-        extra_overrides=parse_set_options(list(request.sets)),
+        max_iters=request.max_iters,
         world_size=request.nproc,
     )
-    cfg = build_config(load_base_config(resolve_base(hparams["model"])), settings)
     if request.resume:
-        resume_checkpoint(work_dir / "checkpoints")
+        storage = work_dir / CHECKPOINTS
+        check_resume_model(storage, resume_checkpoint(storage), model_ref(hparams))
     return cfg
 
 
 def _work_dir(request: LocalTrain) -> Path:
     if request.work_dir:
-        work_dir = Path(request.work_dir).expanduser().resolve()
+        work_dir = directory_option(request.work_dir, "--work-dir")
     else:
-        work_dir = (
-            Path.cwd().resolve() / "work_dirs" / Path(request.model).stem.replace("mmdet::", "")
+        work_dir = directory_option(
+            Path.cwd() / "work_dirs" / Path(request.model).stem.replace("mmdet::", ""),
+            "--work-dir",
         )
     if work_dir == REPO_ROOT or work_dir in REPO_ROOT.parents:
         raise ConfigError(
@@ -202,9 +242,3 @@ def trial_env() -> dict[str, str]:
     existing = os.environ.get("PYTHONPATH")
     path = f"{REPO_ROOT}{os.pathsep}{existing}" if existing else str(REPO_ROOT)
     return {**os.environ, "PYTHONPATH": path}
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    with tempfile.NamedTemporaryFile("w", dir=path.parent, suffix=".incomplete", delete=False) as f:
-        f.write(text)
-    os.replace(f.name, path)

@@ -1,4 +1,4 @@
-"""All-or-nothing output directories for ``invoke export`` / ``invoke predict``.
+"""All-or-nothing outputs: directories for ``invoke export`` / ``invoke predict``, single files.
 
 Everything is written into a hidden temp directory beside ``--out``; only a complete result is
 renamed to ``--out``. An error (or Ctrl-C) removes the temp directory, so ``--out`` never holds a
@@ -13,6 +13,7 @@ import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import IO
 
 from errors import ConfigError
 
@@ -39,3 +40,30 @@ def atomic_dir(out: str | Path, *, option: str = "--out") -> Iterator[Path]:
         os.replace(tmp, final)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+@contextmanager
+def atomic_file(path: str | Path, mode: str = "w") -> Iterator[IO]:
+    """Yield a temp file beside ``path``; on success it replaces ``path`` with the usual
+    permissions (0666 less the umask, like ``open``: mkstemp's files are private), else it is
+    deleted. A reader never sees a half-written file."""
+    final = Path(path)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile(
+        mode, dir=final.parent, prefix=f".{final.name}.", suffix=".incomplete", delete=False
+    ) as f:
+        tmp = Path(f.name)
+        try:
+            yield f
+        except BaseException:
+            f.close()
+            tmp.unlink(missing_ok=True)
+            raise
+    tmp.chmod(0o666 & ~_umask())
+    os.replace(tmp, final)
+
+
+def _umask() -> int:
+    current = os.umask(0)
+    os.umask(current)
+    return current

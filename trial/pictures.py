@@ -11,8 +11,6 @@ cluster (uploaded with every metrics report, so ``det tensorboard start`` shows 
 
 from __future__ import annotations
 
-import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -72,13 +70,11 @@ def plot_curves(records: Sequence[Mapping[str, Any]], path: Path) -> Path | None
         axes.set_xlabel("iteration")
         axes.grid(alpha=0.3)
         axes.legend(fontsize="small")
-    path = Path(path)
-    with tempfile.NamedTemporaryFile(
-        dir=path.parent, prefix=f".{path.name}.", suffix=".incomplete", delete=False
-    ) as f:
+    from trial.outdir import atomic_file
+
+    with atomic_file(path, "wb") as f:
         figure.savefig(f, format="png")
-    os.replace(f.name, path)
-    return path
+    return Path(path)
 
 
 def _panels(records: Sequence[Mapping[str, Any]]) -> list[tuple[str, dict]]:

@@ -39,10 +39,9 @@ def predict_images(
     paths = image_paths(inputs)
     if not 0.0 <= score_thr <= 1.0:
         raise ConfigError(f"--score-thr {score_thr} must be between 0 and 1")
+    device = pick_device(device)  # before a model is exported or loaded
     with resolve_model(model, master=master) as export_dir, atomic_dir(out) as tmp:
-        detections = _predict(
-            export_dir, paths, tmp, score_thr=score_thr, device=pick_device(device)
-        )
+        detections = _predict(export_dir, paths, tmp, score_thr=score_thr, device=device)
     return {"images": len(paths), "detections": detections, "out": str(Path(out).resolve())}
 
 

@@ -57,7 +57,7 @@ def train(core_context: Any, request: RunRequest, *, world_size: int = 1) -> Run
     """Train under ``core_context``; returns after the last step or a preemption checkpoint."""
     from mmengine.runner import Runner
 
-    from trial.distributed import BufferSyncHook, torch_rank
+    from trial.distributed import BufferSyncHook, dist_timeout, torch_rank
     from trial.hook import DetCoreHook
 
     if request.metrics_log is not None:
@@ -78,9 +78,11 @@ def train(core_context: Any, request: RunRequest, *, world_size: int = 1) -> Run
     local_dir = request.metrics_log.parent if request.metrics_log else request.work_dir
     set_tensorboard_dir(cfg, core_context, local_dir)
     use_staged_weights(cfg, request.experiment.get("data"))  # data.weights_mirror: node cache
+    buffer_sync = None
     if world_size > 1:
-        dist_backend = _ranks_setup(cfg)
-        request = replace(request, hooks=(BufferSyncHook(), *request.hooks))
+        dist_backend = _ranks_setup(cfg, timeout_s=dist_timeout(request.hparams))
+        buffer_sync = BufferSyncHook()
+        request = replace(request, hooks=(buffer_sync, *request.hooks))
         logger.info("rank %d of %d (%s)", torch_rank(), world_size, dist_backend)
     if request.resume_from:
         cfg["load_from"] = _download_checkpoint(core_context, request.resume_from, request.work_dir)
@@ -91,6 +93,7 @@ def train(core_context: Any, request: RunRequest, *, world_size: int = 1) -> Run
         checkpoint_interval=settings.checkpoint_interval,
         report_interval=settings.log_interval,
         checkpoint_metadata={"model": model_ref(request.hparams)},
+        before_save=buffer_sync.sync if buffer_sync else None,
     )
     runner.register_hook(hook)
     for extra in request.hooks:
@@ -105,15 +108,15 @@ def train(core_context: Any, request: RunRequest, *, world_size: int = 1) -> Run
     return RunResult(runner.iter, hook.preempted, hook.last_checkpoint, validation)
 
 
-def _ranks_setup(cfg: Any) -> str:
+def _ranks_setup(cfg: Any, *, timeout_s: int | None) -> str:
     """Adapt ``cfg`` to many ranks and join the process group; returns the backend."""
     import torch
 
     from trial.distributed import apply_distributed, backend, init_process_group
 
     dist_backend = backend(cuda=torch.cuda.is_available())
-    apply_distributed(cfg, dist_backend=dist_backend)
-    init_process_group(dist_backend)
+    apply_distributed(cfg, dist_backend=dist_backend, timeout_s=timeout_s)
+    init_process_group(dist_backend, timeout_s=timeout_s)
     return dist_backend
 
 

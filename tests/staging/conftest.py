@@ -1,5 +1,6 @@
-"""Staging fixtures: a real GCS emulator over HTTP with the COCO sample uploaded, a fault proxy, and
-helpers that run ``python -m staging`` as a real process."""
+"""Staging fixtures: a real GCS emulator and a real S3 server (moto's, its own process) over HTTP
+with the COCO sample uploaded, a fault proxy in front of either, and helpers that run
+``python -m staging`` as a real process."""
 
 from __future__ import annotations
 
@@ -8,8 +9,9 @@ from pathlib import Path
 
 import pytest
 from gcs_fault_proxy import FaultProxy
-from staging_helpers import GS_SOURCE
+from staging_helpers import GS_SOURCE, S3_SOURCE
 
+from staging import s3_emulator
 from staging.emulator import ENV, running_emulator, upload_dir
 
 
@@ -37,5 +39,39 @@ def proxy(emulator: str, monkeypatch) -> Iterator[FaultProxy]:
     port = int(emulator.rsplit(":", 1)[1])
     p = FaultProxy(port)
     monkeypatch.setenv(ENV, p.url)
+    yield p
+    p.close()
+
+
+@pytest.fixture(scope="session")
+def s3_session(coco_sample: Path) -> Iterator[str]:
+    """moto's S3 server on loopback (its own process) holding the COCO sample at
+    s3://coco/coco2017 (boto3's default CRC32 checksums). Its endpoint and test credentials are
+    set only inside tests that ask for ``s3``."""
+    with s3_emulator.running_s3() as url:
+        s3_emulator.upload_dir(coco_sample, S3_SOURCE)
+        with pytest.MonkeyPatch.context() as mp:
+            for name in (*s3_emulator.ENDPOINT_ENVS, *s3_emulator.TEST_ENV):
+                mp.delenv(name, raising=False)
+            yield url
+
+
+@pytest.fixture
+def s3(s3_session: str, monkeypatch) -> str:
+    """The session's S3 server: endpoint and test credentials set for this test."""
+    for name in s3_emulator.ENDPOINT_ENVS:
+        monkeypatch.setenv(name, s3_session)
+    for name, value in s3_emulator.TEST_ENV.items():
+        monkeypatch.setenv(name, value)
+    return s3_session
+
+
+@pytest.fixture
+def s3_proxy(s3: str, monkeypatch) -> Iterator[FaultProxy]:
+    """A fault-injecting, request-counting proxy in front of the S3 server; the endpoint
+    variables point at it."""
+    p = FaultProxy(int(s3.rsplit(":", 1)[1]))
+    for name in s3_emulator.ENDPOINT_ENVS:
+        monkeypatch.setenv(name, p.url)
     yield p
     p.close()

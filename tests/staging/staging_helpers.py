@@ -13,6 +13,7 @@ REPO = Path(__file__).resolve().parents[2]
 BUCKET = "coco"
 PREFIX = "coco2017"
 GS_SOURCE = f"gs://{BUCKET}/{PREFIX}"
+S3_SOURCE = f"s3://{BUCKET}/{PREFIX}"
 
 
 def run_staging(
@@ -60,3 +61,24 @@ def write_coco(root: Path, *, n_images: int = 3, splits=("train", "val")) -> Pat
         for img in images:
             (root / f"{split}2017" / img["file_name"]).write_bytes(os.urandom(2000))
     return root
+
+
+def kill_mid_download(source: str, root: Path, *extra: str) -> None:
+    """Start ``python -m staging`` on ``source``, SIGKILL it once a temp file holds 16 kB (the
+    proxy slows the download), and check it left a temp file and no final file behind."""
+    import signal
+    import time
+
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    cmd = [sys.executable, "-m", "staging", "--quiet", *stage_args(source, root, *extra)]
+    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        parts = incomplete_files(root / "cache")
+        if parts and parts[0].stat().st_size >= 16_384:
+            break
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=10)
+    assert incomplete_files(root / "cache"), "the kill should leave a temp file behind"
+    assert not (root / "dest").exists()

@@ -107,8 +107,8 @@ def test_listed_gcs_name_with_dotdot_fake_blob():
     from types import SimpleNamespace
 
     from errors import StagingError
+    from staging.gcs import GcsSource
     from staging.paths import parse_source
-    from staging.sources import GcsSource
 
     source = GcsSource.__new__(GcsSource)
     source.ref = parse_source("gs://b/coco")
@@ -118,9 +118,34 @@ def test_listed_gcs_name_with_dotdot_fake_blob():
 
 
 def test_bad_option_names_the_field(tmp_path):
-    done = run_staging("--source", "s3://x/y", "--cache", str(tmp_path), "--dest", str(tmp_path))
+    done = run_staging("--source", "az://x/y", "--cache", str(tmp_path), "--dest", str(tmp_path))
     assert done.returncode == 1
     assert (
         done.stderr.strip()
-        == "error: data.source='s3://x/y': unsupported scheme; use a local path or gs://"
+        == "error: data.source='az://x/y': unsupported scheme; use a local path, gs:// or s3://"
     )
+
+
+def test_with_images_and_an_image_the_json_names_missing_from_the_source(warm_cache, tmp_path):
+    """Found while staging, not at the trial's first validation (issue 17, item 6)."""
+    src = write_coco(tmp_path / "src", splits=("val",))
+    (src / "val2017" / "000000000002.jpg").unlink()
+    done = run_staging("--source", str(src), "--cache", str(warm_cache), "--dest",
+                       str(tmp_path / "dest"), "--splits", "val", "--with-images")  # fmt: skip
+    lines = done.stderr.strip().splitlines()
+    assert done.returncode == 1 and len(lines) == 1, done.stderr
+    assert "name image '000000000002.jpg', but " in lines[0]
+    assert f"{src}/val2017/000000000002.jpg does not exist; upload it or fix the JSON" in lines[0]
+    assert incomplete_files(warm_cache) == [] and not (tmp_path / "dest").exists()
+
+
+@pytest.mark.parametrize("kind", ["file", "below-a-file"])
+def test_a_cache_that_cannot_be_written_names_the_option(tmp_path, coco_sample, kind):
+    (tmp_path / "blocker").write_text("x")
+    cache = tmp_path / "blocker" if kind == "file" else tmp_path / "blocker" / "cache"
+    done = run_staging("--source", str(coco_sample), "--cache", str(cache),
+                       "--dest", str(tmp_path / "dest"))  # fmt: skip
+    lines = done.stderr.strip().splitlines()
+    assert done.returncode == 1 and len(lines) == 1, done.stderr
+    assert lines[0].startswith(f"error: --cache (data.cache) {cache} is "), lines[0]
+    assert (tmp_path / "blocker").read_text() == "x"

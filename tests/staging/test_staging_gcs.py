@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import filecmp
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -16,6 +15,7 @@ from staging_helpers import (
     GS_SOURCE,
     REPO,
     incomplete_files,
+    kill_mid_download,
     run_staging,
     snapshot,
     stage_args,
@@ -123,20 +123,7 @@ def test_retries_exhausted_clear_error_and_cache_unchanged(proxy, tmp_path):
 
 def test_kill_9_mid_download_then_rerun_resumes(proxy, tmp_path, coco_sample):
     proxy.rules.append(Rule("slow", match=TRAIN_JSON, times=1, delay=0.5))
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    cmd = [sys.executable, "-m", "staging", "--quiet",
-           *stage_args(GS_SOURCE, tmp_path, "--splits", "train")]  # fmt: skip
-    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        parts = incomplete_files(tmp_path / "cache")
-        if parts and parts[0].stat().st_size >= 16_384:
-            break
-        time.sleep(0.05)
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait(timeout=10)
-    left = incomplete_files(tmp_path / "cache")
-    assert left, "the kill should leave a temp file behind"
+    kill_mid_download(GS_SOURCE, tmp_path, "--splits", "train")
     assert not any(p.name == TRAIN_JSON for p in (tmp_path / "cache").rglob("*"))  # no final path
     assert not (tmp_path / "dest" / "annotations" / TRAIN_JSON).exists()
     rerun = run_staging(*stage_args(GS_SOURCE, tmp_path, "--splits", "train"))

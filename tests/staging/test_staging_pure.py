@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
 
 from errors import ConfigError, CorruptDataError, StagingError
-from staging.coco import subset_doc, validate_coco
+from staging.coco import check_images, image_files, load_json, subset_doc, validate_coco
 from staging.paths import GS, LOCAL, check_relpath, object_path, parse_source, safe_join
 from staging.plan import ANNOTATION, ARCHIVE_KIND, IMAGE, plan_annotations, plan_images
 from staging.sources import ObjectInfo
@@ -29,7 +30,7 @@ def test_parse_source(url, kind, bucket, prefix):
     assert (ref.kind, ref.bucket, ref.prefix) == (kind, bucket, prefix)
 
 
-@pytest.mark.parametrize("url", ["", "gs://", "s3://b/x", "gs:///x"])
+@pytest.mark.parametrize("url", ["", "gs://", "s3://", "az://b/x", "gs:///x"])
 def test_parse_source_rejects(url):
     with pytest.raises(ConfigError, match=r"data\.source"):
         parse_source(url)
@@ -99,7 +100,7 @@ GOOD = {"source": "gs://b/coco", "cache": "/c", "dest": "/d"}
         ({"workers": 0}, "data.workers"),
         ({"with_images": "yes"}, "data.with_images"),
         ({"typo": 1}, "data.typo"),
-        ({"source": "s3://x/y"}, "data.source"),
+        ({"source": "az://x/y"}, "data.source"),
     ],
 )
 def test_data_spec_names_the_bad_field(patch, field):
@@ -184,3 +185,35 @@ def test_lock_files_are_bounded_stripes(tmp_path):
     paths = {lock_path(tmp_path, tmp_path / f"objects/x/{i}.jpg") for i in range(20_000)}
     assert len(paths) <= LOCK_STRIPES
     assert lock_path(tmp_path, tmp_path / "a") == lock_path(tmp_path, tmp_path / "a")
+
+
+def test_image_check_finds_missing_and_cut_short_images(tmp_path, coco_sample):
+    doc = load_json(coco_sample / "annotations" / "instances_val2017.json", label="val")
+    folder = tmp_path / "val2017"
+    folder.mkdir()
+    names = image_files(doc)
+    for name in names:
+        (folder / name).write_bytes((coco_sample / "val2017" / name).read_bytes())
+    check_images(doc, folder, label="val")
+    padded = folder / names[0]
+    padded.write_bytes(padded.read_bytes() + b"\0" * 16)  # bytes after the end marker are fine
+    check_images(doc, folder, label="val")
+    cut = folder / names[1]
+    cut.write_bytes(cut.read_bytes()[: cut.stat().st_size // 2])
+    (folder / names[2]).unlink()
+    total = len(names)
+    with pytest.raises(
+        CorruptDataError,
+        match=re.escape(
+            f"1 of {total} images listed in val are missing in {folder}: {names[2]}; copy"
+        ),
+    ):
+        check_images(doc, folder, label="val")
+    (folder / names[2]).write_bytes((coco_sample / "val2017" / names[2]).read_bytes())
+    with pytest.raises(
+        CorruptDataError,
+        match=re.escape(
+            f"1 of {total} images listed in val are truncated in {folder}: {names[1]}; re-download"
+        ),
+    ):
+        check_images(doc, folder, label="val")

@@ -59,7 +59,7 @@ def test_refs_come_from_init_cfg_and_load_from_and_resolve_to_urls():
     with pytest.raises(ConfigError, match="'torchvision://nonet' is not in mmengine's"):
         resolve_url("torchvision://nonet")
     with pytest.raises(ConfigError, match="cannot stage this scheme"):
-        resolve_url("s3://bucket/x.pth")
+        resolve_url("hdfs://bucket/x.pth")
     n = rewrite_checkpoints(cfg, {R18: Path("/cache/r18.pth")})
     assert n == 2 and cfg["model"]["neck"]["init_cfg"][1]["checkpoint"] == "/cache/r18.pth"
 
@@ -123,13 +123,16 @@ def test_bad_disk_mirror_and_offline_url_say_how_to_fix(tmp_path):
         stage_weights(tmp_path / "cache", [url])
     msg = str(err.value)
     assert "\n" not in msg and f"cannot reach {url}" in msg
-    assert "set data.weights_mirror to gs://bucket/weights or a directory" in msg
+    assert (
+        "set data.weights_mirror to gs://bucket/weights, s3://bucket/weights or a directory" in msg
+    )
     assert not (tmp_path / "cache" / "objects").exists()
 
 
 def test_staging_cli_stages_the_experiments_weights(tmp_path, coco_sample, disk_mirror):
-    """`python -m staging --experiment-config` (what the startup hook runs) stages the COCO data
-    and the checkpoints the experiment's model loads, reading hyperparameters like the trial."""
+    """What the startup hook runs: `python -m trial.checkpoints` names the checkpoints the
+    experiment's model loads (hyperparameters read like the trial), and `python -m staging
+    --experiment-config --checkpoints` stages the COCO data and those checkpoints."""
     exp = {
         "name": "r18",
         "hyperparameters": {
@@ -145,18 +148,27 @@ def test_staging_cli_stages_the_experiments_weights(tmp_path, coco_sample, disk_
     }
     path = tmp_path / "experiment.yaml"
     path.write_text(yaml.safe_dump(exp))
-    cmd = [sys.executable, "-m", "staging", "--quiet", "--experiment-config", str(path)]
+    refs = tmp_path / "checkpoints.json"
+    names = [sys.executable, "-m", "trial.checkpoints", "--experiment-config", str(path),
+             "--out", str(refs)]  # fmt: skip
+    cmd = [sys.executable, "-m", "staging", "--quiet", "--experiment-config", str(path),
+           "--checkpoints", str(refs)]  # fmt: skip
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     env.pop("DET_HPARAMS", None)
-    done = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr
+    without = subprocess.run(cmd[:-2], cwd=REPO, env=env, capture_output=True, text=True)
+    assert without.returncode == 1 and "python -m trial.checkpoints" in without.stderr
+    assert not (tmp_path / "coco").exists()  # refused before anything was staged
+    for step in (names, cmd):
+        done = subprocess.run(step, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr
     assert "weights: 1 checkpoint(s), 1 downloaded, 0 cache hits" in done.stdout
     pins = list((tmp_path / "cache" / "manifests").glob("weights-*.json"))
     assert [json.loads(p.read_text())["ref"] for p in pins] == [R18]
     # Determined's own hyperparameters (DET_HPARAMS) win: pretrained off -> nothing to stage
     env["DET_HPARAMS"] = json.dumps({"model": "retinanet", "pretrained": False})
-    done = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr
+    for step in (names, cmd):
+        done = subprocess.run(step, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr
     assert "weights: 0 checkpoint(s), 0 downloaded, 0 cache hits" in done.stdout
 
 

@@ -40,6 +40,7 @@ class Call:
     body: Any
     token: str | None  # the task session token header, "Bearer <token>"
     status: int = 0  # what the stand-in answered
+    client: str = ""  # the caller's IP address (which node called)
 
 
 @dataclass
@@ -48,18 +49,19 @@ class MasterStandin:
 
     preempt_when: Any = None  # callable(Call) -> bool, checked on every recorded call
     calls: list[Call] = field(default_factory=list)
+    host: str = "127.0.0.1"  # where it listens (the host side of a test network's bridge)
 
     def __post_init__(self) -> None:
         self._lock = threading.Lock()
         self._preempt = threading.Event()
         self._checkpoints: dict[str, dict] = {}
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
+        self._server = ThreadingHTTPServer((self.host, 0), _handler(self))
         self._server.daemon_threads = True
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self._server.server_address[1]}"
+        return f"http://{self.host}:{self._server.server_address[1]}"
 
     def __enter__(self) -> MasterStandin:
         self._thread.start()
@@ -136,9 +138,12 @@ class MasterStandin:
         latest_checkpoint: str | None = None,
         steps_completed: int = 0,
         trial_id: int = 1,
+        container_addrs: tuple[str, ...] = ("127.0.0.1",),
+        container_rank: int = 0,
     ) -> None:
         """Write cluster.json, trial.json, rendezvous.json and resources.json into ``info_dir``,
-        with Determined's own writers (what its container setup puts in /run/determined/info)."""
+        with Determined's own writers (what its container setup puts in /run/determined/info).
+        ``slots`` per container; ``container_addrs``/``container_rank``: one container of many."""
         import determined as det
         from determined import _info
 
@@ -165,7 +170,9 @@ class MasterStandin:
             debug=False,
             inter_node_network_interface=None,
         )._to_file(str(info_dir / "trial.json"))
-        _info.RendezvousInfo(["127.0.0.1"], 0, [slots])._to_file(str(info_dir / "rendezvous.json"))
+        _info.RendezvousInfo(
+            list(container_addrs), container_rank, [slots] * len(container_addrs)
+        )._to_file(str(info_dir / "rendezvous.json"))
         _info.ResourcesInfo(gpu_uuids=[])._to_file(str(info_dir / "resources.json"))
 
 
@@ -181,6 +188,7 @@ def _handler(standin: MasterStandin) -> type[BaseHTTPRequestHandler]:
                 query=parse_qs(parts.query),
                 body=json.loads(raw) if raw else None,
                 token=self.headers.get(TOKEN_HEADER),
+                client=self.client_address[0],
             )
             standin._record(call)
             status, payload = standin._answer(call)

@@ -16,10 +16,15 @@ import yaml
 from errors import ConfigError, TrainingError
 from trial.cluster import plan_submission, submit
 
+REGISTRY = "ghcr.io/acme"  # where `invoke build-image --registry ghcr.io/acme --push` put the image
+
 
 def test_context_holds_the_trial_and_the_startup_hook_at_its_root(tmp_path):
     sub = plan_submission(
-        "gfl", context_dir=tmp_path / "context", sets=["optim_wrapper.optimizer.lr=0.005"]
+        "gfl",
+        context_dir=tmp_path / "context",
+        sets=["optim_wrapper.optimizer.lr=0.005"],
+        registry=REGISTRY,
     )
     ctx = sub.context_dir
     assert (ctx / "startup-hook.sh").is_file()
@@ -34,7 +39,9 @@ def test_context_holds_the_trial_and_the_startup_hook_at_its_root(tmp_path):
 def test_custom_config_travels_in_the_context(tmp_path):
     cfg = tmp_path / "mine.py"
     cfg.write_text("_base_ = 'mmdet::retinanet/retinanet_r50_fpn_1x_coco.py'\n")
-    sub = plan_submission("retinanet", context_dir=tmp_path / "context", config=str(cfg))
+    sub = plan_submission(
+        "retinanet", context_dir=tmp_path / "context", config=str(cfg), registry=REGISTRY
+    )
     assert sub.experiment["hyperparameters"]["model"] == "configs/mine.py"
     assert (sub.context_dir / "configs" / "mine.py").read_text() == cfg.read_text()
 
@@ -50,7 +57,9 @@ def test_experiment_failing_the_038_rules_is_refused_before_submitting(tmp_path)
 
 
 def test_dry_run_prints_the_experiment_and_the_context_and_submits_nothing(tmp_path):
-    out = submit("retinanet-asha", dry_run=True, master=f"http://127.0.0.1:{_free_port()}")
+    out = submit(
+        "retinanet-asha", dry_run=True, master=f"http://127.0.0.1:{_free_port()}", registry=REGISTRY
+    )
     header, _, rest = out.partition("\n")
     assert header.startswith("# experiment (valid for Determined 0.38.1")
     text, _, listing = rest.partition("# context directory: ")
@@ -64,7 +73,7 @@ def test_dry_run_names_the_deprecated_fields(tmp_path):
     old["searcher"]["max_length"] = {"batches": 90000}
     path = tmp_path / "old.yaml"
     path.write_text(yaml.safe_dump(old))
-    out = submit("retinanet", dry_run=True, experiment_path=str(path))
+    out = submit("retinanet", dry_run=True, experiment_path=str(path), registry=REGISTRY)
     assert out.splitlines()[0] == (
         f"notice: {path}: searcher.max_length is deprecated in Determined 0.38.1; "
         "set hyperparameters.max_iters instead"
@@ -76,7 +85,7 @@ def test_unreachable_master_is_one_clear_line(tmp_path):
     with pytest.raises(
         TrainingError, match=rf"no Determined master reachable at http://127.0.0.1:{port}"
     ):
-        submit("retinanet", master=f"http://127.0.0.1:{port}")
+        submit("retinanet", master=f"http://127.0.0.1:{port}", registry=REGISTRY)
 
 
 class MasterStandin(BaseHTTPRequestHandler):
@@ -139,7 +148,7 @@ def master_standin(monkeypatch, tmp_path) -> Iterator[type[MasterStandin]]:
 
 
 def test_submit_asks_the_master_to_validate_then_creates_master_standin(master_standin):
-    out = submit("retinanet-asha", master=master_standin.url)
+    out = submit("retinanet-asha", master=master_standin.url, registry=REGISTRY)
     assert out.splitlines()[-1] == (
         f"Created experiment 42: {master_standin.url}/det/experiments/42"
     )
@@ -157,7 +166,7 @@ def test_the_masters_refusal_is_one_line_and_nothing_is_created_master_standin(m
         "the `adaptive_asha` searcher requires `max_time` and `time_metric` to be set"
     )
     with pytest.raises(ConfigError) as err:
-        submit("retinanet", master=master_standin.url)
+        submit("retinanet", master=master_standin.url, registry=REGISTRY)
     assert str(err.value) == (
         f"the master at {master_standin.url} refused the experiment: {master_standin.refuse}"
     )

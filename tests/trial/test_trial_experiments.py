@@ -87,7 +87,7 @@ BROKEN = {
         "resources.slots_per_trial",
         "not of type",
     ),
-    "shm-size": (_set("resources.shm_size", "lots"), "resources.shm_size", "4G"),
+    "shm-size": (_set("resources.shm_size", "lots"), "resources.shm_size", "4294967296"),
     "priority": (_set("resources.priority", 100), "resources.priority", "maximum"),
     "unknown-field": (_set("max_restart", 3), "max_restart", "did you mean 'max_restarts'"),
     "unknown-resource": (
@@ -98,16 +98,16 @@ BROKEN = {
     "negative-restarts": (_set("max_restarts", -1), "max_restarts", "minimum"),
     "bad-searcher": (_set("searcher.name", "exhaustive"), "searcher.name", "adaptive_asha"),
     "removed-searcher": (_set("searcher.name", "adaptive_simple"), "searcher.name", "removed"),
-    "no-metric": (_set("searcher.metric", None), "searcher.metric", "needs metric"),
+    "no-metric": (_set("searcher.metric", None), "searcher.metric", "is required"),
     "asha-unknown-field": (
         _set("searcher.max_epochs", 3),
         "searcher.max_epochs",
-        "not a Determined",
+        "is not a field of any searcher",
     ),
     "relative-bind-mount": (
         _set("bind_mounts", [{"host_path": "cache", "container_path": "/c"}]),
-        "bind_mounts.0.host_path",
-        "does not match",
+        "bind_mounts[0].host_path",
+        "must be an absolute path",
     ),
     "env-vars-not-list": (
         _set("environment.environment_variables", "A=1"),
@@ -127,7 +127,7 @@ BROKEN = {
     "storage-field": (
         _set("checkpoint_storage", {"type": "gcs", "bucket": "b", "host_path": "/x"}),
         "checkpoint_storage.host_path",
-        "not a Determined",
+        "is not a field of gcs checkpoint storage",
     ),
     "incomplete-hparam": (
         _set("hyperparameters.lr", {"type": "log", "minval": -3}),
@@ -137,7 +137,7 @@ BROKEN = {
     "hparam-range": (
         _set("hyperparameters.depth", {"type": "int", "minval": 5, "maxval": 5}),
         "hyperparameters.depth",
-        "must be < maxval",
+        "minval must be less than maxval",
     ),
     "hparam-type": (
         _set("hyperparameters.lr", {"type": "uniform", "minval": 0, "maxval": 1}),
@@ -168,7 +168,7 @@ def test_grid_search_needs_a_count_for_ranges():
     experiment = bundled()
     experiment["searcher"] = {"name": "grid", "metric": "bbox_mAP"}
     experiment["hyperparameters"]["wd"] = {"type": "double", "minval": 0.0, "maxval": 1.0}
-    with pytest.raises(ConfigError, match=r"hyperparameters\.wd\.count: grid search"):
+    with pytest.raises(ConfigError, match=r"hyperparameters\.wd: grid search is in use but count"):
         validate_experiment(experiment, source="grid.yaml")
     experiment["hyperparameters"]["wd"]["count"] = 3
     assert validate_experiment(experiment, source="grid.yaml") == []

@@ -51,7 +51,7 @@ def retinanet(tmp_path_factory, coco_sample):
     result = train("retinanet", root / "work", coco_sample)
     proc = invoke("export", str(root / "work"), "--out", str(root / "export"), cwd=root)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "exported retinanet (iteration 4)" in proc.stdout
+    assert f"exported retinanet (iteration 4, checkpoint {result['checkpoint']})" in proc.stdout
     return root / "work", root / "export", result
 
 

@@ -67,36 +67,42 @@ def test_nproc_goes_to_the_trial_and_the_ranks_to_torchs_launcher(tmp_path):
     assert preempt_request_file(tmp_path) == tmp_path.resolve() / PREEMPT_REQUEST
 
 
-def test_rank_preemption_follows_the_request_file_and_the_inner_context(tmp_path):
-    import determined as det
+def test_rank_preemption_agrees_one_step_later_on_the_request_file_or_the_chief(tmp_path):
+    import torch.distributed as dist
 
     from trial.distributed import RankPreemption
 
-    class Inner:  # what the trial wraps: a preempt context (here: one that was never signalled)
+    class Inner:  # what the trial wraps: the chief's preempt context (asked on rank 0 only)
         asked = False
 
         def should_preempt(self, auto_ack=True):
             return self.asked
 
-    dist = det.core.DistributedContext(
-        rank=0, size=1, local_rank=0, local_size=1, cross_rank=0, cross_size=1
-    )
-    inner = Inner()
-    request = tmp_path / PREEMPT_REQUEST
-    preempt = RankPreemption(inner, dist, request_file=request)
-    assert not preempt.should_preempt()
-    request.touch()
-    assert preempt.should_preempt()
-    request.unlink()
-    inner.asked = True
-    assert preempt.should_preempt()
+    store = dist.FileStore(str(tmp_path / "store"), 1)
+    dist.init_process_group("gloo", store=store, rank=0, world_size=1)
+    try:
+        request = tmp_path / PREEMPT_REQUEST
+        preempt = RankPreemption(Inner(), request_file=request, timeout_s=30)
+        assert not preempt.should_preempt()
+        request.touch()
+        assert not preempt.should_preempt()  # this step's flag goes out with an all-reduce...
+        assert preempt.should_preempt()  # ...which every rank reads at the next step
+        request.unlink()
+        assert preempt.should_preempt()  # a decision stands
+        inner = Inner()
+        preempt = RankPreemption(inner)
+        assert not preempt.should_preempt()
+        inner.asked = True
+        assert [preempt.should_preempt() for _ in range(2)] == [False, True]
+    finally:
+        dist.destroy_process_group()
 
 
 @pytest.mark.parametrize(
     ("nproc", "message"),
     [
-        ("0", "error: --nproc 0 must be at least 1"),
-        ("3", "global_batch_size 4 must be a positive multiple of the 3 slots"),
+        ("0", "error: --nproc '0' must be a positive whole number (local ranks)"),
+        ("3", "must be a positive multiple of the 3 slots"),
     ],
 )
 def test_bad_nproc_is_one_line_and_exit_1(tmp_path, nproc, message):

@@ -42,8 +42,9 @@ def error_lines(proc: subprocess.CompletedProcess) -> list[str]:
             "global_batch_size must be a positive whole number of images, got 'abc'",
         ),
         (["train", "retinanet", "--resume"], "--resume: no valid checkpoint in"),
-        (["train", "retinanet", "--dry-run"], "--dry-run goes with --cluster"),
+        (["train", "retinanet", "--dry-run"], "--dry-run only goes with --cluster"),
         (["bench", "nosuch"], "error: unknown benchmark 'nosuch'"),
+        (["bench", "trial", "--scale", "0.5"], "--scale applies to the startup benchmark only"),
     ],
     ids=[
         "model",
@@ -55,6 +56,7 @@ def error_lines(proc: subprocess.CompletedProcess) -> list[str]:
         "resume",
         "dry-run",
         "bench",
+        "bench-scale",
     ],
 )
 def test_bad_input_is_one_line_and_exit_1(tmp_path, args, message):
