@@ -1,14 +1,24 @@
 #!/usr/bin/env bash
 # One idempotent setup for users, CI and images-on-this-machine:
 #   a virtualenv with torch, mmcv 2.1.0 compiled *with ops*, mmdet/mmengine/determined and this project.
-# The mmcv wheel is cached under $MMDET_DET_CACHE/wheels/<mmcv>-<torch>-<python>-<cuda>/ so that a second
-# setup skips the ~11 minute compile. Ends by importing mmcv.ops and fails loudly if the ops are missing.
+# With a CPU torch mmcv gets its CPU ops (~11 min on 2 cores); with a CUDA torch it also gets CUDA ops
+# for TORCH_CUDA_ARCH_LIST (FORCE_CUDA=1; no GPU needed; ~40+ min on 2 cores for "8.0 9.0+PTX").
+# The wheel is stripped and cached under $MMDET_DET_CACHE/wheels/<key>/, the key made by
+# `python -m images.mmcvbuild key`: mmcv2.1.0-torch2.13.0-cp311-cpu, or for CUDA
+# mmcv2.1.0-torch2.14.1-cp311-cu130-sm80.sm90+ptx (CUDA version and arch list are part of it).
+# Ends by proving what it built: mmcv.ops import and answer on CPU, and on CUDA every requested
+# arch's SASS (and PTX where asked) is in mmcv/_ext*.so (cuobjdump, images/cudacheck.py).
 #
 # Environment knobs:
 #   VENV=.venv                   where the virtualenv lives
 #   PYTHON=python3               interpreter that creates it
-#   TORCH_SPEC=torch==2.13.0     e.g. "torch==2.4.1" on a CUDA machine
-#   TORCH_INDEX_URL=             e.g. https://download.pytorch.org/whl/cu124 (optional)
+#   TORCH_SPEC=torch==2.13.0     CPU here; torch==2.14.1 gives torch 2.14.1+cu130 (CUDA 13)
+#   TORCH_INDEX_URL=             e.g. https://download.pytorch.org/whl/cu130 (optional)
+#   TORCH_CUDA_ARCH_LIST="8.0 9.0+PTX"   CUDA torch only: A100 + H100/H200 SASS, PTX for newer GPUs
+#   CUDA_HOME=/usr/local/cuda    nvcc to use; when it has none, NVIDIA's nvcc wheel goes into the venv
+#   NVCC_SPEC=                   that wheel (default from images/mmcvbuild.py: 13.0 -> cuda-toolkit 13.0.3.0)
+#   MAX_JOBS=$(nproc)            parallel compile jobs (mmcv itself would take >= 4)
+# The compile itself is images/scripts/compile-mmcv.sh (shared with the image builder and the GPU check).
 #   MMDET_DET_CACHE=~/.cache/mmdet-determined
 #   EXTRAS=dev                   project extras to install ("" for runtime only)
 set -euo pipefail
@@ -18,9 +28,12 @@ VENV="${VENV:-$ROOT/.venv}"
 PYTHON="${PYTHON:-python3}"
 TORCH_SPEC="${TORCH_SPEC:-torch==2.13.0}"
 TORCH_INDEX_URL="${TORCH_INDEX_URL:-}"
+ARCH_LIST="${TORCH_CUDA_ARCH_LIST:-8.0 9.0+PTX}"
 MMCV_VERSION="2.1.0"
+CUOBJDUMP_SPEC="nvidia-cuda-cuobjdump==13.2.51"
 CACHE="${MMDET_DET_CACHE:-$HOME/.cache/mmdet-determined}"
 EXTRAS="${EXTRAS-dev}"
+export MAX_JOBS="${MAX_JOBS:-$(nproc)}"
 
 log() { printf '[setup] %s\n' "$*" >&2; }
 
@@ -30,8 +43,9 @@ if [ ! -x "$VENV/bin/python" ]; then
 fi
 PY="$VENV/bin/python"
 PIP=("$PY" -m pip install --disable-pip-version-check -q)
+project() { PYTHONPATH="$ROOT" "$PY" -m "$@"; }  # the project's stdlib-only helpers, before it is installed
 
-# Build tools first: mmcv's setup.py imports pkg_resources (gone in setuptools 81) while torch 2.13
+# Build tools first: mmcv's setup.py imports pkg_resources (gone in setuptools 82) while torch
 # wants setuptools >= 77.0.3; 80.9.0 satisfies both.
 "${PIP[@]}" "pip>=24" "setuptools==80.9.0" wheel ninja
 
@@ -41,26 +55,28 @@ if ! "$PY" -c "import torch" 2>/dev/null; then
   log "installing $TORCH_SPEC"
 fi
 "${PIP[@]}" "${torch_args[@]}"
+CUDA="$("$PY" -c 'import torch; print(torch.version.cuda or "")' 2>/dev/null)"
+SITE="$("$PY" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"
 
-key="$("$PY" - <<PYEOF
-import sys, torch
-cuda = "cu" + torch.version.cuda.replace(".", "") if torch.version.cuda else "cpu"
-torch_v = torch.__version__.split("+")[0]
-print(f"mmcv${MMCV_VERSION}-torch{torch_v}-cp{sys.version_info[0]}{sys.version_info[1]}-{cuda}")
-PYEOF
-)"
+if [ -n "$CUDA" ]; then
+  export TORCH_CUDA_ARCH_LIST="$ARCH_LIST"
+  # cuobjdump proves the arches (images/cudacheck.py); /usr/local/cuda here has none.
+  if ! PYTHONPATH="$ROOT" "$PY" -c 'from images.cudacheck import find_cuobjdump as f; f()' 2>/dev/null; then
+    log "no cuobjdump: installing $CUOBJDUMP_SPEC into the venv"
+    "${PIP[@]}" "$CUOBJDUMP_SPEC"
+  fi
+fi
+key="$(project images.mmcvbuild key --mmcv "$MMCV_VERSION" --arch-list "${CUDA:+$ARCH_LIST}")"
 wheel_dir="$CACHE/wheels/$key"
 if ! ls "$wheel_dir"/mmcv-"$MMCV_VERSION"-*.whl >/dev/null 2>&1; then
-  log "building mmcv $MMCV_VERSION with ops for $key (about 11 minutes on 2 cores; cached afterwards)"
+  log "building mmcv $MMCV_VERSION with ops for $key (CPU ~11 min, CUDA ~40+ min on 2 cores; cached afterwards)"
   mkdir -p "$CACHE/wheels"
   tmp="$(mktemp -d "$CACHE/wheels/.build.XXXXXX")"
   trap 'rm -rf "$tmp"' EXIT
-  # --no-build-isolation: with isolation torch is absent and mmcv silently builds without ops.
-  MMCV_WITH_OPS=1 MAX_JOBS="${MAX_JOBS:-$(nproc)}" \
-    "$PY" -m pip wheel --disable-pip-version-check --no-deps --no-build-isolation \
-    --no-binary mmcv -w "$tmp" "mmcv==$MMCV_VERSION"
+  PY="$PY" MMCV_VERSION="$MMCV_VERSION" bash "$ROOT/images/scripts/compile-mmcv.sh" "$tmp"
   mkdir -p "$wheel_dir"
-  mv "$tmp"/mmcv-*.whl "$wheel_dir/"
+  mv "$tmp"/build.log "$tmp"/build-info.json "$wheel_dir/"
+  mv "$tmp"/mmcv-*.whl "$wheel_dir/"  # the wheel last: its presence marks the cache entry complete
 else
   log "using cached mmcv wheel $wheel_dir"
 fi
@@ -75,10 +91,21 @@ log "installing mmdet-determined ($spec)"
 import sys
 try:
     import mmcv
+    import torch
     from mmcv.ops import RoIAlign, batched_nms, nms  # noqa: F401
 except ImportError as err:
     sys.exit(f"[setup] mmcv was built without its compiled ops ({err}); delete the cached wheel and rerun")
-import mmdet, mmengine, torch, determined  # noqa: E401
-print(f"[setup] ok: torch {torch.__version__}, mmcv {mmcv.__version__} (ops), mmdet {mmdet.__version__}, "
-      f"mmengine {mmengine.__version__}, determined {determined.__version__}", file=sys.stderr)
+boxes = torch.tensor([[0, 0, 10, 10], [1, 1, 10, 10], [20, 20, 30, 30]], dtype=torch.float32)
+_, keep = nms(boxes, torch.tensor([0.9, 0.8, 0.7]), iou_threshold=0.5)
+if keep.tolist() != [0, 2]:
+    sys.exit(f"[setup] mmcv.ops.nms on CPU kept {keep.tolist()}, expected [0, 2]")
+import mmdet, mmengine, determined  # noqa: E401
+print(f"[setup] ok: torch {torch.__version__}, mmcv {mmcv.__version__} (ops; CPU nms answers), "
+      f"mmdet {mmdet.__version__}, mmengine {mmengine.__version__}, "
+      f"determined {determined.__version__}", file=sys.stderr)
 PYEOF
+
+if [ -n "$CUDA" ]; then
+  # The proof that the installed mmcv runs on the GPUs asked for: SASS per arch (+PTX) in _ext*.so.
+  project images.cudacheck "$SITE" --arch-list "$ARCH_LIST" >&2
+fi

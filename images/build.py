@@ -21,7 +21,8 @@ from errors import BuildError, ConfigError, one_line
 from images import buildah, plan, rules, wheelhouse
 from images.matrix import IMAGES_DIR, MATRIX_PATH, expand_matrix, load_matrix, select
 
-CONTEXT_FILES = ("Dockerfile", "scripts")
+# images/mmcvbuild.py + cudacheck.py: the builder compiles mmcv with the same C++20 fix as ci/setup.sh.
+CONTEXT_FILES = ("Dockerfile", "scripts", "__init__.py", "mmcvbuild.py", "cudacheck.py")
 CA_BUNDLE_ENV = ("PIP_CERT", "SSL_CERT_FILE", "REQUESTS_CA_BUNDLE")
 CA_BUNDLE_DEFAULT = "/etc/ssl/certs/ca-certificates.crt"
 PIP_CONF_ENV = "MMDET_DET_PIP_CONF"
@@ -57,6 +58,10 @@ def build_images(
     chosen = specs if request.all else select(specs, list(request.variants))
     chosen = [plan.with_base_image(spec, request.base_image) for spec in chosen]
     rules.check_all(chosen)
+    if request.wheelhouse == wheelhouse.AUTO and not request.dry_run:
+        for spec in chosen:
+            if spec.torch_from_pypi:
+                wheelhouse.fetch_torch_wheels(spec, echo=echo)
     inputs = gather_inputs(pip_conf=request.pip_conf)
     plans = [_plan_one(spec, request, inputs) for spec in chosen]
     if request.dry_run:

@@ -24,6 +24,7 @@ CPU = "cpu"
 PREBUILT = "prebuilt"
 SOURCE = "source"
 MMCV_FROM = (PREBUILT, SOURCE)
+PYPI_INDEX = "https://pypi.org/simple"  # torch's default wheels (CUDA builds, no local label)
 MMCV_INDEX = "https://download.openmmlab.com/mmcv/dist/{cuda_tag}/torch{torch_minor}/index.html"
 REQUIRED = (
     "base_image",
@@ -39,7 +40,8 @@ REQUIRED = (
     "determined",
     "torch_cuda_arch_list",
 )
-OPTIONAL = ("description", "max_jobs", "extra_packages")
+OPTIONAL = ("description", "max_jobs", "extra_packages", "verified")
+PLANNED = "planned only (`--dry-run`)"
 VERSION_RE = re.compile(r"^\d+\.\d+(\.\d+)?([a-z]+\d+)?$")
 
 
@@ -63,6 +65,12 @@ class ImageSpec:
     torch_cuda_arch_list: str
     max_jobs: int
     extra_packages: tuple[str, ...]
+    verified: str = PLANNED  # prose for the README: what was built and checked, where
+
+    @property
+    def torch_from_pypi(self) -> bool:
+        """torch's own PyPI wheels (``torch==2.14.1`` is the cu130 build), not a cuXYZ index."""
+        return self.torch_index.rstrip("/") == PYPI_INDEX
 
     @property
     def cuda_tag(self) -> str:
@@ -71,8 +79,16 @@ class ImageSpec:
 
     @property
     def torch_pin(self) -> str:
-        """The exact torch requirement, local label included (``torch==2.1.2+cu121``)."""
+        """The exact torch requirement: ``torch==2.1.2+cu121``; PyPI's wheels have no local
+        label, so there ``torch==2.14.1`` (whose ``torch.__version__`` is ``2.14.1+cu130``)."""
+        if self.torch_from_pypi:
+            return f"torch=={self.torch}"
         return f"torch=={self.torch}+{self.cuda_tag}"
+
+    @property
+    def torch_version(self) -> str:
+        """What ``torch.__version__`` says inside the image (``2.14.1+cu130``)."""
+        return f"{self.torch}+{self.cuda_tag}"
 
     @property
     def python_tag(self) -> str:
@@ -172,6 +188,7 @@ def _to_spec(key: str, entry: dict[str, Any], *, source: str) -> ImageSpec:
     return ImageSpec(
         key=key,
         description=str(entry.get("description", "")),
+        verified=str(entry.get("verified") or PLANNED).strip(),
         max_jobs=max_jobs,
         extra_packages=tuple(extra),
         **fields,

@@ -27,7 +27,8 @@ LOCAL_REGISTRY = "localhost"
 CONTEXT = "CONTEXT"  # stands for the temp build context dir in printed plans
 TARGET = "runtime"
 HASH_LEN = 12
-NOT_HASHED = ("description",)  # prose only: changing it must not rebuild 20-minute images
+# prose only: changing it must not rebuild 20-minute images
+NOT_HASHED = ("description", "verified")
 
 
 @dataclass(frozen=True)
@@ -167,6 +168,7 @@ def _build_args(
         ("PYTHON_VERSION", spec.python),
         ("CUDA", spec.cuda),
         ("TORCH_PIN", spec.torch_pin),
+        ("TORCH_VERSION", spec.torch_version),
         ("TORCH_INDEX_URL", spec.torch_index),
         ("MMCV_VERSION", spec.mmcv),
         ("MMCV_FROM", spec.mmcv_from),

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from errors import BuildError, ConfigError
 from images.matrix import MATRIX_PATH, ImageSpec, expand_matrix, load_matrix
+from images.rules import min_driver
 
 README_PATH = Path(__file__).resolve().parent.parent / "README.md"
 BEGIN = "<!-- BEGIN images table -->"
@@ -26,8 +27,8 @@ def render_table(specs: list[ImageSpec]) -> str:
     rows = [
         NOTE,
         "| variant | base image | Python | CUDA | torch | mmcv | mmdet | mmengine | determined "
-        "| TORCH_CUDA_ARCH_LIST | tag |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| TORCH_CUDA_ARCH_LIST | NVIDIA driver | tag | built and checked here |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for s in specs:
         pinned = " (digest-pinned)" if "@sha256:" in s.base_image else ""
@@ -36,9 +37,14 @@ def render_table(specs: list[ImageSpec]) -> str:
         rows.append(
             f"| `{s.key}` | {base} | {s.python} | {s.cuda} | {s.torch} "
             f"| {s.mmcv} ({s.mmcv_from}) | {s.mmdet} | {s.mmengine} | {s.determined} "
-            f"| {arch} | `{s.readable_tag}` |"
+            f"| {arch} | {_driver(s.cuda)} | `{s.readable_tag}` | {s.verified} |"
         )
     return "\n".join(rows)
+
+
+def _driver(cuda: str) -> str:
+    driver = min_driver(cuda)
+    return driver if driver == "–" else f">= {driver}"
 
 
 def splice(text: str, table: str) -> str:

@@ -16,6 +16,7 @@ from packaging.version import Version
 
 from errors import BuildError
 from images.matrix import CPU, PREBUILT, SOURCE, ImageSpec
+from images.mmcvbuild import NVCC_WHEELS
 
 # mmdet/__init__.py asserts these ranges at import time.
 MMDET_REQUIRES = {
@@ -38,7 +39,16 @@ TORCH_CUDA = {
     "2.7": ("11.8", "12.6", "12.8"),
     "2.8": ("12.6", "12.8", "12.9"),
     "2.9": ("12.6", "12.8", "13.0"),
+    # Seen on this project's machines (not a full table): torch 2.11.0+cu130 on the GPU machine,
+    # PyPI's torch 2.14.1 is the cu130 build.
+    "2.11": ("13.0",),
+    "2.14": ("13.0",),
 }
+# The CUDA build PyPI's default Linux x86_64 torch wheel carries (torch_index: https://pypi.org/simple).
+TORCH_PYPI_CUDA = {"2.9": "12.8", "2.14": "13.0"}
+# Oldest NVIDIA Linux driver per CUDA major (minor-version compatibility; CUDA 13 user space needs
+# the 580 series). The README's variant table shows it per variant.
+DRIVER_MIN = {"11": "450.80.02", "12": "525.60.13", "13": "580"}
 # OpenMMLab's prebuilt wheels: mmcv -> torch minor -> CUDA tags, and the CPython tags they cover.
 MMCV_PREBUILT = {
     "2.1.0": {"2.0": ("cu117", "cu118", "cpu"), "2.1": ("cu118", "cu121", "cpu")},
@@ -53,7 +63,7 @@ ARCH_CUDA = {
     "6.0": ("8.0", "13.0"),
     "6.1": ("8.0", "13.0"),
     "7.0": ("9.0", "13.0"),
-    "7.2": ("10.0", "13.0"),
+    "7.2": ("10.0", "13.0"),  # CUDA 13.0 dropped Maxwell, Pascal and Volta
     "7.5": ("10.0", None),
     "8.0": ("11.0", None),
     "8.6": ("11.1", None),
@@ -61,11 +71,15 @@ ARCH_CUDA = {
     "8.9": ("11.8", None),
     "9.0": ("11.8", None),
     "10.0": ("12.8", None),
+    "10.1": ("12.8", "13.0"),  # Thor: renamed 11.0 in CUDA 13.0
     "10.3": ("12.9", None),
+    "11.0": ("13.0", None),
     "12.0": ("12.8", None),
     "12.1": ("12.9", None),
 }
 H100_ARCH = "9.0"
+LOCAL_PREFIX = "localhost/"  # made here (debootstrap), never pulled: nothing to pin
+NVIDIA_CUDA = "nvidia/cuda:"
 DIGEST_RE = re.compile(r"@sha256:[0-9a-f]{64}$")
 
 
@@ -89,6 +103,13 @@ def check_all(specs: list[ImageSpec]) -> None:
 def parse_arch_list(arch_list: str) -> list[str]:
     """``"8.0 9.0+PTX"`` or ``"8.0;9.0"`` -> ``["8.0", "9.0"]``."""
     return [a.removesuffix("+PTX") for a in re.split(r"[;\s]+", arch_list.strip()) if a]
+
+
+def min_driver(cuda: str) -> str:
+    """The oldest NVIDIA driver a CUDA variant runs on (``"580"`` for 13.0); ``"–"`` for cpu."""
+    if cuda == CPU:
+        return "–"
+    return DRIVER_MIN.get(cuda.split(".")[0], "?")
 
 
 def _within(value: str, spec: str) -> bool:
@@ -136,6 +157,14 @@ def _torch_cuda(spec: ImageSpec) -> str | None:
 
 
 def _torch_index(spec: ImageSpec) -> str | None:
+    if spec.torch_from_pypi:
+        pypi_cuda = TORCH_PYPI_CUDA.get(_minor(spec.torch))
+        if spec.cuda != pypi_cuda:
+            return (
+                f"PyPI's torch {spec.torch} is not a CUDA {spec.cuda} build "
+                f"({pypi_cuda or 'unknown'}); use https://download.pytorch.org/whl/{spec.cuda_tag}"
+            )
+        return None
     if spec.torch_index.rstrip("/").rsplit("/", 1)[-1] != spec.cuda_tag:
         return f"torch_index {spec.torch_index} must end in /{spec.cuda_tag} for cuda {spec.cuda}"
     return None
@@ -193,14 +222,23 @@ def _base_digest(spec: ImageSpec) -> str | None:
         return None
     for field in ("base_image", "builder_image"):
         ref = getattr(spec, field)
-        if not DIGEST_RE.search(ref):
+        if not ref.startswith(LOCAL_PREFIX) and not DIGEST_RE.search(ref):
             return f"{field} {ref} is not pinned; append @sha256:<digest> of the tag"
     return None
 
 
-def _builder_devel(spec: ImageSpec) -> str | None:
-    if spec.cuda != CPU and spec.mmcv_from == SOURCE and "devel" not in spec.builder_image:
-        return f"builder_image {spec.builder_image} has no nvcc; use a CUDA *-devel-* image"
+def _builder_nvcc(spec: ImageSpec) -> str | None:
+    if spec.cuda == CPU or spec.mmcv_from != SOURCE:
+        return None
+    if NVIDIA_CUDA in spec.builder_image:
+        if "devel" not in spec.builder_image:
+            return f"builder_image {spec.builder_image} has no nvcc; use a CUDA *-devel-* image"
+        return None
+    if spec.cuda not in NVCC_WHEELS:  # a plain base: nvcc comes from NVIDIA's PyPI wheel
+        return (
+            f"no known nvcc wheel for CUDA {spec.cuda} (known: {', '.join(NVCC_WHEELS)}); "
+            "use an nvidia/cuda *-devel-* builder_image"
+        )
     return None
 
 
@@ -214,5 +252,5 @@ RULES: dict[str, Callable[[ImageSpec], str | None]] = {
     "arch-cuda": _arch_cuda,
     "arch-h100": _arch_h100,
     "base-digest": _base_digest,
-    "builder-devel": _builder_devel,
+    "builder-nvcc": _builder_nvcc,
 }

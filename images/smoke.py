@@ -2,18 +2,24 @@
 
 buildah: a throwaway working container (``buildah from`` / ``run`` / ``rm``); docker: ``docker run
 --rm``, with ``--gpus all`` when ``nvidia-smi`` sees a GPU so the CUDA op check runs too.
+On a CUDA image (buildah) the host also proves mmcv's arches: cuobjdump (images/cudacheck.py) on
+the container's mounted filesystem against the image's TORCH_CUDA_ARCH_LIST label, so the runtime
+image needs no CUDA tools of its own.
 """
 
 from __future__ import annotations
 
 import shutil
 import subprocess
+from pathlib import Path
 
 from errors import BuildError
-from images import buildah, plan
+from images import buildah, cudacheck, plan
 
 SMOKE = ("python", "/opt/mmdet-determined/smoke_check.py")
 LABEL_PREFIX = "io.mmdet-determined."
+ARCH_LABEL = LABEL_PREFIX + "torch-cuda-arch-list"
+VENV = "opt/venv"
 
 
 def test_image(ref: str, *, builder: str = plan.BUILDAH) -> str:
@@ -52,9 +58,26 @@ def _test_buildah(ref: str) -> str:
             text=True,
             check=False,
         )
+        out = _result(ref, proc)
+        if labels.get(ARCH_LABEL):
+            out += _check_arches(ref, ctr, labels[ARCH_LABEL])
     finally:
         subprocess.run(buildah.buildah_cmd("rm", ctr), capture_output=True, check=False)
-    return _result(ref, proc)
+    return out
+
+
+def _check_arches(ref: str, ctr: str, arch_list: str) -> str:
+    """cuobjdump from the host on the container's mmcv/_ext*.so; raise naming a missing arch."""
+    mnt = buildah.run_buildah("mount", ctr, capture=True).strip()
+    try:
+        report = cudacheck.check_extension(Path(mnt) / VENV, arch_list)
+    except cudacheck.ArchCheckError as err:
+        raise BuildError(f"arch check of {ref} could not run: {err}") from err
+    finally:
+        subprocess.run(buildah.buildah_cmd("umount", ctr), capture_output=True, check=False)
+    if not report.ok:
+        raise BuildError(f"smoke checks failed in {ref}: {report.summary()} (asked: {arch_list})")
+    return f"[smoke] ok   mmcv arches (host cuobjdump): {report.summary()} (asked: {arch_list})\n"
 
 
 def _test_docker(ref: str) -> str:

@@ -14,14 +14,27 @@ import hashlib
 import json
 import os
 import re
+import shutil
+import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
 from errors import ConfigError
+from images import mmcvbuild
 from images.matrix import ImageSpec
 
 AUTO = "auto"
 DEFAULT_FIND_LINKS = ("/opt/wheels",)
+BOOKWORM_GLIBC = 36  # Debian bookworm's glibc 2.36
+
+
+def manylinux_platforms(glibc_minor: int = BOOKWORM_GLIBC) -> list[str]:
+    """``--platform`` args for every manylinux tag a glibc 2.<minor> system runs: pip takes each tag
+    literally, and torch's CUDA closure mixes manylinux_2_28, _2_27, 2014, … wheels."""
+    tags = [f"manylinux_2_{minor}_x86_64" for minor in range(glibc_minor, 4, -1)]
+    tags += ["manylinux2014_x86_64", "manylinux2010_x86_64", "manylinux1_x86_64"]
+    return [arg for tag in tags for arg in ("--platform", tag)]
 
 
 def cache_root() -> Path:
@@ -30,14 +43,29 @@ def cache_root() -> Path:
 
 
 def mmcv_cache_key(spec: ImageSpec) -> str:
-    """The dir ci/setup.sh caches the mmcv wheel under (mmcv, torch, python tag, cuda)."""
-    return f"mmcv{spec.mmcv}-torch{spec.torch}-{spec.python_tag}-{spec.cuda_tag}"
+    """The dir ci/setup.sh caches the mmcv wheel under (mmcv, torch, python tag, cuda, arches)."""
+    return mmcvbuild.cache_key(
+        mmcv=spec.mmcv,
+        torch=spec.torch,
+        python_tag=spec.python_tag,
+        cuda=spec.cuda,
+        arch_list=spec.torch_cuda_arch_list,
+    )
+
+
+def torch_dir(spec: ImageSpec) -> Path:
+    """Where ``fetch_torch_wheels`` keeps torch + its CUDA wheels for a PyPI-torch variant."""
+    return cache_root() / "wheels" / f"torch{spec.torch}-{spec.python_tag}-{spec.cuda_tag}"
 
 
 def select_wheels(spec: ImageSpec, names: list[str]) -> list[str]:
-    """The wheel file names (pure) that fit ``spec``: its exact torch build and its mmcv."""
+    """The wheel file names (pure) that fit ``spec``: its exact torch build and its mmcv.
+
+    PyPI's torch wheels carry no local label (``torch-2.14.1-cp311-…``): a PyPI variant takes them.
+    """
+    label = rf"(\+{spec.cuda_tag})?" if spec.torch_from_pypi else rf"\+{spec.cuda_tag}"
     torch_re = re.compile(
-        rf"^torch-{re.escape(spec.torch)}\+{spec.cuda_tag}-{spec.python_tag}-[^-]+-[^-]+\.whl$"
+        rf"^torch-{re.escape(spec.torch)}{label}-{spec.python_tag}-[^-]+-[^-]+\.whl$"
     )
     mmcv_re = re.compile(rf"^mmcv-{re.escape(spec.mmcv)}-{spec.python_tag}-[^-]+-[^-]+\.whl$")
     chosen: list[str] = []
@@ -52,7 +80,11 @@ def find_wheels(spec: ImageSpec, wheelhouse: str | None) -> tuple[Path, ...]:
     if not wheelhouse:
         return ()
     if wheelhouse == AUTO:
-        dirs = [cache_root() / "wheels" / mmcv_cache_key(spec), *_find_links_dirs()]
+        dirs = [
+            cache_root() / "wheels" / mmcv_cache_key(spec),
+            torch_dir(spec),
+            *_find_links_dirs(),
+        ]
     else:
         path = Path(wheelhouse).expanduser()
         if not path.is_dir():
@@ -63,7 +95,52 @@ def find_wheels(spec: ImageSpec, wheelhouse: str | None) -> tuple[Path, ...]:
         if directory.is_dir():
             for wheel in sorted(directory.glob("*.whl")):
                 found.setdefault(wheel.name, wheel)
-    return tuple(found[name] for name in select_wheels(spec, list(found)))
+    chosen = [found[name] for name in select_wheels(spec, list(found))]
+    closure = torch_dir(spec)
+    if wheelhouse == AUTO and any(p.parent == closure for p in chosen):  # torch's own deps too
+        chosen += [p for p in sorted(closure.glob("*.whl")) if p not in chosen]
+    return tuple(chosen)
+
+
+def fetch_torch_wheels(spec: ImageSpec, *, echo=print) -> Path:
+    """``pip download`` torch and its CUDA wheels for the image's Python into ``torch_dir(spec)``.
+
+    A CUDA torch is ~3 GB of wheels: fetched once (from PyPI, or this machine's local index),
+    then every build of the variant gets them bind-mounted instead of downloading them again.
+    """
+    dest = torch_dir(spec)
+    if any(dest.glob("torch-*.whl")):
+        return dest
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{dest.name}."))
+    platforms = manylinux_platforms()
+    argv = [
+        sys.executable,
+        "-m",
+        "pip",
+        "download",
+        "-q",
+        "--disable-pip-version-check",
+        "--only-binary=:all:",
+        "--python-version",
+        spec.python,
+        *platforms,
+        "-d",
+        str(tmp),
+        spec.torch_pin,
+    ]
+    echo(f"[build-image] fetching {spec.torch_pin} and its CUDA wheels into {dest}")
+    try:
+        proc = subprocess.run(argv, capture_output=True, text=True, check=False)
+        if proc.returncode != 0:
+            detail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+            raise ConfigError(
+                f"pip download {spec.torch_pin} for Python {spec.python} failed: {detail}"
+            )
+        os.replace(tmp, dest)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return dest
 
 
 def wheel_digests(wheels: tuple[Path, ...]) -> tuple[tuple[str, str], ...]:

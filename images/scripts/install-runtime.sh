@@ -4,7 +4,7 @@
 # /opt/mmdet-determined/image.json (what the image must contain); then the build-time checks.
 set -euo pipefail
 : "${VARIANT:?}" "${PYTHON_VERSION:?}" "${CUDA:?}" "${TORCH_PIN:?}" "${MMCV_VERSION:?}"
-: "${MMDET_VERSION:?}" "${MMENGINE_VERSION:?}" "${DETERMINED_VERSION:?}"
+: "${MMDET_VERSION:?}" "${MMENGINE_VERSION:?}" "${DETERMINED_VERSION:?}" "${TORCH_VERSION:?}"
 here="$(cd "$(dirname "$0")" && pwd)"
 # shellcheck source=images/scripts/pip-env.sh
 . "$here/pip-env.sh"
@@ -41,8 +41,23 @@ if [ -n "$cv_version" ]; then
   printf 'opencv-python-headless==%s\n' "$cv_version" >>"$constraints"
 fi
 
+if [ "$CUDA" != cpu ]; then
+  # torch's CUDA wheels ship the toolkit headers (cuda_runtime.h, cublas.h, nccl.h, …): only a
+  # compiler needs them, and the runtime image has none (nvcc stayed in the builder stage).
+  /opt/venv/bin/python - <<'PYEOF'
+import pathlib, shutil, sysconfig
+site = pathlib.Path(sysconfig.get_paths()["purelib"])
+dirs = sorted(site.glob("nvidia/*/include"))
+size = sum(f.stat().st_size for d in dirs for f in d.rglob("*") if f.is_file())
+for d in dirs:
+    shutil.rmtree(d)
+print(f"[image] removed CUDA headers: {len(dirs)} dirs, {size / 2**20:.0f} MiB")
+PYEOF
+fi
+
 cat >"$here/image.json" <<JSON
 {"variant": "$VARIANT", "python": "$PYTHON_VERSION", "cuda": "$CUDA", "torch": "$TORCH_PIN",
+ "torch_version": "$TORCH_VERSION",
  "mmcv": "$MMCV_VERSION", "mmdet": "$MMDET_VERSION", "mmengine": "$MMENGINE_VERSION",
  "determined": "$DETERMINED_VERSION"}
 JSON

@@ -2,7 +2,7 @@
 
 Reads what the image must contain from image.json beside this file and checks: versions, mmcv's
 compiled ops (a CPU nms + RoIAlign with known answers), CUDA compile flags on CUDA variants, a CUDA
-op when a GPU is visible, determined/pycocotools/mmdet imports, the pip constraints, `pip check`.
+op when a GPU is visible, NCCL and no nvcc/CUDA headers on CUDA variants, determined/pycocotools/mmdet imports, the pip constraints, `pip check`.
 Prints one line per check; exits 1 on the first failure. Standard library + the image's stack only.
 """
 
@@ -44,6 +44,8 @@ def check_versions(want: dict) -> None:
         "mmengine": mmengine.__version__,
         "determined": determined.__version__,
     }
+    # torch.__version__ carries the CUDA label even where the pin cannot (PyPI's torch==2.14.1).
+    want = {**want, "torch": "torch==" + want.get("torch_version", want["torch"][len("torch==") :])}
     for name, value in have.items():
         if value != want[name]:
             fail(f"{name} is {value}, the image was built for {want[name]}")
@@ -91,6 +93,26 @@ def check_cuda(want: dict, *, build_time: bool) -> None:
     ok(f"mmcv.ops.nms on {torch.cuda.get_device_name()}")
 
 
+def check_cuda_runtime(want: dict) -> None:
+    """CUDA variants: NCCL ships (multi-GPU), and no compiler or toolkit headers do."""
+    import sysconfig
+
+    import torch
+
+    if want["cuda"] == "cpu":
+        return
+    if not torch.distributed.is_nccl_available():
+        fail("torch.distributed has no NCCL backend")
+    ok(f"NCCL {'.'.join(map(str, torch.cuda.nccl.version()))} (torch.distributed nccl backend)")
+    site = Path(sysconfig.get_paths()["purelib"])
+    nvcc = [str(p) for p in site.glob("nvidia/*/bin/nvcc")]
+    nvcc += [d + "/nvcc" for d in os.environ["PATH"].split(":") if os.path.isfile(d + "/nvcc")]
+    headers = sorted(str(p) for p in site.glob("nvidia/*/include/*.h"))
+    if nvcc or headers:
+        fail(f"the runtime image carries build tools: {(nvcc + headers)[:3]}")
+    ok("no nvcc and no CUDA toolkit headers in the runtime image")
+
+
 def check_imports() -> None:
     import determined.core  # noqa: F401
     import mmdet.models  # noqa: F401
@@ -128,6 +150,7 @@ def main(argv: list[str]) -> None:
     check_versions(want)
     check_cpu_ops()
     check_cuda(want, build_time=build_time)
+    check_cuda_runtime(want)
     check_imports()
     check_pip()
     print(f"[smoke] passed: variant {want['variant']}", flush=True)

@@ -36,12 +36,19 @@ def test_real_matrix_has_the_required_variants_and_passes_every_rule():
     )  # Debian bookworm's python3, matches the cached cp311 wheel
 
 
-def test_cuda_variants_pin_both_base_images_by_digest():
+def test_cuda_variants_pin_pulled_base_images_by_digest():
     for spec in real_specs():
         if spec.cuda != "cpu":
-            assert DIGEST_RE.search(spec.base_image), spec.base_image
-            assert DIGEST_RE.search(spec.builder_image), spec.builder_image
+            for ref in (spec.base_image, spec.builder_image):
+                assert ref.startswith("localhost/") or DIGEST_RE.search(ref), ref
             assert "9.0" in spec.torch_cuda_arch_list.replace("+PTX", "").split()
+
+
+def test_cu130_is_debian_plus_pypi_cuda_wheels_for_a100_and_h100():
+    cu130 = {spec.key: spec for spec in real_specs()}["cu130"]
+    assert (cu130.base_image, cu130.builder_image) == ("localhost/debian:bookworm",) * 2
+    assert cu130.torch_pin == "torch==2.14.1" and cu130.torch_version == "2.14.1+cu130"
+    assert cu130.torch_cuda_arch_list == "8.0 9.0+PTX"
 
 
 def test_cpu_variant_matches_the_project_pins():

@@ -158,12 +158,12 @@ def test_dry_run_all_prints_a_plan_per_variant_and_builds_nothing(monkeypatch):
     monkeypatch.setattr(build, "_run", lambda argv, what: ran.append(argv))
     plans = build_images(BuildRequest(all=True, dry_run=True, builder="buildah"), echo=lines.append)
     text = "\n".join(lines)
-    assert [p.spec.key for p in plans] == ["cu121", "cu124", "cpu"]
+    assert [p.spec.key for p in plans] == ["cu121", "cu124", "cu130", "cpu"]
     for plan in plans:
         assert f"variant {plan.spec.key}:" in text
         assert plan.readable_ref in text and plan.content_ref in text
         assert f"--build-arg VARIANT={plan.spec.key}" in text
-    assert text.count("decision:  BUILD") + text.count("decision:  SKIP") == 3
+    assert text.count("decision:  BUILD") + text.count("decision:  SKIP") == 4
     assert "buildah --storage-driver=vfs bud" in text
     assert ran == []
 
@@ -182,7 +182,7 @@ def test_docker_dry_run_works_without_docker_installed():
         BuildRequest(all=True, dry_run=True, builder="docker", registry="ghcr.io/acme", push=True),
         echo=lines.append,
     )
-    assert "\n".join(lines).count("docker buildx build") == 3
+    assert "\n".join(lines).count("docker buildx build") == 4
 
 
 def test_incompatible_matrix_stops_before_planning(tmp_path, monkeypatch):

@@ -62,7 +62,7 @@ from images.rules import check_spec, parse_arch_list
         (
             "cu124",
             {"builder_image": "nvidia/cuda:12.4.1-cudnn-runtime-ubuntu22.04@sha256:" + "0" * 64},
-            "builder-devel",
+            "builder-nvcc",
             r"has no nvcc",
         ),
     ],
@@ -94,3 +94,40 @@ def test_cuda_12_8_may_compile_blackwell(tmp_path):
 def test_arch_list_parsing():
     assert parse_arch_list("7.0 8.6;9.0+PTX") == ["7.0", "8.6", "9.0"]
     assert parse_arch_list("  ") == []
+
+
+@pytest.mark.parametrize(
+    ("changes", "rule", "detail"),
+    [
+        (
+            {"torch": "2.9.1"},
+            "torch-index",
+            r"PyPI's torch 2.9.1 is not a CUDA 13.0 build \(12.8\)",
+        ),
+        ({"torch_cuda_arch_list": "7.0 9.0"}, "arch-cuda", r"CUDA 13.0 cannot compile arch 7.0"),
+        ({"torch_cuda_arch_list": "8.0"}, "arch-h100", r"add 9.0"),
+        (
+            {
+                "cuda": "12.8",
+                "torch": "2.9.1",
+                "torch_index": "https://download.pytorch.org/whl/cu128",
+            },
+            "builder-nvcc",
+            r"no known nvcc wheel for CUDA 12.8",
+        ),
+        ({"base_image": "docker.io/library/debian:bookworm"}, "base-digest", r"is not pinned"),
+    ],
+)
+def test_cu130_rules(tmp_path, changes, rule, detail):
+    with pytest.raises(BuildError, match=rf"rule '{rule}' failed for variant 'cu130': .*{detail}"):
+        check_spec(variant_with(tmp_path, "cu130", **changes))
+
+
+def test_cu130_is_fine_and_needs_driver_580(tmp_path):
+    from images.rules import min_driver
+
+    check_spec(variant_with(tmp_path, "cu130"))  # a localhost/ base needs no digest
+    check_spec(
+        variant_with(tmp_path, "cu130", torch_cuda_arch_list="7.5 8.0 8.6 9.0 10.0 12.0+PTX")
+    )
+    assert (min_driver("13.0"), min_driver("12.4"), min_driver("cpu")) == ("580", "525.60.13", "–")

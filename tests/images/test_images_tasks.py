@@ -42,16 +42,16 @@ def test_list_and_help():
 def test_dry_run_all_prints_every_variant():
     proc = invoke("build-image", "--all", "--dry-run")
     assert proc.returncode == 0, proc.stderr
-    for key in ("cu121", "cu124", "cpu"):
+    for key in ("cu121", "cu124", "cu130", "cpu"):
         assert f"variant {key}:" in proc.stdout
-    assert proc.stdout.count("  command:   buildah --storage-driver=vfs bud") == 3
+    assert proc.stdout.count("  command:   buildah --storage-driver=vfs bud") == 4
 
 
 def test_unknown_variant_is_one_line_and_exit_1():
     proc = invoke("build-image", "--variant", "cu999", "--dry-run")
     assert proc.returncode == 1
     assert proc.stderr.strip().splitlines() == [
-        "error: unknown image variant 'cu999'; choose from: cu121, cu124, cpu (or --all)"
+        "error: unknown image variant 'cu999'; choose from: cu121, cu124, cu130, cpu (or --all)"
     ]
 
 

@@ -71,3 +71,45 @@ def test_digests_are_real_and_cached_by_stat(tmp_path, monkeypatch):
     wheelhouse.wheel_digests((wheel,))
     assert calls == [wheel]
     assert not list((tmp_path / "cache").glob("*.incomplete"))
+
+
+CU130_TORCH = "torch-2.14.1-cp311-cp311-manylinux_2_28_x86_64.whl"  # PyPI's name: no +cu130
+
+
+@pytest.mark.parametrize(
+    ("names", "chosen"),
+    [
+        ([CU130_TORCH, MMCV], [CU130_TORCH, MMCV]),
+        (
+            ["torch-2.14.1+cu130-cp311-cp311-manylinux_2_28_x86_64.whl"],
+            ["torch-2.14.1+cu130-cp311-cp311-manylinux_2_28_x86_64.whl"],
+        ),
+        (["torch-2.14.1+cpu-cp311-cp311-manylinux_2_28_x86_64.whl"], []),
+        (["torch-2.14.1-cp312-cp312-manylinux_2_28_x86_64.whl"], []),
+    ],
+)
+def test_select_wheels_for_a_pypi_torch_variant(names, chosen):
+    assert wheelhouse.select_wheels(spec("cu130"), names) == chosen
+
+
+def test_auto_for_cu130_takes_the_cuda_key_and_torchs_closure(tmp_path, monkeypatch):
+    monkeypatch.setenv("MMDET_DET_CACHE", str(tmp_path))
+    monkeypatch.setenv("PIP_FIND_LINKS", "")
+    cu130 = spec("cu130")
+    key_dir = tmp_path / "wheels" / "mmcv2.1.0-torch2.14.1-cp311-cu130-sm80.sm90+ptx"
+    key_dir.mkdir(parents=True)
+    (key_dir / MMCV).write_bytes(b"cuda mmcv")
+    cpu_dir = tmp_path / "wheels" / "mmcv2.1.0-torch2.13.0-cp311-cpu"  # never for a CUDA variant
+    cpu_dir.mkdir()
+    (cpu_dir / "mmcv-2.1.0-cp311-cp311-other.whl").write_bytes(b"cpu mmcv")
+    closure = wheelhouse.torch_dir(cu130)
+    closure.mkdir(parents=True)
+    for name in (CU130_TORCH, "nvidia_nccl_cu13-2.30.7-py3-none-manylinux_2_18_x86_64.whl"):
+        (closure / name).write_bytes(b"w")
+    found = [p.name for p in wheelhouse.find_wheels(cu130, "auto")]
+    assert found == [
+        CU130_TORCH,
+        MMCV,
+        "nvidia_nccl_cu13-2.30.7-py3-none-manylinux_2_18_x86_64.whl",
+    ]
+    assert wheelhouse.fetch_torch_wheels(cu130, echo=print) == closure  # present: nothing fetched
