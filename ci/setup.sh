@@ -70,13 +70,25 @@ key="$(project images.mmcvbuild key --mmcv "$MMCV_VERSION" --arch-list "${CUDA:+
 wheel_dir="$CACHE/wheels/$key"
 if ! ls "$wheel_dir"/mmcv-"$MMCV_VERSION"-*.whl >/dev/null 2>&1; then
   log "building mmcv $MMCV_VERSION with ops for $key (CPU ~11 min, CUDA ~40+ min on 2 cores; cached afterwards)"
-  mkdir -p "$CACHE/wheels"
-  tmp="$(mktemp -d "$CACHE/wheels/.build.XXXXXX")"
-  trap 'rm -rf "$tmp"' EXIT
-  PY="$PY" MMCV_VERSION="$MMCV_VERSION" bash "$ROOT/images/scripts/compile-mmcv.sh" "$tmp"
-  mkdir -p "$wheel_dir"
-  mv "$tmp"/build.log "$tmp"/build-info.json "$wheel_dir/"
-  mv "$tmp"/mmcv-*.whl "$wheel_dir/"  # the wheel last: its presence marks the cache entry complete
+  # One build folder per key, kept when a build is interrupted (Ctrl-C, a stopped CI job, a
+  # killed session): the next setup re-runs ninja in it, which compiles only the units not yet
+  # done, so a 40-minute CUDA compile is never started over. flock: one build per key at a time.
+  tmp="$CACHE/wheels/.build-$key"
+  mkdir -p "$tmp"
+  exec 9>"$tmp.lock"
+  if ! flock -n 9; then
+    log "another setup is building $key; waiting for it"
+    flock 9
+  fi
+  if ! ls "$wheel_dir"/mmcv-"$MMCV_VERSION"-*.whl >/dev/null 2>&1; then
+    [ -d "$tmp/.work" ] && log "resuming the interrupted build in $tmp"
+    PY="$PY" MMCV_VERSION="$MMCV_VERSION" bash "$ROOT/images/scripts/compile-mmcv.sh" "$tmp"
+    mkdir -p "$wheel_dir"
+    mv "$tmp"/build.log "$tmp"/build-info.json "$wheel_dir/"
+    mv "$tmp"/mmcv-*.whl "$wheel_dir/"  # the wheel last: its presence marks the cache entry complete
+    rm -rf "$tmp"
+  fi
+  exec 9>&-
 else
   log "using cached mmcv wheel $wheel_dir"
 fi

@@ -56,6 +56,9 @@ if helper images.mmcvbuild needs-cxx20; then
 fi
 
 start=$(date +%s)
+# An interrupted earlier build may have left its wheel steps half done; its compiled units (in
+# $src/build, reused by ninja) stay.
+rm -rf "$work/dist" "$work/unpacked"
 # --no-build-isolation: with isolation torch is absent and mmcv silently builds without ops.
 set +e
 MMCV_WITH_OPS=1 "$PY" -m pip wheel -v --disable-pip-version-check --no-deps --no-build-isolation \
