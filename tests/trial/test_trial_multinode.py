@@ -156,7 +156,7 @@ def test_two_nodes_rendezvous_shard_report_stage_per_node_and_validate_like_one_
 
 def download_checkpoint(config: dict, storage_id: str, target: Path) -> Path:
     """The checkpoint file from the emulator (what a node's rank downloads to resume)."""
-    from staging.sources import get_client
+    from staging.gcs import get_client
 
     prefix = config["checkpoint_storage"]["prefix"]
     blob = get_client().bucket(CHECKPOINT_BUCKET).blob(f"{prefix}/{storage_id}/checkpoint.pth")
