@@ -30,7 +30,7 @@ from gpucheck import (
     wheels_dir,
 )
 
-from images.wheelhouse import manylinux_platforms
+from images.wheelhouse import manylinux_platforms, pip_download_argv
 
 SHARED_COCO = REPO.parent / "shared" / "coco-tiny"
 # torch 2.11's own wheels need glibc >= 2.28: wheels up to manylinux_2_28 run wherever it does.
@@ -109,41 +109,19 @@ def _closure(python: str) -> tuple[list[str], list[str]]:
 
 def _download(pins: list[str], *, python: str, dest: Path) -> None:
     dest.mkdir(parents=True, exist_ok=True)
-    argv = [
-        sys.executable,
-        "-m",
-        "pip",
-        "download",
-        "-q",
-        "--no-deps",
-        "--only-binary=:all:",
-        "--python-version",
-        python,
-        *manylinux_platforms(GPU_GLIBC),
-        "-d",
-        str(dest),
-        *pins,
-    ]
+    platforms = manylinux_platforms(GPU_GLIBC)
+    argv = pip_download_argv(
+        "--no-deps", "--only-binary=:all:", "--python-version", python, *platforms, *pins, dest=dest
+    )
     subprocess.run(argv, check=True)
 
 
 def _sdist(carry: Path) -> None:
     if (carry / f"mmcv-{MMCV}.tar.gz").exists():
         return
-    argv = [
-        sys.executable,
-        "-m",
-        "pip",
-        "download",
-        "-q",
-        "--no-deps",
-        "--no-binary",
-        ":all:",
-        "--no-build-isolation",
-        "-d",
-        str(carry),
-        f"mmcv=={MMCV}",
-    ]
+    argv = pip_download_argv(
+        "--no-deps", "--no-binary", ":all:", "--no-build-isolation", f"mmcv=={MMCV}", dest=carry
+    )
     subprocess.run(argv, check=True)
 
 

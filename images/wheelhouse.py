@@ -102,6 +102,12 @@ def find_wheels(spec: ImageSpec, wheelhouse: str | None) -> tuple[Path, ...]:
     return tuple(chosen)
 
 
+def pip_download_argv(*args: str, dest: Path) -> list[str]:
+    """``pip download -q … -d dest`` with this interpreter's pip (the image's torch, the GPU carry)."""
+    return [sys.executable, "-m", "pip", "download", "-q", "--disable-pip-version-check",
+            *args, "-d", str(dest)]  # fmt: skip
+
+
 def fetch_torch_wheels(spec: ImageSpec, *, echo=print) -> Path:
     """``pip download`` torch and its CUDA wheels for the image's Python into ``torch_dir(spec)``.
 
@@ -114,21 +120,9 @@ def fetch_torch_wheels(spec: ImageSpec, *, echo=print) -> Path:
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{dest.name}."))
     platforms = manylinux_platforms()
-    argv = [
-        sys.executable,
-        "-m",
-        "pip",
-        "download",
-        "-q",
-        "--disable-pip-version-check",
-        "--only-binary=:all:",
-        "--python-version",
-        spec.python,
-        *platforms,
-        "-d",
-        str(tmp),
-        spec.torch_pin,
-    ]
+    argv = pip_download_argv(
+        "--only-binary=:all:", "--python-version", spec.python, *platforms, spec.torch_pin, dest=tmp
+    )
     echo(f"[build-image] fetching {spec.torch_pin} and its CUDA wheels into {dest}")
     try:
         proc = subprocess.run(argv, capture_output=True, text=True, check=False)
