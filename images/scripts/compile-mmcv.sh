@@ -18,6 +18,12 @@ export MAX_JOBS="${MAX_JOBS:-$(nproc)}"
 log() { printf '[compile-mmcv] %s\n' "$*" >&2; }
 helper() { PYTHONPATH="$helpers" "$PY" -m "$@"; }
 PIP=("$PY" -m pip install --disable-pip-version-check -q)
+# torch's cpp_extension compiles through ninja only when `ninja` is on PATH; without it, it silently
+# compiles one unit at a time, MAX_JOBS ignored (a cold CUDA image build here went serial that way).
+# The ninja that setup.sh / build-mmcv.sh install lives beside $PY, outside PATH in an unactivated venv.
+PATH="$(dirname "$PY"):$PATH"
+export PATH
+command -v ninja >/dev/null || { log "no ninja on PATH or beside $PY: $PY -m pip install ninja"; exit 1; }
 
 cuda="$("$PY" -c 'import torch; print(torch.version.cuda or "")')"
 site="$("$PY" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"
