@@ -69,7 +69,8 @@ rm -rf "$work/dist" "$work/unpacked"
 set +e
 MMCV_WITH_OPS=1 "$PY" -m pip wheel -v --disable-pip-version-check --no-deps --no-build-isolation \
   -w "$work/dist" "$src" 2>&1 | tee "$out/build.log" |
-  grep --line-buffered -E '^ *\[[0-9]+/[0-9]+\] |error:' | cut -c1-120 >&2
+  grep --line-buffered -E '^ *\[[0-9]+/[0-9]+\] |error:' |
+  awk '{ print substr($0, 1, 120); fflush() }' >&2  # a line per unit as it lands (cut would buffer)
 status=${PIPESTATUS[0]}
 set -e
 if [ "$status" -ne 0 ]; then

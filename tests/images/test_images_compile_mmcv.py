@@ -86,3 +86,43 @@ def test_compile_script_builds_a_stripped_wheel_with_the_asked_arches(tmp_path):
         assert "[cudacheck] ok" in proc.stderr and "SASS sm_80 sm_90, PTX sm_90" in proc.stderr
     else:
         assert info["cuda"] == "cpu"
+
+
+def _tools_dir(tmp_path: Path) -> Path:
+    """A PATH holding only the shell tools the script runs before its ninja check: no ninja."""
+    tools = tmp_path / "tools"
+    tools.mkdir()
+    for name in ("bash", "dirname", "nproc", "printf"):
+        found = subprocess.run(["bash", "-c", f"type -P {name}"], capture_output=True, text=True)
+        if found.stdout.strip():
+            (tools / name).symlink_to(found.stdout.strip())
+    return tools
+
+
+def _run_until_ninja_check(tmp_path: Path, venv_bin: Path) -> subprocess.CompletedProcess:
+    (venv_bin / "python").symlink_to(sys.executable)
+    env = {"PATH": str(_tools_dir(tmp_path)), "PY": str(venv_bin / "python"),
+           "MMCV_VERSION": "2.1.0", "HOME": str(tmp_path)}  # fmt: skip
+    return subprocess.run(["bash", str(SCRIPT), str(tmp_path / "out")], env=env,
+                          capture_output=True, text=True, timeout=120)  # fmt: skip
+
+
+def test_compile_script_stops_when_no_ninja_would_compile_in_parallel(tmp_path):
+    """Without ninja torch compiles one unit at a time (MAX_JOBS ignored): one line, exit 1."""
+    venv_bin = tmp_path / "venv" / "bin"
+    venv_bin.mkdir(parents=True)
+    proc = _run_until_ninja_check(tmp_path, venv_bin)
+    assert proc.returncode == 1
+    assert f"no ninja on PATH or beside {venv_bin / 'python'}" in proc.stderr
+
+
+def test_compile_script_finds_the_ninja_beside_an_unactivated_venv_python(tmp_path):
+    """The image builder's venv is never activated: its bin/ninja must still be found."""
+    venv_bin = tmp_path / "venv" / "bin"
+    venv_bin.mkdir(parents=True)
+    ninja = venv_bin / "ninja"
+    ninja.write_text("#!/bin/sh\necho 1.13.2\n")
+    ninja.chmod(0o755)
+    proc = _run_until_ninja_check(tmp_path, venv_bin)
+    assert "no ninja" not in proc.stderr  # it went on past the check (and stops later: no torch
+    # is importable with this PATH's tools alone, which this test does not need)
