@@ -2,7 +2,7 @@
 # One idempotent setup for users, CI and images-on-this-machine:
 #   a virtualenv with torch, mmcv 2.1.0 compiled *with ops*, mmdet/mmengine/determined and this project.
 # With a CPU torch mmcv gets its CPU ops (~11 min on 2 cores); with a CUDA torch it also gets CUDA ops
-# for TORCH_CUDA_ARCH_LIST (FORCE_CUDA=1; no GPU needed; ~40+ min on 2 cores for "8.0 9.0+PTX").
+# for TORCH_CUDA_ARCH_LIST (FORCE_CUDA=1; no GPU needed; ~30 min on 2 idle cores for "8.0 9.0+PTX").
 # The wheel is stripped and cached under $MMDET_DET_CACHE/wheels/<key>/, the key made by
 # `python -m images.mmcvbuild key`: mmcv2.1.0-torch2.13.0-cp311-cpu, or for CUDA
 # mmcv2.1.0-torch2.14.1-cp311-cu130-sm80.sm90+ptx (CUDA version and arch list are part of it).
@@ -69,10 +69,10 @@ fi
 key="$(project images.mmcvbuild key --mmcv "$MMCV_VERSION" --arch-list "${CUDA:+$ARCH_LIST}")"
 wheel_dir="$CACHE/wheels/$key"
 if ! ls "$wheel_dir"/mmcv-"$MMCV_VERSION"-*.whl >/dev/null 2>&1; then
-  log "building mmcv $MMCV_VERSION with ops for $key (CPU ~11 min, CUDA ~40+ min on 2 cores; cached afterwards)"
+  log "building mmcv $MMCV_VERSION with ops for $key (CPU ~11 min, CUDA ~30 min on 2 idle cores; cached afterwards)"
   # One build folder per key, kept when a build is interrupted (Ctrl-C, a stopped CI job, a
   # killed session): the next setup re-runs ninja in it, which compiles only the units not yet
-  # done, so a 40-minute CUDA compile is never started over. flock: one build per key at a time.
+  # done, so a 30-minute CUDA compile is never started over. flock: one build per key at a time.
   tmp="$CACHE/wheels/.build-$key"
   mkdir -p "$tmp"
   exec 9>"$tmp.lock"
