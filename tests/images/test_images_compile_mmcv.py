@@ -99,8 +99,16 @@ def _tools_dir(tmp_path: Path) -> Path:
     return tools
 
 
-def _run_until_ninja_check(tmp_path: Path, venv_bin: Path) -> subprocess.CompletedProcess:
+def _run_until_ninja_check(
+    tmp_path: Path, *, ninja_beside_python: bool
+) -> subprocess.CompletedProcess:
+    """Run the script with $PY in an unactivated venv's bin/ (with or without a ninja there)."""
+    venv_bin = tmp_path / "venv" / "bin"
+    venv_bin.mkdir(parents=True)
     (venv_bin / "python").symlink_to(sys.executable)
+    if ninja_beside_python:
+        (venv_bin / "ninja").write_text("#!/bin/sh\necho 1.13.2\n")
+        (venv_bin / "ninja").chmod(0o755)
     env = {"PATH": str(_tools_dir(tmp_path)), "PY": str(venv_bin / "python"),
            "MMCV_VERSION": "2.1.0", "HOME": str(tmp_path)}  # fmt: skip
     return subprocess.run(["bash", str(SCRIPT), str(tmp_path / "out")], env=env,
@@ -109,20 +117,13 @@ def _run_until_ninja_check(tmp_path: Path, venv_bin: Path) -> subprocess.Complet
 
 def test_compile_script_stops_when_no_ninja_would_compile_in_parallel(tmp_path):
     """Without ninja torch compiles one unit at a time (MAX_JOBS ignored): one line, exit 1."""
-    venv_bin = tmp_path / "venv" / "bin"
-    venv_bin.mkdir(parents=True)
-    proc = _run_until_ninja_check(tmp_path, venv_bin)
+    proc = _run_until_ninja_check(tmp_path, ninja_beside_python=False)
     assert proc.returncode == 1
-    assert f"no ninja on PATH or beside {venv_bin / 'python'}" in proc.stderr
+    assert f"no ninja on PATH or beside {tmp_path / 'venv' / 'bin' / 'python'}" in proc.stderr
 
 
 def test_compile_script_finds_the_ninja_beside_an_unactivated_venv_python(tmp_path):
     """The image builder's venv is never activated: its bin/ninja must still be found."""
-    venv_bin = tmp_path / "venv" / "bin"
-    venv_bin.mkdir(parents=True)
-    ninja = venv_bin / "ninja"
-    ninja.write_text("#!/bin/sh\necho 1.13.2\n")
-    ninja.chmod(0o755)
-    proc = _run_until_ninja_check(tmp_path, venv_bin)
+    proc = _run_until_ninja_check(tmp_path, ninja_beside_python=True)
     assert "no ninja" not in proc.stderr  # it went on past the check (and stops later: no torch
     # is importable with this PATH's tools alone, which this test does not need)
