@@ -55,7 +55,8 @@ def arch_key(arch_list: str) -> str:
 
 
 def cache_key(*, mmcv: str, torch: str, python_tag: str, cuda: str, arch_list: str = "") -> str:
-    """``mmcv2.1.0-torch2.13.0-cp311-cpu`` or ``mmcv2.1.0-torch2.14.1-cp311-cu130-sm80.sm90+ptx``.
+    """``mmcv2.1.0-torch2.13.0-cp311-cpu`` (CPU torch), ``…-cu130-cpuops`` (CUDA torch, no arch
+    list: CPU ops only) or ``mmcv2.1.0-torch2.14.1-cp311-cu130-sm80.sm90+ptx`` (CUDA ops).
 
     ``torch`` drops its local label (``2.14.1+cu130`` -> ``2.14.1``); ``cuda`` is ``cpu`` or a
     version like ``13.0``.
@@ -64,6 +65,8 @@ def cache_key(*, mmcv: str, torch: str, python_tag: str, cuda: str, arch_list: s
     if cuda == "cpu":
         return f"mmcv{mmcv}-torch{torch}-{python_tag}-cpu"
     cuda_tag = "cu" + cuda.replace(".", "")
+    if not arch_list.strip():  # a CUDA torch on a CPU machine: CPU ops only (compile-mmcv.sh)
+        return f"mmcv{mmcv}-torch{torch}-{python_tag}-{cuda_tag}-cpuops"
     return f"mmcv{mmcv}-torch{torch}-{python_tag}-{cuda_tag}-{arch_key(arch_list)}"
 
 

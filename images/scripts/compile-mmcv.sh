@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # Compile mmcv from its sdist *with ops* against the torch of $PY and leave one stripped wheel in $1.
 # The one way this project compiles mmcv: ci/setup.sh, the image's builder stage (build-mmcv.sh) and
-# ci/gpu-check.sh all run it. With a CUDA torch it also compiles the CUDA ops (FORCE_CUDA=1, no GPU
-# needed) for TORCH_CUDA_ARCH_LIST with CUDA_HOME's nvcc (default /usr/local/cuda) or, when there is
-# none, NVIDIA's nvcc wheel installed next to torch. The full compiler output goes to $1/build.log,
+# ci/gpu-check.sh all run it. CPU ops always; the CUDA ops too when torch is a CUDA build *and*
+# TORCH_CUDA_ARCH_LIST names the GPUs (FORCE_CUDA=1, no GPU needed), compiled with CUDA_HOME's nvcc
+# (default /usr/local/cuda) or, when there is none, NVIDIA's nvcc wheel installed next to torch.
+# A CUDA torch without TORCH_CUDA_ARCH_LIST (PyPI's torch on a CPU machine) gets the CPU ops only,
+# even where a GPU is visible: the arch list is the one switch. The full compiler output goes to $1/build.log,
 # the timings and sizes to $1/build-info.json.
 #
 #   PY=venv/bin/python MMCV_VERSION=2.1.0 [TORCH_CUDA_ARCH_LIST="8.0 9.0+PTX"] [MAX_JOBS=N]
@@ -25,10 +27,15 @@ PATH="$(dirname "$PY"):$PATH"
 export PATH
 command -v ninja >/dev/null || { log "no ninja on PATH or beside $PY: $PY -m pip install ninja"; exit 1; }
 
-cuda="$("$PY" -c 'import torch; print(torch.version.cuda or "")')"
+torch_cuda="$("$PY" -c 'import torch; print(torch.version.cuda or "")')"
+cuda="${TORCH_CUDA_ARCH_LIST:+$torch_cuda}"  # "" = CPU ops only
 site="$("$PY" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"
+if [ -n "$torch_cuda" ] && [ -z "$cuda" ]; then
+  # mmcv's setup.py compiles CUDA ops whenever torch sees a GPU: hide it, and say so.
+  export FORCE_CUDA=0 CUDA_VISIBLE_DEVICES=""
+  log "torch is a CUDA $torch_cuda build, no TORCH_CUDA_ARCH_LIST: compiling the CPU ops only"
+fi
 if [ -n "$cuda" ]; then
-  : "${TORCH_CUDA_ARCH_LIST:?a CUDA torch needs TORCH_CUDA_ARCH_LIST (there may be no GPU to ask)}"
   major="${cuda%%.*}"
   home="${CUDA_HOME:-/usr/local/cuda}"
   if [ ! -x "$home/bin/nvcc" ]; then

@@ -62,9 +62,13 @@ def test_cache_key_separates_arch_lists():
     assert len(keys) == 4
 
 
-def test_cuda_key_needs_an_arch_list():
-    with pytest.raises(ValueError, match="TORCH_CUDA_ARCH_LIST is empty"):
-        mmcvbuild.cache_key(mmcv="2.1.0", torch="2.14.1", python_tag="cp311", cuda="13.0")
+def test_a_cuda_torch_without_an_arch_list_keys_a_cpu_ops_wheel():
+    """PyPI's CUDA torch on a CPU machine: CPU ops, never mistaken for a CPU torch's or a CUDA wheel."""
+    key = mmcvbuild.cache_key(mmcv="2.1.0", torch="2.13.0", python_tag="cp311", cuda="13.0")
+    assert key == "mmcv2.1.0-torch2.13.0-cp311-cu130-cpuops"
+    assert key != mmcvbuild.cache_key(mmcv="2.1.0", torch="2.13.0", python_tag="cp311", cuda="cpu")
+    with pytest.raises(ValueError, match="is not like"):
+        mmcvbuild.arch_key("sm90")
 
 
 def test_needs_cxx20_reads_torchs_own_header():
