@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # System packages the image build needs on a Debian/Ubuntu host (CI calls this before the tests):
-#   buildah      daemonless OCI builder (runs as root with --storage-driver=vfs --isolation=chroot)
+#   buildah      daemonless OCI builder (runs as root with --isolation=chroot; overlay storage, else vfs)
 #   debootstrap  makes the Debian base image that the buildah build starts from (no registry here)
 #   skopeo       asks a registry whether a content-hash tag exists (build-image skips it then)
 #   ca-certificates  the host bundle is mounted into RUN steps so pip can verify PyPI

@@ -86,9 +86,20 @@ class ImageSpec:
         return f"torch=={self.torch}+{self.cuda_tag}"
 
     @property
+    def torch_cuda(self) -> str:
+        """The CUDA of the torch build installed: ``cuda``, except for a cpu variant on PyPI's
+        torch (a CUDA build that runs on CPU; its mmcv has the CPU ops only)."""
+        if self.cuda == CPU and self.torch_from_pypi:
+            from images.rules import TORCH_PYPI_CUDA
+
+            return TORCH_PYPI_CUDA.get(".".join(self.torch.split(".")[:2]), CPU)
+        return self.cuda
+
+    @property
     def torch_version(self) -> str:
         """What ``torch.__version__`` says inside the image (``2.14.1+cu130``)."""
-        return f"{self.torch}+{self.cuda_tag}"
+        build = self.torch_cuda
+        return f"{self.torch}+{CPU if build == CPU else 'cu' + build.replace('.', '')}"
 
     @property
     def python_tag(self) -> str:
