@@ -101,8 +101,14 @@ def ensure_built(log=print) -> float:
         shutil.copytree(module_dir / "master" / "static", staging / "root" / "static")
         seconds = time.monotonic() - start
         (staging / "build-info.json").write_text(
-            json.dumps({"version": DETERMINED_VERSION, "seconds": round(seconds, 1),
-                        "go": _go(["env", "GOVERSION"], env).strip()}) + "\n"  # fmt: skip
+            json.dumps(
+                {
+                    "version": DETERMINED_VERSION,
+                    "seconds": round(seconds, 1),
+                    "go": _go(["env", "GOVERSION"], env).strip(),
+                }
+            )
+            + "\n"
         )
         os.chmod(staging, 0o755)
         shutil.rmtree(home, ignore_errors=True)

@@ -159,7 +159,10 @@ def _start_agent(spec: ClusterSpec, state: State, index: int) -> None:
     existing = state.daemon(agent_id)
     if existing is not None and existing.alive():
         return
-    for old in (state.daemon(f"podman ({agent_id})"), state.daemon(f"podman-docker-shim ({agent_id})")):
+    for old in (
+        state.daemon(f"podman ({agent_id})"),
+        state.daemon(f"podman-docker-shim ({agent_id})"),
+    ):
         if old is not None:
             processes.stop(old)
     podman.start_engine(
@@ -246,5 +249,7 @@ def down(state_dir: Path, log: Log = print) -> bool:
     postgres.stop(pg_dir)
     shutil.rmtree(pg_dir, ignore_errors=True)
     shutil.rmtree(state_dir, ignore_errors=True)
-    log(f"cluster down: stopped {len(state.daemons)} process(es) and PostgreSQL, removed {state_dir}")
+    log(
+        f"cluster down: stopped {len(state.daemons)} process(es) and PostgreSQL, removed {state_dir}"
+    )
     return True

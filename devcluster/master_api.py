@@ -33,6 +33,4 @@ def agents(session) -> list[dict]:
     from determined.common.api import bindings
 
     listed = bindings.get_GetAgents(session).agents or []
-    return [
-        {"id": a.id, "slots": len(a.slots or {}), "enabled": bool(a.enabled)} for a in listed
-    ]
+    return [{"id": a.id, "slots": len(a.slots or {}), "enabled": bool(a.enabled)} for a in listed]

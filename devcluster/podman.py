@@ -70,8 +70,14 @@ def start_engine(
     name = agent_dir.name
     service = processes.start(
         f"podman ({name})",
-        [shutil.which("podman") or "podman", *buildah.storage_opts(), "system", "service",
-         "--time=0", f"unix://{podman_sock}"],  # fmt: skip
+        [
+            shutil.which("podman") or "podman",
+            *buildah.storage_opts(),
+            "system",
+            "service",
+            "--time=0",
+            f"unix://{podman_sock}",
+        ],
         log=log_dir / f"podman-{name}.log",
         env=podman_env(conf),
     )
@@ -95,9 +101,13 @@ def remove_containers(label: str) -> int:
     )
     ids = listed.stdout.split()
     if ids:
-        proc = subprocess.run(podman_argv("rm", "-f", "-t", "5", *ids), capture_output=True, text=True)
+        proc = subprocess.run(
+            podman_argv("rm", "-f", "-t", "5", *ids), capture_output=True, text=True
+        )
         if proc.returncode != 0:
-            raise ProjectError(f"podman rm of the cluster's containers failed: {proc.stderr.strip()}")
+            raise ProjectError(
+                f"podman rm of the cluster's containers failed: {proc.stderr.strip()}"
+            )
     return len(ids)
 
 

@@ -92,7 +92,7 @@ def test_module_overlay_makes_info_and_mod_from_the_served_zip(tmp_path):
     asked: list[str] = []
 
     class Proxy(http.server.BaseHTTPRequestHandler):
-        def do_GET(self):  # noqa: N802 (http.server's name)
+        def do_GET(self):
             asked.append(self.path)
             ok = self.path.endswith(f"/@v/v{binaries.DETERMINED_VERSION}.zip")
             self.send_response(200 if ok else 403)
