@@ -71,10 +71,19 @@ def test_a_cluster_on_this_machine_runs_the_image_built_here(ref):
     there, and only there."""
     local = resolve_ref(ref, SPECS, registry=None, field="image.cpu", local_cluster=True)
     assert local == f"localhost/mmdet-determined:{CPU_TAG}"
-    assert resolve_ref(  # an explicit registry still wins: the local cluster can pull too
-        f"mmdet-determined:{CPU_TAG}", SPECS, registry="r.io", field="image.cpu", local_cluster=True
-    ) == f"r.io/mmdet-determined:{CPU_TAG}"
-    with pytest.raises(ConfigError, match="exists only on the machine that built it|has no registry"):
+    assert (
+        resolve_ref(  # an explicit registry still wins: the local cluster can pull too
+            f"mmdet-determined:{CPU_TAG}",
+            SPECS,
+            registry="r.io",
+            field="image.cpu",
+            local_cluster=True,
+        )
+        == f"r.io/mmdet-determined:{CPU_TAG}"
+    )
+    with pytest.raises(
+        ConfigError, match=r"exists only on the machine that built it|has no registry"
+    ):
         resolve_ref(ref, SPECS, registry=None, field="image.cpu")  # a remote master
 
 
