@@ -21,7 +21,9 @@ pip=(/opt/venv/bin/python -m pip)
 
 mmcv_wheels=(/mnt/mmcv/mmcv-"$MMCV_VERSION"-*.whl)
 constraints="$here/constraints.txt"
-printf '%s\nmmcv==%s\n' "$TORCH_PIN" "$MMCV_VERSION" >"$constraints"
+# setuptools: mmengine loads `mmdet::` configs through pkg_resources, which setuptools 81 removed
+# (torch's wheel pulls the newest one; a real trial failed with "No module named 'pkg_resources'").
+printf '%s\nmmcv==%s\nsetuptools==80.9.0\n' "$TORCH_PIN" "$MMCV_VERSION" >"$constraints"
 
 torch_src=(--extra-index-url "${TORCH_INDEX_URL:?}")
 torch_wheels=(/mnt/wheelhouse/torch-*.whl)
