@@ -126,12 +126,12 @@ def check_imports() -> None:
 
 def check_mmdet_config() -> None:
     """What the trial does first: load a bundled mmdet config (mmengine needs pkg_resources)."""
-    from mmengine.config import Config
+    from mmengine.hub import get_config
 
-    cfg = Config.fromfile("mmdet::retinanet/retinanet_r50_fpn_1x_coco.py")
+    cfg = get_config("mmdet::retinanet/retinanet_r50_fpn_1x_coco.py")
     if cfg.model.type != "RetinaNet":
         fail(f"mmdet::retinanet config loaded a {cfg.model.type}")
-    ok("mmdet::retinanet/retinanet_r50_fpn_1x_coco.py loads (mmengine Config)")
+    ok("mmdet::retinanet/retinanet_r50_fpn_1x_coco.py loads (mmengine.hub.get_config)")
 
 
 def check_pip() -> None:
