@@ -42,10 +42,13 @@ def test_pause_checkpoints_and_activate_resumes_without_replay(real_cluster, clu
     trial = exp.await_first_trial()
     real_cluster.wait_for_batches(trial.id, 3)
     exp.pause()
+    # The experiment reads PAUSED at once; the trial goes on until it sees the preemption.
     assert real_cluster.wait_state(exp_id, {"PAUSED"}, timeout=300) == "PAUSED"
-    trial.reload()
-    assert trial.state.value.replace("STATE_", "") != "ERROR"
+    wait_for("the preemption checkpoint", lambda: bool(exp.list_checkpoints()), timeout=300)
+    wait_for("the trial to exit", lambda: "exited successfully with a zero exit code"
+             in real_cluster.logs(trial.id), timeout=120)  # fmt: skip
     (paused_at,) = [c.metadata["steps_completed"] for c in exp.list_checkpoints()]
+    assert f"trial preempted at step {paused_at}" in real_cluster.logs(trial.id)
     assert 3 <= paused_at < MAX_ITERS  # the preemption checkpoint, not a periodic one
     exp.activate()
     assert real_cluster.wait_state(exp_id, {"COMPLETED"}) == "COMPLETED"
