@@ -135,6 +135,7 @@ def _start_master(spec: ClusterSpec, state: State) -> None:
         db_password=state.db_password,
         admin_password=state.admin_password,
         root=binaries.master_root(),
+        default_image=local_cpu_image(),
     )
     path = spec.state_dir / "master.yaml"
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -180,6 +181,14 @@ def _start_agent(spec: ClusterSpec, state: State, index: int) -> None:
         env=env,
     )
     _record(spec, state, agent)
+
+
+def local_cpu_image() -> str:
+    """The project's cpu image as ``invoke build-image --variant cpu`` tags it on this machine."""
+    from images.matrix import expand_matrix, load_matrix, select
+    from images.plan import repository
+
+    return f"{repository(None)}:{select(expand_matrix(load_matrix()), ['cpu'])[0].readable_tag}"
 
 
 def _record(spec: ClusterSpec, state: State, daemon: Daemon) -> None:

@@ -13,8 +13,6 @@ DETERMINED_VERSION = "0.38.1"
 ADMIN_USER = "admin"
 DB_USER = "determined"
 DB_NAME = "determined"
-# A local image never leaves this machine: the agents must not try to pull it from a registry.
-LOCAL_IMAGE_PREFIX = "localhost/"
 
 
 def default_state_dir() -> Path:
@@ -85,10 +83,16 @@ class ClusterSpec:
         return self.state_dir / self.agent_id(index)
 
 
-def master_config(spec: ClusterSpec, *, db_password: str, admin_password: str, root: Path) -> dict:
+def master_config(
+    spec: ClusterSpec, *, db_password: str, admin_password: str, root: Path, default_image: str
+) -> dict:
     """The master's YAML configuration (as a dict) for ``spec``.
 
     ``root`` holds ``static/`` (migrations, entrypoint scripts) from Determined's module.
+    ``default_image`` is what tasks without an image of their own run: Determined 0.38.1 runs
+    checkpoint GC in the cluster's default image, never the experiment's (GCCkptSpec.ToTaskSpec;
+    seen: GC failed here pulling docker.io/determinedai/pytorch-ngc), so it is the project's
+    local cpu image, which holds determined.
     ``launch_error: false``: an experiment created before an agent registers waits instead of
     failing with "slots requested exceeds cluster capacity" (Determined's own CI sets it too).
     """
@@ -122,6 +126,7 @@ def master_config(spec: ClusterSpec, *, db_password: str, admin_password: str, r
         "task_container_defaults": {
             "network_mode": "host",
             "environment_variables": ["DET_SKIP_PIP_INSTALL=1"],
+            "image": {"cpu": default_image, "cuda": default_image},
         },
         "log": {"level": "info", "color": False},
     }

@@ -86,7 +86,9 @@ class Cluster:
         experiment = {
             "name": name,
             "entrypoint": "python3 -m determined.launch.torch_distributed python3 -m trial",
-            "environment": {"image": {"cpu": f"{repository(None)}:{cpu_tag()}"}},
+            # One image for every device type: a checkpoint GC task has no slots and runs the
+            # `cuda` image, Determined's default when only `cpu` is named (seen on the real master).
+            "environment": {"image": f"{repository(None)}:{cpu_tag()}"},
             "resources": {"slots_per_trial": slots, "shm_size": 1 << 30},
             "bind_mounts": [
                 {"host_path": str(data), "container_path": DATA_MOUNT, "read_only": True},
@@ -152,6 +154,19 @@ class Cluster:
     def trials(self, exp_id: int) -> list:
         return self.sdk.get_experiment(exp_id).list_trials()
 
+    def checkpoints(self, exp_id: int) -> dict[str, dict[int, str]]:
+        """State -> {steps_completed: uuid} of every checkpoint, deleted ones too (the SDK's
+        list_checkpoints shows only COMPLETED)."""
+        from determined.common.api import bindings
+
+        states = [bindings.checkpointv1State.COMPLETED, bindings.checkpointv1State.DELETED]
+        found = bindings.get_GetExperimentCheckpoints(self.session, id=exp_id, states=states)
+        out: dict[str, dict[int, str]] = {}
+        for ckpt in found.checkpoints:
+            state = ckpt.state.value.replace("STATE_", "")
+            out.setdefault(state, {})[int(ckpt.metadata["steps_completed"])] = ckpt.uuid
+        return out
+
     def restarts(self, trial_id: int) -> int:
         from determined.common.api import bindings
 
@@ -160,9 +175,7 @@ class Cluster:
     def logs(self, trial_id: int) -> str:
         from determined.common.experimental.trial import Trial
 
-        return "\n".join(
-            line.rstrip("\n") for line in Trial(trial_id, self.session).logs()
-        )
+        return "\n".join(line.rstrip("\n") for line in Trial(trial_id, self.session).logs())
 
     def logs_tail(self, exp_id: int, lines: int = 40) -> str:
         text = "\n".join(self.logs(t.id) for t in self.trials(exp_id))

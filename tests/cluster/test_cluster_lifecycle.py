@@ -34,7 +34,9 @@ def _finished_all_batches(cluster, exp_id: int) -> None:
     assert max(c.metadata["steps_completed"] for c in checkpoints) == MAX_ITERS
 
 
-def test_pause_checkpoints_and_activate_resumes_without_replay(real_cluster, cluster_data, tmp_path):
+def test_pause_checkpoints_and_activate_resumes_without_replay(
+    real_cluster, cluster_data, tmp_path
+):
     experiment = real_cluster.experiment(cluster_data, name="pause", max_iters=MAX_ITERS,
                                          hparams={"checkpoint_interval": 100})  # fmt: skip
     exp_id = real_cluster.submit(experiment, tmp_path)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import pytest
 from cluster_helpers import invoke
 
+from devcluster.processes import wait_for
+
 pytestmark = [pytest.mark.slow, pytest.mark.cluster]
 
 
@@ -20,10 +22,12 @@ def test_asha_completes_stopped_trials_complete_and_the_best_exports(
         hparams={
             "val_interval": 4,
             "checkpoint_interval": 4,
-            "optim_wrapper.optimizer": {"type": "const", "val": {"type": "AdamW",
-                                                                  "weight_decay": 0.0001}},
+            "optim_wrapper.optimizer": {
+                "type": "const",
+                "val": {"type": "AdamW", "weight_decay": 0.0001},
+            },
             "optim_wrapper.optimizer.lr": {"type": "log", "minval": -5, "maxval": -2, "base": 10},
-        },  # fmt: skip
+        },
         searcher={
             "name": "adaptive_asha",
             "metric": "bbox_mAP",
@@ -31,7 +35,7 @@ def test_asha_completes_stopped_trials_complete_and_the_best_exports(
             "max_trials": 4,
             "max_time": 16,
             "time_metric": "batches",
-            "num_rungs": 2,
+            "max_rungs": 2,
             "divisor": 4,
             "max_concurrent_trials": 2,
         },
@@ -53,7 +57,9 @@ def test_asha_completes_stopped_trials_complete_and_the_best_exports(
     assert (out / "model.pth").is_file()
 
 
-def test_two_slots_run_two_ranks_in_one_container_reporting_once(real_cluster, cluster_data, tmp_path):
+def test_two_slots_run_two_ranks_in_one_container_reporting_once(
+    real_cluster, cluster_data, tmp_path
+):
     experiment = real_cluster.experiment(cluster_data, name="two-slots", max_iters=6, slots=2)
     exp_id = real_cluster.submit(experiment, tmp_path)
     assert real_cluster.wait_state(exp_id, {"COMPLETED"}) == "COMPLETED"
@@ -66,22 +72,28 @@ def test_two_slots_run_two_ranks_in_one_container_reporting_once(real_cluster, c
 
 
 def test_checkpoint_gc_keeps_what_determined_promises(real_cluster, cluster_data, tmp_path):
-    """save_trial_latest: 1, save_trial_best: 0, save_experiment_best: 0 -> only the last
-    checkpoint survives; exporting a deleted one is one line."""
+    """save_trial_latest: 1, save_trial_best: 0, save_experiment_best: 0, a validation with every
+    checkpoint -> only the last checkpoint survives; exporting a deleted one is one line.
+
+    GC runs as its own task in the cluster's default image after the experiment ends (the real
+    master's GCCkptSpec; the local cluster's default image is the project's). Only checkpoints
+    with a validation are ranked together: Determined's GC query partitions "latest" by the
+    validation's trial id, so a checkpoint without a validation is the latest of its own group."""
     storage = {"save_trial_latest": 1, "save_trial_best": 0, "save_experiment_best": 0}
     experiment = real_cluster.experiment(cluster_data, name="gc", max_iters=12,
-                                         checkpoint_storage=storage)  # fmt: skip
+                                         hparams={"val_interval": 4}, checkpoint_storage=storage)  # fmt: skip
     exp_id = real_cluster.submit(experiment, tmp_path)
     assert real_cluster.wait_state(exp_id, {"COMPLETED"}) == "COMPLETED"
-    checkpoints = real_cluster.sdk.get_experiment(exp_id).list_checkpoints()
-    by_state: dict[str, list] = {}
-    for ckpt in checkpoints:
-        by_state.setdefault(ckpt.state.value.replace("STATE_", ""), []).append(ckpt)
-    assert [c.metadata["steps_completed"] for c in by_state.get("COMPLETED", [])] == [12]
-    deleted = by_state.get("DELETED", [])
-    assert sorted(c.metadata["steps_completed"] for c in deleted) == [4, 8]
-    proc = invoke("export", deleted[0].uuid, "--out", str(tmp_path / "x"), "--master",
-                  real_cluster.master)  # fmt: skip
+    found: dict = {}
+
+    def collected() -> bool:
+        found.update(real_cluster.checkpoints(exp_id))
+        return sorted(found.get("DELETED", {})) == [4, 8]
+
+    wait_for("checkpoint GC", collected, timeout=300)
+    assert sorted(found["COMPLETED"]) == [12]
+    deleted = found["DELETED"][4]
+    proc = invoke("export", deleted, "--out", str(tmp_path / "x"), "--master", real_cluster.master)
     assert proc.returncode == 1
     (line,) = proc.stderr.strip().splitlines()
-    assert deleted[0].uuid in line and "deleted" in line
+    assert deleted in line and "was deleted by checkpoint GC" in line

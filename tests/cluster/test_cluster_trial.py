@@ -17,7 +17,9 @@ pytestmark = [pytest.mark.slow, pytest.mark.cluster]
 MAX_ITERS = 8
 
 
-def test_experiment_completes_with_metrics_checkpoint_and_export(real_cluster, cluster_data, tmp_path):
+def test_experiment_completes_with_metrics_checkpoint_and_export(
+    real_cluster, cluster_data, tmp_path
+):
     experiment = real_cluster.experiment(cluster_data, name="e2e", max_iters=MAX_ITERS)
     exp_id = real_cluster.submit(experiment, tmp_path)
     assert real_cluster.wait_state(exp_id, {"COMPLETED"}) == "COMPLETED"

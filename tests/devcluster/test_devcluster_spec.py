@@ -21,7 +21,8 @@ from errors import ConfigError
 
 def test_master_config_is_a_single_machine_cluster_that_never_touches_a_bridge(tmp_path):
     spec = ClusterSpec(tmp_path, master_port=18080, db_port=15433, agents=2, slots=3)
-    config = master_config(spec, db_password="db-pw", admin_password="Admin-1", root=tmp_path / "r")
+    config = master_config(spec, db_password="db-pw", admin_password="Admin-1", root=tmp_path / "r",
+                           default_image="localhost/mmdet-determined:x")  # fmt: skip
     assert config["port"] == 18080 and config["root"] == str(tmp_path / "r")
     assert config["db"] == {"host": "127.0.0.1", "port": 15433, "user": "determined",
                             "password": "db-pw", "name": "determined"}  # fmt: skip
@@ -30,6 +31,9 @@ def test_master_config_is_a_single_machine_cluster_that_never_touches_a_bridge(t
     assert config["telemetry"] == {"enabled": False}
     assert config["security"]["initial_user_password"] == "Admin-1"
     assert config["task_container_defaults"]["network_mode"] == "host"
+    # checkpoint GC runs in the cluster's default image, not the experiment's: the project's
+    assert config["task_container_defaults"]["image"] == {
+        "cpu": "localhost/mmdet-determined:x", "cuda": "localhost/mmdet-determined:x"}  # fmt: skip
     assert config["checkpoint_storage"]["host_path"] == str(tmp_path / "checkpoints")
     assert config["resource_manager"]["type"] == "agent"
 
