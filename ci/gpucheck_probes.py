@@ -157,7 +157,7 @@ def bench(args) -> dict:
             argv = [
                 sys.executable,
                 "-m",
-                "trial.bench",
+                "bench.trial",
                 "--side",
                 side,
                 "--work-dir",
@@ -167,7 +167,7 @@ def bench(args) -> dict:
             if proc.returncode != 0:
                 tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
                 raise SystemExit(
-                    f"bench: trial.bench --side {side} exited {proc.returncode}: {tail}"
+                    f"bench: bench.trial --side {side} exited {proc.returncode}: {tail}"
                 )
             out = proc.stdout
             line = next(ln for ln in out.splitlines() if ln.startswith('{"side"'))

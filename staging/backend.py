@@ -30,7 +30,7 @@ from errors import StagingError
 from staging.cache import Cache, Fetched, Pending
 from staging.durable import Committer
 from staging.paths import parse_source
-from staging.sources import ObjectInfo, open_source
+from staging.stores.sources import ObjectInfo, open_source
 from staging.spec import BACKEND_NAMES
 
 CACHE_ENV = "STAGING_CACHE"  # fallback when backend_args carry no "cache"

@@ -28,10 +28,10 @@ from pathlib import Path
 
 from errors import StagingError
 from staging.durable import Committer, make_durable_one
-from staging.fetch import RETRIES, TempVanished, crc32c_b64, download_verified
+from staging.stores.fetch import RETRIES, TempVanished, crc32c_b64, download_verified
 from staging.locks import stripe_locked
 from staging.paths import INCOMPLETE, human_bytes, lock_path, object_path
-from staging.sources import CHUNK, ObjectInfo, Source
+from staging.stores.sources import CHUNK, ObjectInfo, Source
 
 log = logging.getLogger(__name__)
 

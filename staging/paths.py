@@ -16,7 +16,7 @@ from errors import ConfigError, StagingError
 GS = "gs"
 S3 = "s3"
 LOCAL = "local"
-STORES = (GS, S3)  # object stores, each one module (staging/gcs.py, staging/s3.py)
+STORES = (GS, S3)  # object stores, each one module (staging/stores/gcs.py, staging/stores/s3.py)
 OBJECTS_DIR = "objects"
 LOCKS_DIR = ".locks"
 DERIVED_DIR = "derived"

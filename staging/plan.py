@@ -12,7 +12,7 @@ from pathlib import Path
 from errors import StagingError
 from staging.coco import ARCHIVE, ann_relpath, image_dir
 from staging.paths import SourceRef, human_bytes, object_path
-from staging.sources import ObjectInfo
+from staging.stores.sources import ObjectInfo
 
 ANNOTATION = "annotation"
 ARCHIVE_KIND = "archive"

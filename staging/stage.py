@@ -23,7 +23,7 @@ from staging.cache import Cache, Fetched, Pending, check_cache_dir, check_space,
 from staging.durable import Committer
 from staging.paths import derived_path, human_bytes, parse_source
 from staging.plan import ARCHIVE_KIND, Transfer, describe, plan_annotations, plan_images
-from staging.sources import ObjectInfo, Source, open_source
+from staging.stores.sources import ObjectInfo, Source, open_source
 from staging.spec import DataSpec
 from staging.view import Entry, build_view, check_dest
 

@@ -16,7 +16,7 @@ import pytest
 from errors import ConfigError
 from images.matrix import expand_matrix, load_matrix
 from images.refs import resolve_experiment_images, resolve_ref
-from trial.experiment import EXPERIMENTS_DIR, load_experiment
+from trial.settings.hparams import EXPERIMENTS_DIR, load_experiment
 
 REPO = Path(__file__).resolve().parents[2]
 SPECS = expand_matrix(load_matrix())

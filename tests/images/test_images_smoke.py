@@ -7,8 +7,8 @@ import subprocess
 import pytest
 
 from errors import BuildError
-from images.smoke import _result, smoke_argv
-from images.smoke import test_image as run_smoke
+from images.verify import _result, smoke_argv
+from images.verify import test_image as run_smoke
 
 SCRIPT = "/opt/mmdet-determined/smoke_check.py"
 

@@ -107,7 +107,7 @@ def test_listed_gcs_name_with_dotdot_fake_blob():
     from types import SimpleNamespace
 
     from errors import StagingError
-    from staging.gcs import GcsSource
+    from staging.stores.gcs import GcsSource
     from staging.paths import parse_source
 
     source = GcsSource.__new__(GcsSource)

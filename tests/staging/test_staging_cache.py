@@ -16,7 +16,7 @@ from errors import CorruptDataError, StagingError
 from staging import cache as cache_mod
 from staging.cache import RESERVE_ENV, Cache, file_crc32c, partial_dir, temp_name
 from staging.paths import parse_source
-from staging.sources import LocalSource
+from staging.stores.sources import LocalSource
 
 SIZE = 3 * (1 << 20) + 123
 

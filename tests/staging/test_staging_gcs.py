@@ -135,10 +135,10 @@ def test_kill_9_mid_download_then_rerun_resumes(proxy, tmp_path, coco_sample):
 
 
 def test_latency_option_delays_every_request(emulator):
-    """The bench's latency proxy (staging/proxy.py): every request waits latency_s first."""
+    """The bench's latency proxy (staging/testing/fault_proxy.py): every request waits latency_s first."""
     import urllib.request
 
-    from staging.proxy import FaultProxy
+    from staging.testing.fault_proxy import FaultProxy
 
     proxy = FaultProxy(int(emulator.rsplit(":", 1)[1]), latency_s=0.2)
     try:

@@ -12,7 +12,7 @@ from errors import ConfigError, CorruptDataError, StagingError
 from staging.coco import check_images, image_files, load_json, subset_doc, validate_coco
 from staging.paths import GS, LOCAL, check_relpath, object_path, parse_source, safe_join
 from staging.plan import ANNOTATION, ARCHIVE_KIND, IMAGE, plan_annotations, plan_images
-from staging.sources import ObjectInfo
+from staging.stores.sources import ObjectInfo
 from staging.spec import DataSpec, load_data_section
 
 

@@ -24,7 +24,7 @@ from staging_helpers import (
     stage_args,
 )
 
-from staging import s3_emulator
+from staging.testing import s3_emulator
 
 pytestmark = pytest.mark.s3
 
@@ -140,7 +140,7 @@ def test_each_checksum_kind_catches_a_flipped_byte(s3_proxy, tmp_path, algorithm
 
     from staging.cache import Cache
     from staging.paths import parse_source
-    from staging.sources import open_source
+    from staging.stores.sources import open_source
 
     data = os.urandom(300_000)
     url = f"s3://kinds/{algorithm}/obj.bin"

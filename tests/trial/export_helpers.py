@@ -70,8 +70,8 @@ def trial_predict(work_dir: Path, checkpoint: str, image: Path) -> dict:
     from mmdet.apis import inference_detector, init_detector
     from mmengine.config import Config
 
-    import trial.metrics  # noqa: F401  (the trial config names ZeroSafeCocoMetric)
-    from trial.run import trusted_checkpoint_loading
+    import trial.engine.metrics  # noqa: F401  (the trial config names ZeroSafeCocoMetric)
+    from trial.runtime.train import trusted_checkpoint_loading
 
     path = work_dir / "checkpoints" / checkpoint / "checkpoint.pth"
     with trusted_checkpoint_loading():

@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from errors import ConfigError, TrainingError
-from trial.cluster import plan_submission, submit
+from trial.verbs.cluster import plan_submission, submit
 
 REGISTRY = "ghcr.io/acme"  # where `invoke build-image --registry ghcr.io/acme --push` put the image
 
@@ -175,7 +175,7 @@ def test_the_masters_refusal_is_one_line_and_nothing_is_created_master_standin(m
 
 
 def _bundled(name: str):
-    from trial.experiment import EXPERIMENTS_DIR
+    from trial.settings.hparams import EXPERIMENTS_DIR
 
     return EXPERIMENTS_DIR / f"{name}.yaml"
 

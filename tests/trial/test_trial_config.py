@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from errors import ConfigError
-from trial.config import (
+from trial.settings.config import (
     MODELS,
     DataPaths,
     TrainSettings,

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from errors import ConfigError
-from trial.config import DataPaths
-from trial.experiment import load_experiment, local_hparams, training_length, trial_settings
+from trial.settings.config import DataPaths
+from trial.settings.hparams import load_experiment, local_hparams, training_length, trial_settings
 
 DATA = DataPaths("/t.json", "/v.json", "/t/", "/v/")
 EXP = {"searcher": {"name": "single", "metric": "bbox_mAP"}}

@@ -14,10 +14,10 @@ import pytest
 from export_helpers import error_lines, invoke
 
 from errors import ConfigError
-from trial import artifact
-from trial.config import MODELS, DataPaths, TrainSettings, build_config, load_base_config
-from trial.outdir import atomic_dir
-from trial.pictures import apply_tensorboard, plot_curves, set_tensorboard_dir
+from trial.verbs import artifact
+from trial.settings.config import MODELS, DataPaths, TrainSettings, build_config, load_base_config
+from trial.verbs.outdir import atomic_dir
+from trial.settings.tensorboard import apply_tensorboard, plot_curves, set_tensorboard_dir
 
 GS_DATA = DataPaths(
     "/machine/coco/annotations/instances_train2017.json",
@@ -187,7 +187,7 @@ def test_predictions_become_coco_results_with_category_ids_and_rle_masks():
     import torch
     from mmengine.structures import InstanceData
 
-    from trial.predict import coco_results
+    from trial.verbs.predict import coco_results
 
     masks = torch.zeros(2, 4, 6, dtype=torch.bool)
     masks[0, 1:3, 2:5] = True
@@ -212,7 +212,7 @@ def test_predictions_become_coco_results_with_category_ids_and_rle_masks():
 
 
 def test_images_are_files_or_directories_and_png_names_stay_unique(tmp_path):
-    from trial.predict import image_paths, output_names
+    from trial.verbs.predict import image_paths, output_names
 
     (tmp_path / "d").mkdir()
     for name in ("b.JPG", "a.png", "notes.txt"):

@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from trial.experiment import EXPERIMENTS_DIR
-from trial.local import LocalTrain, train_local, trial_command
-from trial.run import checkpoint_problem, read_metrics_log
+from trial.settings.hparams import EXPERIMENTS_DIR
+from trial.verbs.local import LocalTrain, train_local, trial_command
+from trial.runtime.train import checkpoint_problem, read_metrics_log
 
 pytestmark = [pytest.mark.slow, pytest.mark.training]
 REPO = Path(__file__).resolve().parents[2]

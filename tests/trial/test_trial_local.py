@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 
 from errors import ConfigError
-from trial.local import LOCAL_HPARAMS, LocalTrain, local_config
-from trial.run import latest_local_checkpoint, resume_checkpoint
+from trial.verbs.local import LOCAL_HPARAMS, LocalTrain, local_config
+from trial.runtime.train import latest_local_checkpoint, resume_checkpoint
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -86,7 +86,7 @@ time.sleep(60)
 """
 PARENT = """
 import sys
-from trial.launch import run_forwarding_signals
+from trial.runtime.ranks import run_forwarding_signals
 sys.exit(run_forwarding_signals([sys.executable, "-c", sys.argv[1], sys.argv[2]]))
 """
 

@@ -21,9 +21,9 @@ import psutil
 import pytest
 import yaml
 
-from trial.experiment import EXPERIMENTS_DIR
-from trial.local import trial_command, trial_env
-from trial.run import read_metrics_log
+from trial.settings.hparams import EXPERIMENTS_DIR
+from trial.verbs.local import trial_command, trial_env
+from trial.runtime.train import read_metrics_log
 
 pytestmark = [pytest.mark.slow, pytest.mark.training]
 HERE = Path(__file__).resolve().parent
@@ -154,12 +154,12 @@ def evaluate_one_rank(exp: Path, data: Path, checkpoint: Path, tmp_path: Path) -
     from mmengine.runner import Runner
     from rank_probe import RankProbe
 
-    import trial.metrics  # noqa: F401
-    from trial.config import build_config, load_base_config, parse_set_options, resolve_base
-    from trial.data import coco_dir_paths
-    from trial.experiment import load_experiment, local_hparams, trial_settings
-    from trial.hook import to_det_metrics
-    from trial.run import trusted_checkpoint_loading
+    import trial.engine.metrics  # noqa: F401
+    from trial.settings.config import build_config, load_base_config, parse_set_options, resolve_base
+    from trial.runtime.data import coco_dir_paths
+    from trial.settings.hparams import load_experiment, local_hparams, trial_settings
+    from trial.engine.hook import to_det_metrics
+    from trial.runtime.train import trusted_checkpoint_loading
 
     config = load_experiment(exp)
     hparams = {**local_hparams(config["hyperparameters"]), **parse_set_options(HPARAMS)}

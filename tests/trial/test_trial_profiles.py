@@ -1,11 +1,11 @@
-"""The built-in set's profile (trial/profiles.py) changes the default run only: README command A."""
+"""The built-in set's profile (trial/settings/local_profile.py) changes the default run only: README command A."""
 
 from __future__ import annotations
 
 import pytest
 
-from trial.local import DEFAULT_MAX_ITERS, LOCAL_HPARAMS, LocalTrain, local_config
-from trial.profiles import SHAPES_MAX_ITERS
+from trial.verbs.local import DEFAULT_MAX_ITERS, LOCAL_HPARAMS, LocalTrain, local_config
+from trial.settings.local_profile import SHAPES_MAX_ITERS
 
 
 def test_the_default_retinanet_run_gets_the_small_fast_detector(tmp_path):

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from inputs_helpers import error_lines
 
-from trial.run import read_metrics_log
+from trial.runtime.train import read_metrics_log
 
 pytestmark = [pytest.mark.slow, pytest.mark.training]
 

@@ -25,8 +25,8 @@ from mmengine.dataset import DefaultSampler, InfiniteSampler
 from resume_helpers import BATCH, count_loads, rank_main, read_ids, run
 from torch.utils.data import BatchSampler
 
-from trial.resume import resumable_loader_cfg
-from trial.samplers import (
+from trial.engine.resume import resumable_loader_cfg
+from trial.engine.samplers import (
     ReseedFromIndex,
     ResumableAspectRatioBatchSampler,
     ResumableDefaultSampler,
@@ -97,7 +97,7 @@ def test_resume_at_n_trains_on_the_same_images_per_rank_without_loading_skipped_
         first = read_ids(straight / "record", rank)
         second = read_ids(resumed / "record", rank)
         assert len(first) == STRAIGHT_ITERS and len(second) == STRAIGHT_ITERS - RESUME_AT
-        # same images in the same batches, and the same random flips (trial/samplers.py seeds)
+        # same images in the same batches, and the same random flips (trial/engine/samplers.py seeds)
         assert second == first[RESUME_AT:], f"rank {rank}"
         flips = {flipped for batch in first for _, flipped in batch}
         assert flips == {True, False}  # the flip is random, so the equality above means something
