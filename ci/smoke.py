@@ -26,11 +26,12 @@ from pathlib import Path
 
 import yaml
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the project, run as a script
 
-from errors import ProjectError  # noqa: E402
-from trial.runtime.data import cache_root, describe_sample, real_coco_sample  # noqa: E402
+from common import REPO_ROOT as REPO
+from common import cache_root
+from errors import ProjectError
+from trial.testing.samples import describe_sample, real_coco_sample
 
 BUCKET_URL = "gs://smoke-coco/coco2017"
 S3_BUCKET_URL = "s3://smoke-coco/coco2017"
@@ -158,8 +159,8 @@ def _run_startup_hook(experiment: Path) -> int:
 
 
 def _train(model: str, experiment: Path, work: Path, *, iters: int) -> dict:
+    from trial.runtime.metrics_log import read_metrics_log
     from trial.verbs.local import trial_command, trial_env
-    from trial.runtime.train import read_metrics_log
 
     if work.exists():
         shutil.rmtree(work)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from trial.runtime.data import describe_sample, real_coco_sample
+from trial.testing.samples import describe_sample, real_coco_sample
 
 REAL_SAMPLE = real_coco_sample()
 

@@ -11,13 +11,14 @@ import struct
 from types import SimpleNamespace
 
 import pytest
-from export_helpers import error_lines, invoke
+from export_helpers import bundled_types, error_lines, invoke
 
 from errors import ConfigError
-from trial.verbs import artifact
 from trial.settings.config import MODELS, DataPaths, TrainSettings, build_config, load_base_config
+from trial.settings.tensorboard import apply_tensorboard, set_tensorboard_dir
+from trial.ui.curves import plot_curves
+from trial.verbs import artifact
 from trial.verbs.outdir import atomic_dir
-from trial.settings.tensorboard import apply_tensorboard, plot_curves, set_tensorboard_dir
 
 GS_DATA = DataPaths(
     "/machine/coco/annotations/instances_train2017.json",
@@ -49,7 +50,7 @@ def test_standalone_config_has_no_trial_types_machine_paths_or_training_parts(mo
                    "DetVisualizationHook", "TensorboardVisBackend"):  # fmt: skip
         assert absent not in text, absent
     assert not {"train_cfg", "val_cfg", "default_hooks", "randomness", "env_cfg"} & set(out)
-    assert artifact.bundled_types(out) == []
+    assert bundled_types(out) == []
     assert out["test_evaluator"]["type"] == "CocoMetric"
     assert out["test_dataloader"]["dataset"]["metainfo"]["classes"] == ["a", "b"]
     assert out["test_pipeline"] == out["test_dataloader"]["dataset"]["pipeline"]

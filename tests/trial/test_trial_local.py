@@ -15,11 +15,11 @@ from pathlib import Path
 
 import pytest
 
+from common import REPO_ROOT as REPO
 from errors import ConfigError
-from trial.verbs.local import LOCAL_HPARAMS, LocalTrain, local_config
-from trial.runtime.train import latest_local_checkpoint, resume_checkpoint
-
-REPO = Path(__file__).resolve().parents[2]
+from trial.runtime.workdir import latest_local_checkpoint, resume_checkpoint
+from trial.settings.local_profile import LOCAL_HPARAMS
+from trial.verbs.local import LocalTrain, local_config
 
 
 @pytest.mark.parametrize(

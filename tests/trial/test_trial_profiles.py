@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from trial.verbs.local import DEFAULT_MAX_ITERS, LOCAL_HPARAMS, LocalTrain, local_config
-from trial.settings.local_profile import SHAPES_MAX_ITERS
+from trial.settings.local_profile import DEFAULT_MAX_ITERS, LOCAL_HPARAMS, SHAPES_MAX_ITERS
+from trial.verbs.local import LocalTrain, local_config
 
 
 def test_the_default_retinanet_run_gets_the_small_fast_detector(tmp_path):

@@ -11,8 +11,8 @@ import math
 
 import pytest
 
+from trial.runtime.metrics_log import read_metrics_log
 from trial.verbs.local import LocalTrain, train_local
-from trial.runtime.train import read_metrics_log
 
 pytestmark = [pytest.mark.slow, pytest.mark.training]
 

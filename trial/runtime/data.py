@@ -3,45 +3,19 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from common import cache_root
 from errors import ConfigError
 from staging.coco import check_coco_file, check_images, require_annotations
-from trial.settings.config import DataPaths
 from trial.runtime.shapes import VERSION, make_shapes_coco
+from trial.settings.config import DataPaths
 
 SPLITS = ("train", "val")
 ANN_CACHE = "anncache"  # below cache_root(): parsed annotations of local COCO folders
 NEEDS_ANNOTATIONS = {"train": "nothing to train on", "val": "no mAP without ground truth"}
-SAMPLE_ENV = (
-    "COCO_TINY"  # a real COCO sample's path; default ../shared/coco-tiny beside the checkout
-)
-
-
-def cache_root() -> Path:
-    """The project's per-user cache (the mmcv wheel and the default data live here)."""
-    return Path(os.environ.get("MMDET_DET_CACHE", Path.home() / ".cache" / "mmdet-determined"))
-
-
-def real_coco_sample() -> Path | None:
-    """The real COCO sample (``$COCO_TINY``, else ``../shared/coco-tiny``) when it exists, else None.
-
-    A user's clone has no ``../shared``; tests, the smoke and the benchmarks then use the shapes set.
-    """
-    from trial.settings.hparams import REPO_ROOT
-
-    root = Path(os.environ.get(SAMPLE_ENV) or REPO_ROOT.parent / "shared" / "coco-tiny")
-    return root if (root / "annotations" / "instances_train2017.json").is_file() else None
-
-
-def describe_sample(root: Path) -> str:
-    """One line for logs: which COCO sample a run used."""
-    if root == real_coco_sample():
-        return f"real COCO sample {root}"
-    return f"generated shapes set {root} (no real sample: set ${SAMPLE_ENV} or put ../shared/coco-tiny)"
 
 
 def resolve_data(

@@ -8,22 +8,21 @@ directory). The Runner is mmdet's own, built exactly as mmdet's tools/train.py b
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import os
 import signal
-import zipfile
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from errors import ConfigError
-from trial.settings.config import DataPaths, build_config, load_base_config, resolve_base
 from trial.expconf import deprecations
-from trial.settings.hparams import model_ref, trial_settings
-from trial.settings.tensorboard import CURVES_FILE, plot_curves, set_tensorboard_dir
+from trial.runtime.metrics_log import MetricsLog, read_metrics_log
 from trial.runtime.weights import use_staged_weights
+from trial.settings.config import DataPaths, build_config, load_base_config, resolve_base
+from trial.settings.hparams import model_ref, trial_settings
+from trial.settings.tensorboard import set_tensorboard_dir
+from trial.ui.curves import CURVES_FILE, plot_curves
 
 logger = logging.getLogger("trial")
 
@@ -175,95 +174,3 @@ class SignalPreemption:
         self.requested = True
         for sig, handler in self._previous.items():
             signal.signal(sig, handler)
-
-
-class MetricsLog:
-    """Wraps a core TrainContext: forwards every report and appends it to a JSON-lines file.
-
-    Off-cluster there is no web UI; this file is where a local run's metrics go (and what tests read).
-    """
-
-    def __init__(self, inner: Any, path: Path, *, rank: int = 0) -> None:
-        self._inner = inner
-        self._path = Path(path)
-        self._rank = rank  # recorded with every report: only rank 0 reports
-        self._path.parent.mkdir(parents=True, exist_ok=True)
-        self.last_validation: dict[str, float] = {}
-
-    def report_training_metrics(
-        self, *, steps_completed: int, metrics: dict, **kwargs: Any
-    ) -> None:
-        self._append("training", steps_completed, metrics)
-        self._inner.report_training_metrics(
-            steps_completed=steps_completed, metrics=metrics, **kwargs
-        )
-
-    def report_validation_metrics(
-        self, *, steps_completed: int, metrics: dict, **kwargs: Any
-    ) -> None:
-        self.last_validation = dict(metrics)
-        self._append("validation", steps_completed, metrics)
-        self._inner.report_validation_metrics(
-            steps_completed=steps_completed, metrics=metrics, **kwargs
-        )
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._inner, name)
-
-    def _append(self, group: str, steps: int, metrics: dict) -> None:
-        with self._path.open("a") as f:
-            record = {"group": group, "steps_completed": steps, "metrics": metrics}
-            f.write(json.dumps({**record, "rank": self._rank}) + "\n")
-
-
-def read_metrics_log(path: Path) -> list[dict]:
-    """The records a MetricsLog wrote, in order."""
-    if not Path(path).exists():
-        return []
-    return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
-
-
-def latest_local_checkpoint(storage_dir: Path) -> str | None:
-    """The storage id of the newest *valid* checkpoint (by steps_completed) in a local checkpoint
-    directory, or None when there is none. Incomplete or corrupt ones are skipped with a warning."""
-    found = []
-    for meta in Path(storage_dir).glob("*/metadata.json"):
-        try:
-            steps = int(json.loads(meta.read_text()).get("steps_completed", -1))
-        except (ValueError, TypeError, AttributeError):
-            steps = -1
-        found.append((steps, meta.parent))
-    for steps, folder in sorted(found, key=lambda item: item[0], reverse=True):
-        problem = checkpoint_problem(folder)
-        if problem is None:
-            return folder.name
-        logger.warning("skipping checkpoint %s (step %d): %s", folder.name, steps, problem)
-    return None
-
-
-def resume_checkpoint(storage_dir: Path) -> str:
-    """The checkpoint ``--resume`` continues from; a ConfigError (one line) when there is none."""
-    storage_id = latest_local_checkpoint(storage_dir)
-    if storage_id is None:
-        seen = [p.name for p in Path(storage_dir).iterdir()] if Path(storage_dir).is_dir() else []
-        why = f"{len(seen)} found, none complete and readable" if seen else "there are none"
-        raise ConfigError(
-            f"--resume: no valid checkpoint in {storage_dir} ({why}); "
-            "run without --resume to start from scratch"
-        )
-    return storage_id
-
-
-def checkpoint_problem(folder: Path) -> str | None:
-    """Why ``folder`` is not a resumable checkpoint (missing or truncated file), or None."""
-    from trial.engine.hook import CHECKPOINT_FILE
-
-    path = Path(folder) / CHECKPOINT_FILE
-    if not path.is_file():
-        return f"{CHECKPOINT_FILE} is missing"
-    try:  # torch.save writes a zip archive; a truncated one fails its central directory or CRCs
-        with zipfile.ZipFile(path) as archive:
-            bad = archive.testzip()
-    except (zipfile.BadZipFile, OSError) as err:
-        return f"{CHECKPOINT_FILE} is truncated or corrupt ({err})"
-    return f"{CHECKPOINT_FILE} is corrupt (bad member {bad})" if bad else None

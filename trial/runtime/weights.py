@@ -1,5 +1,5 @@
-"""The trial's side of staged pretrained weights: which checkpoints a trial's config loads, and
-loading them from the node cache instead of the internet (staging/weights.py does the staging)."""
+"""The trial's side of staged pretrained weights: loading them from the node cache instead of the
+internet (staging/weights.py does the staging; trial/settings/pretrained.py names them)."""
 
 from __future__ import annotations
 
@@ -7,21 +7,7 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
-from trial.settings.config import apply_overrides, flatten_hparams, load_base_config, resolve_base
-from trial.settings.hparams import RESERVED_HPARAMS, model_ref
-
 logger = logging.getLogger("trial")
-
-
-def needed_checkpoints(hparams: Mapping[str, Any]) -> list[str]:
-    """The checkpoints a trial with these hyperparameters loads (none when pretrained is off)."""
-    from staging.weights import checkpoint_refs
-
-    if not hparams.get("pretrained", True):
-        return []
-    cfg = load_base_config(resolve_base(model_ref(hparams)))
-    apply_overrides(cfg, flatten_hparams(hparams, reserved=RESERVED_HPARAMS))
-    return checkpoint_refs(cfg)
 
 
 def use_staged_weights(cfg: Any, data_section: Mapping[str, Any] | None) -> None:

@@ -1,4 +1,5 @@
-"""One local run per work directory: what a run leaves there, and the checks before another starts.
+"""One local run per work directory: what a run leaves there, its readers (the newest complete
+checkpoint), and the checks before another run starts.
 
 A work directory holds one run's truth: its checkpoints, ``metrics.jsonl``, ``result.json``,
 curves and TensorBoard events. Starting a second run over them would mix two runs (``invoke
@@ -9,10 +10,14 @@ run there needs ``--resume`` (continue it, same model) or ``--fresh`` (delete it
 from __future__ import annotations
 
 import json
+import logging
 import shutil
+import zipfile
 from pathlib import Path
 
 from errors import ConfigError
+
+logger = logging.getLogger("trial")
 
 CHECKPOINTS = "checkpoints"
 # Everything a local run writes into its work directory (experiment.yaml is rewritten each start).
@@ -70,3 +75,49 @@ def check_resume_model(storage_dir: Path, storage_id: str, model: str) -> None:
             f"{trained!r}, not {model!r}; resume it as {trained}, or train {model} in another "
             "--work-dir (or here with --fresh)"
         )
+
+
+def latest_local_checkpoint(storage_dir: Path) -> str | None:
+    """The storage id of the newest *valid* checkpoint (by steps_completed) in a local checkpoint
+    directory, or None when there is none. Incomplete or corrupt ones are skipped with a warning."""
+    found = []
+    for meta in Path(storage_dir).glob("*/metadata.json"):
+        try:
+            steps = int(json.loads(meta.read_text()).get("steps_completed", -1))
+        except (ValueError, TypeError, AttributeError):
+            steps = -1
+        found.append((steps, meta.parent))
+    for steps, folder in sorted(found, key=lambda item: item[0], reverse=True):
+        problem = checkpoint_problem(folder)
+        if problem is None:
+            return folder.name
+        logger.warning("skipping checkpoint %s (step %d): %s", folder.name, steps, problem)
+    return None
+
+
+def resume_checkpoint(storage_dir: Path) -> str:
+    """The checkpoint ``--resume`` continues from; a ConfigError (one line) when there is none."""
+    storage_id = latest_local_checkpoint(storage_dir)
+    if storage_id is None:
+        seen = [p.name for p in Path(storage_dir).iterdir()] if Path(storage_dir).is_dir() else []
+        why = f"{len(seen)} found, none complete and readable" if seen else "there are none"
+        raise ConfigError(
+            f"--resume: no valid checkpoint in {storage_dir} ({why}); "
+            "run without --resume to start from scratch"
+        )
+    return storage_id
+
+
+def checkpoint_problem(folder: Path) -> str | None:
+    """Why ``folder`` is not a resumable checkpoint (missing or truncated file), or None."""
+    from trial.engine.hook import CHECKPOINT_FILE
+
+    path = Path(folder) / CHECKPOINT_FILE
+    if not path.is_file():
+        return f"{CHECKPOINT_FILE} is missing"
+    try:  # torch.save writes a zip archive; a truncated one fails its central directory or CRCs
+        with zipfile.ZipFile(path) as archive:
+            bad = archive.testzip()
+    except (zipfile.BadZipFile, OSError) as err:
+        return f"{CHECKPOINT_FILE} is truncated or corrupt ({err})"
+    return f"{CHECKPOINT_FILE} is corrupt (bad member {bad})" if bad else None

@@ -16,10 +16,11 @@ from typing import Any
 
 import yaml
 
+from common import REPO_ROOT
 from errors import ConfigError, one_line
-from trial.settings.config import DataPaths, TrainSettings, flatten_hparams, layer
+from trial.settings.config import DataPaths, TrainSettings
+from trial.settings.overrides import flatten_hparams, layer
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
 EXPERIMENTS_DIR = REPO_ROOT / "experiments"
 # Hyperparameters the trial itself interprets; every other one is a dotted mmengine key.
 RESERVED_HPARAMS = frozenset(

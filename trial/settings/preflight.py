@@ -15,15 +15,9 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from errors import ConfigError
-from trial.settings.config import (
-    DataPaths,
-    build_config,
-    layer,
-    load_base_config,
-    parse_set_options,
-    resolve_base,
-)
+from trial.settings.config import DataPaths, build_config, load_base_config, resolve_base
 from trial.settings.hparams import RESERVED_HPARAMS, model_ref, trial_settings
+from trial.settings.overrides import layer, parse_set_options
 
 # What the cluster's data will be called in the checked config (the paths do not change the checks).
 PLACEHOLDER_DATA = DataPaths(

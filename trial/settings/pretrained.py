@@ -1,5 +1,6 @@
-"""``python -m trial.settings.pretrained``: the pretrained checkpoints a trial loads, handed to staging as
-data (staging needs nothing from the trial: the startup hook runs this first, then
+"""The pretrained checkpoints a trial's config loads (``init_cfg=Pretrained``, ``load_from``),
+named for staging: ``python -m trial.settings.pretrained`` hands them to staging as data
+(staging needs nothing from the trial: the startup hook runs this first, then
 ``python -m staging --checkpoints FILE``).
 
     python -m trial.settings.pretrained --experiment-config EXPERIMENT.yaml --out refs.json
@@ -16,10 +17,14 @@ import argparse
 import json
 import os
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from errors import ConfigError, ProjectError
+from trial.settings.config import load_base_config, resolve_base
+from trial.settings.hparams import RESERVED_HPARAMS, local_hparams, model_ref
+from trial.settings.overrides import apply_overrides, flatten_hparams
 
 WEIGHTS_NEED_HPARAMS = (
     "staging weights needs the experiment's hyperparameters (its model names the "
@@ -27,11 +32,20 @@ WEIGHTS_NEED_HPARAMS = (
 )
 
 
+def needed_checkpoints(hparams: Mapping[str, Any]) -> list[str]:
+    """The checkpoints a trial with these hyperparameters loads (none when pretrained is off)."""
+    from staging.weights import checkpoint_refs
+
+    if not hparams.get("pretrained", True):
+        return []
+    cfg = load_base_config(resolve_base(model_ref(hparams)))
+    apply_overrides(cfg, flatten_hparams(hparams, reserved=RESERVED_HPARAMS))
+    return checkpoint_refs(cfg)
+
+
 def experiment_checkpoints(doc: dict[str, Any] | str | None) -> list[str]:
     """The checkpoints the trial of this experiment document (or its path) loads."""
     from staging.spec import load_experiment_doc
-    from trial.settings.hparams import local_hparams
-    from trial.runtime.weights import needed_checkpoints
 
     doc = load_experiment_doc(doc) if isinstance(doc, str) else doc or {}
     config = doc.get("config") if "hyperparameters" not in doc and "config" in doc else doc

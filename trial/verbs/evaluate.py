@@ -12,10 +12,10 @@ import copy
 import json
 from pathlib import Path
 
+from common import atomic_file
 from errors import ConfigError
 from trial.verbs import artifact
 from trial.verbs.export import pick_device, resolve_model
-from trial.verbs.outdir import atomic_file
 
 
 def evaluate_model(

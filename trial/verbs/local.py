@@ -12,46 +12,29 @@ import json
 import os
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from common import REPO_ROOT, atomic_file
 from errors import ConfigError, TrainingError
-from trial.settings.preflight import checked_config, command_line_overrides
-from trial.settings.config import layer, resolve_base
-from trial.ui.console import LOG_FILE, quiet_library_warnings, summary
 from trial.runtime.data import resolve_data
-from trial.settings.hparams import (
-    EXPERIMENTS_DIR,
-    REPO_ROOT,
-    experiment_for_model,
-    load_experiment,
-    local_hparams,
-    model_ref,
-)
 from trial.runtime.ranks import run_forwarding_signals
+from trial.runtime.workdir import (
+    CHECKPOINTS,
+    check_resume_model,
+    check_start,
+    clear_run,
+    resume_checkpoint,
+)
+from trial.settings.hparams import model_ref
+from trial.settings.local_profile import local_experiment
+from trial.settings.preflight import checked_config, command_line_overrides
+from trial.ui.console import LOG_FILE, quiet_library_warnings, summary
 from trial.verbs.options import directory_option
-from trial.verbs.outdir import atomic_file
-from trial.settings.local_profile import SHAPES_MAX_ITERS, shapes_hparams
-from trial.runtime.train import resume_checkpoint
-from trial.runtime.workdir import CHECKPOINTS, check_resume_model, check_start, clear_run
-
-# A CPU-sized profile applied on top of the experiment's hyperparameters for local runs: small
-# images and batches, no ImageNet download (unreachable here), frequent logging, and AdamW, which
-# learns from scratch in a few hundred iterations where the 1x recipe's SGD (tuned for ImageNet
-# weights) stays at 0 mAP (measured on the shapes set). --set and --hparam win over it.
-LOCAL_HPARAMS = {
-    "global_batch_size": 4,
-    "pretrained": False,
-    "image_scale": [128, 128],
-    "num_workers": 2,
-    "log_interval": 10,
-    "optim_wrapper.optimizer": {"type": "AdamW", "lr": 0.0005, "weight_decay": 0.0001},
-}
-DEFAULT_MAX_ITERS = 200  # the local length; --hparam max_iters and then --max-iters win over it
 
 
 @dataclass(frozen=True)
@@ -80,7 +63,7 @@ def train_local(request: LocalTrain) -> dict[str, Any]:
     if not request.verbose:
         quiet_library_warnings()
     work_dir = _work_dir(request)
-    experiment = _local_experiment(request)
+    experiment = _experiment(request)
     _preflight(experiment, request, work_dir)  # before anything in the work dir changes
     if request.fresh:
         clear_run(work_dir)
@@ -159,45 +142,16 @@ def trial_command(
     ]
 
 
-def _local_experiment(request: LocalTrain) -> dict:
-    """The bundled experiment for the model (or retinanet's as a template) with the local profile."""
-    path = Path(request.experiment) if request.experiment else experiment_for_model(request.model)
-    if request.config:
-        config = Path(request.config).expanduser().resolve()
-        if not config.is_file():
-            raise ConfigError(
-                f"--config {config} does not exist; pass an mmdet 3.x config .py file"
-            )
-        model = str(config)
-    else:
-        model = resolve_base(request.model) if path is None else request.model
-    experiment = load_experiment(path or EXPERIMENTS_DIR / "retinanet.yaml")
-    hparams = local_hparams(experiment.get("hyperparameters") or {})
-    # The profile replaces what it names (and what lies below it); explicit --set/--hparam are
-    # applied over it later, so they always win.
-    profile = {
-        **layer(LOCAL_HPARAMS, _shapes_profile(request)),
-        "max_iters": _default_max_iters(request),
-        "model": model,
-    }
-    experiment["hyperparameters"] = layer(hparams, profile)
-    return experiment
-
-
-def _shapes_profile(request: LocalTrain) -> Mapping[str, Any]:
-    """The built-in set's settings (trial/settings/local_profile.py) when a bundled model trains on it."""
-    if request.data or request.config or request.experiment:
-        return {}
-    return shapes_hparams(request.model)
-
-
-def _default_max_iters(request: LocalTrain) -> int:
-    return SHAPES_MAX_ITERS if _shapes_profile(request) else DEFAULT_MAX_ITERS
-
-
 def local_config(request: LocalTrain) -> Any:
     """The mmengine config a local run of ``request`` trains with (checks everything; no training)."""
-    return _preflight(_local_experiment(request), request, _work_dir(request))
+    return _preflight(_experiment(request), request, _work_dir(request))
+
+
+def _experiment(request: LocalTrain) -> dict:
+    """The experiment this run trains, with the local profile (trial/settings/local_profile.py)."""
+    return local_experiment(
+        request.model, experiment=request.experiment, config=request.config, data=request.data
+    )
 
 
 def _preflight(experiment: dict, request: LocalTrain, work_dir: Path) -> Any:
