@@ -14,6 +14,7 @@ import os
 import sys
 from pathlib import Path
 
+from common import write_atomic
 from errors import ProjectError
 
 
@@ -127,12 +128,13 @@ def _torch_distributed_context(det, world_size: int):
 def _run_local(args: argparse.Namespace, console=None):
     import determined as det
 
-    from trial.settings.preflight import command_line_overrides
-    from trial.runtime.data import resolve_data
     from trial.engine.distributed import RankPreemption, dist_timeout, torch_world_size
+    from trial.runtime.data import resolve_data
+    from trial.runtime.train import RunRequest, SignalPreemption, train
+    from trial.runtime.workdir import resume_checkpoint
     from trial.settings.hparams import load_experiment, local_hparams
+    from trial.settings.preflight import command_line_overrides
     from trial.ui.progress import console_hooks
-    from trial.runtime.train import RunRequest, SignalPreemption, resume_checkpoint, train
 
     experiment = load_experiment(args.experiment)
     work_dir = Path(args.work_dir).resolve()
@@ -180,10 +182,7 @@ def _print_summary(result, work_dir: str | None) -> None:
         "validation": dict(result.validation),
     }
     if work_dir:
-        path = Path(work_dir) / "result.json"
-        tmp = path.with_suffix(".json.incomplete")
-        tmp.write_text(json.dumps(summary, indent=2))
-        tmp.replace(path)
+        write_atomic(Path(work_dir) / "result.json", json.dumps(summary, indent=2))
     metrics = ", ".join(f"{k} {v:.3f}" for k, v in result.validation.items() if k.endswith("mAP"))
     state = "preempted" if result.preempted else "finished"
     print(f"trial {state} at step {result.steps}; {metrics or 'no validation metrics'}", flush=True)

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[2]
+from common import REPO_ROOT as REPO
 
 
 def invoke(*args: str) -> subprocess.CompletedProcess:

@@ -14,8 +14,9 @@ import pytest
 import yaml
 from staging_helpers import REPO, incomplete_files
 
+from common import free_port
 from errors import ConfigError, StagingError
-from staging.testing.gcs_emulator import free_port, upload_bytes
+from staging.testing.gcs_emulator import upload_bytes
 from staging.weights import checkpoint_refs, resolve_url, rewrite_checkpoints, stage_weights
 
 R18 = "torchvision://resnet18"

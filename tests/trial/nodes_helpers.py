@@ -28,11 +28,11 @@ from pathlib import Path
 
 from master_standin import TOKEN, MasterStandin
 
-from staging.testing.gcs_emulator import ENV, ensure_bucket, running_emulator, upload_dir
+from common import REPO_ROOT as REPO
 from staging.testing.fault_proxy import FaultProxy
+from staging.testing.gcs_emulator import ENV, ensure_bucket, running_emulator, upload_dir
 from trial.testing.nodes import Network, Node, node_network
 
-REPO = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).resolve().parent
 DATA_BUCKET, DATA_PREFIX = "coco", "sample"
 CHECKPOINT_BUCKET = "checkpoints"

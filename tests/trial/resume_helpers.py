@@ -117,7 +117,9 @@ def run(
         load_from=resume_from,
         resume=resume_from is not None,
     )
-    os.environ["TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD"] = "1"  # mmengine checkpoints (see trial/runtime/train.py)
+    os.environ["TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD"] = (
+        "1"  # mmengine checkpoints (see trial/runtime/train.py)
+    )
     runner.train()
 
 

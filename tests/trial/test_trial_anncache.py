@@ -22,11 +22,11 @@ from mmdet.datasets import CocoDataset
 from mmdet.registry import DATASETS
 from mmengine.registry import DefaultScope
 
+from common import REPO_ROOT as REPO
 from trial.engine.anncache import SUFFIX
 from trial.engine.cached_dataset import NodeCachedCocoDataset
 from trial.testing.cocogen import make_coco_scale
 
-REPO = Path(__file__).resolve().parents[2]
 TRAIN_FILTER = {"filter_empty_gt": True, "min_size": 32}  # what mmdet's COCO configs filter
 
 
@@ -218,7 +218,7 @@ CHILD = textwrap.dedent(
     import json, os, sys, time
     from pathlib import Path
     import mmdet.datasets.base_det_dataset as base
-    import trial.engine.anncache
+    import staging.cache
     from trial.engine.cached_dataset import NodeCachedCocoDataset
 
     args, cache, go, log = json.loads(sys.argv[1]), sys.argv[2], Path(sys.argv[3]), sys.argv[4]
@@ -231,7 +231,7 @@ CHILD = textwrap.dedent(
 
     base.BaseDetDataset.full_init = counted
     if os.environ.get("SLOW_FLUSH"):  # a build that is killed while it makes its file durable
-        trial.engine.anncache.make_durable_one = lambda path: time.sleep(600)
+        staging.cache.make_durable_one = lambda path: time.sleep(600)
     print("ready", flush=True)
     while not go.exists():
         time.sleep(0.005)
@@ -311,7 +311,8 @@ def test_the_trial_config_parses_coco_once_per_node_and_leaves_chosen_types(tmp_
 
 
 def test_data_paths_name_the_node_cache(coco_sample, tmp_path):
-    from trial.runtime.data import cache_root, coco_dir_paths, staged_data_paths
+    from common import cache_root
+    from trial.runtime.data import coco_dir_paths, staged_data_paths
 
     assert coco_dir_paths(coco_sample, check_json=False).ann_cache == str(cache_root() / "anncache")
     section = {
@@ -361,8 +362,10 @@ def test_the_generated_set_is_coco_shaped_and_deterministic(generated, tmp_path)
 
 def test_an_export_names_stock_mmdets_dataset(tmp_path):
     """An exported config loads with stock mmdet: the cached type maps back to CocoDataset."""
-    from trial.verbs.artifact import bundled_types, standalone_config
+    from export_helpers import bundled_types
+
     from trial.settings.config import DataPaths, TrainSettings, build_config, load_base_config
+    from trial.verbs.artifact import standalone_config
 
     data = DataPaths("/d/t.json", "/d/v.json", "/d/t/", "/d/v/", ann_cache=str(tmp_path))
     settings = TrainSettings(data=data, work_dir="/w", max_iters=10, val_interval=5,

@@ -21,9 +21,9 @@ from pathlib import Path
 
 import pytest
 
+from common import REPO_ROOT as REPO
 from trial.ui.console import Console, ConsoleLogHandler, metrics_text, summary
 
-REPO = Path(__file__).resolve().parents[2]
 INVOKE = Path(sys.executable).with_name("invoke")
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from inputs_helpers import coco_variant, error_lines
 
-REPO = Path(__file__).resolve().parents[2]
+from common import REPO_ROOT as REPO
 
 
 def invoke(*args: str, cwd: Path, env: dict | None = None) -> subprocess.CompletedProcess:
@@ -242,7 +242,7 @@ def test_ctrl_c_is_one_line_and_exit_130():
 
 
 def test_written_files_get_the_usual_mode(tmp_path):
-    from trial.verbs.outdir import atomic_file
+    from common import atomic_file
 
     old = os.umask(0o022)
     try:

@@ -183,11 +183,11 @@ def evaluate_one_rank(data: Path, checkpoint: Path, work: Path) -> tuple[dict, d
     from mmengine.runner import Runner
     from rank_probe import RankProbe
 
-    from trial.settings.config import build_config, load_base_config
-    from trial.runtime.data import coco_dir_paths
-    from trial.settings.hparams import trial_settings
     from trial.engine.hook import to_det_metrics
+    from trial.runtime.data import coco_dir_paths
     from trial.runtime.train import trusted_checkpoint_loading
+    from trial.settings.config import build_config, load_base_config
+    from trial.settings.hparams import trial_settings
 
     hparams = {**HPARAMS, "max_iters": 4}
     settings = trial_settings({}, hparams, data=coco_dir_paths(data), work_dir=str(work))

@@ -5,18 +5,22 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
+from common import REPO_ROOT as REPO
 from trial.runtime.ranks import PREEMPT_REQUEST, preempt_request_file, ranks_command
 from trial.verbs.local import trial_command
 
-REPO = Path(__file__).resolve().parents[2]
-
 
 def built_config():
-    from trial.settings.config import DataPaths, TrainSettings, build_config, load_base_config, resolve_base
+    from trial.settings.config import (
+        DataPaths,
+        TrainSettings,
+        build_config,
+        load_base_config,
+        resolve_base,
+    )
 
     data = DataPaths("a.json", "b.json", "imgs/", "imgs/")
     settings = TrainSettings(

@@ -12,7 +12,6 @@ import itertools
 import json
 import pickle
 import random
-import socket
 import uuid
 
 import numpy as np
@@ -25,6 +24,7 @@ from mmengine.dataset import DefaultSampler, InfiniteSampler
 from resume_helpers import BATCH, count_loads, rank_main, read_ids, run
 from torch.utils.data import BatchSampler
 
+from common import free_port
 from trial.engine.resume import resumable_loader_cfg
 from trial.engine.samplers import (
     ReseedFromIndex,
@@ -40,17 +40,11 @@ STRAIGHT_ITERS, RESUME_AT = 20, 10
 WORKERS, PREFETCH = 2, 2  # torch's default prefetch_factor: batches in flight per worker
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _train(world_size: int, **kwargs) -> None:
     if world_size == 1:
         run(**kwargs, rank=0)
     else:
-        mp.spawn(rank_main, args=(world_size, _free_port(), kwargs), nprocs=world_size, join=True)
+        mp.spawn(rank_main, args=(world_size, free_port(), kwargs), nprocs=world_size, join=True)
 
 
 @pytest.mark.slow

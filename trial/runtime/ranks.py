@@ -17,13 +17,14 @@ import ctypes
 import logging
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
+
+from common import free_ports
 
 logger = logging.getLogger("trial")
 
@@ -39,20 +40,25 @@ def preempt_request_file(work_dir: str | Path) -> Path:
     return Path(work_dir).resolve() / PREEMPT_REQUEST
 
 
+def torchrun_argv(
+    *, nproc: int, nnodes: int = 1, node_rank: int = 0, master: str = "", port: int = 0
+) -> list[str]:
+    """torch's launcher (``python -m torch.distributed.run``) for ``nproc`` ranks per node, up to
+    the program it runs: one node gets a private rendezvous on a free local port
+    (``--standalone``); several nodes meet at ``master:port`` (node ``node_rank``)."""
+    argv = [sys.executable, "-m", "torch.distributed.run"]
+    if nnodes == 1:
+        argv.append("--standalone")
+    else:
+        argv += ["--nnodes", str(nnodes), "--node-rank", str(node_rank)]
+        argv += ["--master-addr", master, "--master-port", str(port)]
+    return [*argv, "--nproc-per-node", str(nproc)]
+
+
 def ranks_command(trial_args: Sequence[str], *, nproc: int) -> list[str]:
     """torch's launcher running ``python -m trial <trial_args>`` as ``nproc`` local ranks."""
-    return [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",  # a private rendezvous on a free local port
-        "--nproc-per-node",
-        str(nproc),
-        "-m",
-        "--",  # the trial's options after this are never taken (or prefix-matched) as torch's
-        "trial",
-        *trial_args,
-    ]
+    # "--": the trial's options after it are never taken (or prefix-matched) as torch's
+    return [*torchrun_argv(nproc=nproc), "-m", "--", "trial", *trial_args]
 
 
 def run_ranks(trial_args: Sequence[str], *, nproc: int, work_dir: str | Path) -> int:
@@ -123,14 +129,8 @@ class _SignalRelay:
 def free_det_ports() -> dict[str, str]:
     """Free ports for Determined's chief broadcast server (default 12360/12362, fixed), so two
     local multi-rank runs on one machine do not collide. An explicit environment wins."""
-    sockets = [socket.socket() for _ in DET_PORT_VARS]
-    try:
-        for sock in sockets:
-            sock.bind(("127.0.0.1", 0))
-        return {var: str(s.getsockname()[1]) for var, s in zip(DET_PORT_VARS, sockets, strict=True)}
-    finally:
-        for sock in sockets:
-            sock.close()
+    ports = free_ports(len(DET_PORT_VARS))
+    return {var: str(port) for var, port in zip(DET_PORT_VARS, ports, strict=True)}
 
 
 def _die_with_parent() -> None:

@@ -15,14 +15,13 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import shutil
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw
+
+from common import atomic_dir
 
 # Real COCO 2017 categories (id, name) used for the shapes. The full 80-category list is written
 # to the JSON so class indices match the stock configs; only these three get annotations.
@@ -55,26 +54,21 @@ def make_shapes_coco(root: Path, *, spec: ShapesSpec = ShapesSpec()) -> Path:
     root = Path(root)
     if (root / ".complete").exists():
         return root
-    root.parent.mkdir(parents=True, exist_ok=True)
-    tmp = root.parent / f"{root.name}.{uuid.uuid4().hex[:8]}.incomplete"
     try:
-        (tmp / "annotations").mkdir(parents=True)
-        for offset, (split, count) in enumerate(
-            (("train", spec.train_images), ("val", spec.val_images))
-        ):
-            coco = _make_split(
-                tmp / f"{split}2017", count, spec=spec, seed=spec.seed * 1000 + offset
-            )
-            path = tmp / "annotations" / f"instances_{split}2017.json"
-            path.write_text(json.dumps(coco))
-        (tmp / ".complete").write_text(f"{VERSION} {spec}\n")
-        try:
-            os.replace(tmp, root)
-        except OSError:
-            if not (root / ".complete").exists():  # lost a race to an identical writer: fine
-                raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        with atomic_dir(root) as tmp:
+            (tmp / "annotations").mkdir(parents=True)
+            for offset, (split, count) in enumerate(
+                (("train", spec.train_images), ("val", spec.val_images))
+            ):
+                coco = _make_split(
+                    tmp / f"{split}2017", count, spec=spec, seed=spec.seed * 1000 + offset
+                )
+                path = tmp / "annotations" / f"instances_{split}2017.json"
+                path.write_text(json.dumps(coco))
+            (tmp / ".complete").write_text(f"{VERSION} {spec}\n")
+    except OSError:
+        if not (root / ".complete").exists():  # lost a race to an identical writer: fine
+            raise
     return root
 
 

@@ -15,12 +15,12 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import uuid
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import numpy as np
+
+from common import atomic_dir
 
 VERSION = "coco-scale-v1"
 TRAIN = (118_287, 860_001)  # images, annotations of COCO train2017
@@ -39,22 +39,17 @@ def make_coco_scale(root: Path, *, scale: float = 1.0, seed: int = 0) -> Path:
     root = Path(root)
     if (root / COMPLETE).exists():
         return root
-    root.parent.mkdir(parents=True, exist_ok=True)
-    tmp = root.parent / f"{root.name}.{uuid.uuid4().hex[:8]}.incomplete"
     try:
-        (tmp / "annotations").mkdir(parents=True)
-        for offset, (split, (images, anns)) in enumerate((("train", TRAIN), ("val", VAL))):
-            counts = (max(1, round(images * scale)), max(1, round(anns * scale)))
-            ids = write_split(tmp, split, *counts, seed=seed * 1000 + offset)
-            _link_images(tmp, split, ids)
-        (tmp / COMPLETE).write_text(f"{VERSION} scale={scale} seed={seed}\n")
-        try:
-            os.replace(tmp, root)
-        except OSError:
-            if not (root / COMPLETE).exists():  # lost a race to an identical writer: fine
-                raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        with atomic_dir(root) as tmp:
+            (tmp / "annotations").mkdir(parents=True)
+            for offset, (split, (images, anns)) in enumerate((("train", TRAIN), ("val", VAL))):
+                counts = (max(1, round(images * scale)), max(1, round(anns * scale)))
+                ids = write_split(tmp, split, *counts, seed=seed * 1000 + offset)
+                _link_images(tmp, split, ids)
+            (tmp / COMPLETE).write_text(f"{VERSION} scale={scale} seed={seed}\n")
+    except OSError:
+        if not (root / COMPLETE).exists():  # lost a race to an identical writer: fine
+            raise
     return root
 
 

@@ -8,14 +8,13 @@ DetLocalVisualizer, one row per image, and replaces the file atomically (temp fi
 from __future__ import annotations
 
 import logging
-import os
-import tempfile
 import uuid
 from pathlib import Path
 from typing import Any
 
 from mmengine.hooks import Hook
 
+from common import atomic_file
 from errors import one_line
 
 logger = logging.getLogger("trial")
@@ -84,12 +83,8 @@ def draw_predictions(
         rows.append(row.resize((ROW_WIDTH, max(1, round(row.height * ROW_WIDTH / row.width)))))
     sheet = np.concatenate([np.asarray(row) for row in rows], axis=0)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile(
-        dir=path.parent, prefix=f".{path.name}.", suffix=".incomplete", delete=False
-    ) as f:
+    with atomic_file(path, "wb", perms=0o644) as f:
         Image.fromarray(sheet).save(f, format="png")
-    os.chmod(f.name, 0o644)
-    os.replace(f.name, path)
     return path
 
 

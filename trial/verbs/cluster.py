@@ -5,9 +5,10 @@ The experiment is checked offline against Determined 0.38.1's rules first (trial
 final: the experiment is sent with ``validateOnly`` first, then created, through Determined's Python
 API (``determined.common.api``, the client the ``det`` CLI and SDK use).
 
-The context directory is what Determined uploads (size-limited): the trial and staging packages,
-errors.py, and hooks/startup-hook.sh placed at its root, where Determined runs it before every
-workload. Nothing else from the repository travels.
+The context directory is what Determined uploads (size-limited): the trial and staging packages
+without their test harnesses (the ``testing/`` folders), errors.py and common.py, and
+hooks/startup-hook.sh placed at its root, where Determined runs it before every workload. Nothing
+else from the repository travels (the benchmarks live in bench/).
 """
 
 from __future__ import annotations
@@ -21,20 +22,24 @@ from pathlib import Path
 
 import yaml
 
+from common import REPO_ROOT
 from errors import ConfigError, TrainingError, one_line
-from trial.settings.preflight import checked_config, command_line_overrides, slots
-from trial.settings.config import layer, resolve_base
 from trial.expconf import validate_experiment
+from trial.settings.config import resolve_base
 from trial.settings.hparams import (
     EXPERIMENTS_DIR,
-    REPO_ROOT,
     experiment_for_model,
     load_experiment,
     local_hparams,
 )
+from trial.settings.overrides import layer
+from trial.settings.preflight import checked_config, command_line_overrides, slots
 
 CONTEXT_PACKAGES = ("trial", "staging")
-CONTEXT_FILES = ("errors.py",)
+CONTEXT_FILES = ("errors.py", "common.py")
+# Chosen by folder: the test harnesses (each package's testing/) never travel; the benchmarks live
+# outside these packages (bench/) and are not copied at all.
+LEFT_OUT = ("__pycache__", "testing")
 STARTUP_HOOK = REPO_ROOT / "hooks" / "startup-hook.sh"
 DETIGNORE = "__pycache__/\n*.pyc\n*.incomplete\nwork_dirs/\n"
 CONTEXT_LIMIT_BYTES = 5 * 1024 * 1024
@@ -153,7 +158,7 @@ def submit(model: str, *, dry_run: bool = False, **kwargs) -> str:
 def assemble_context(context_dir: Path) -> Path:
     """Copy the trial code into ``context_dir`` with the startup hook at its root."""
     context_dir.mkdir(parents=True, exist_ok=True)
-    ignore = shutil.ignore_patterns("__pycache__", "*.pyc", "bench*.py")
+    ignore = shutil.ignore_patterns(*LEFT_OUT, "*.pyc")
     for package in CONTEXT_PACKAGES:
         shutil.copytree(
             REPO_ROOT / package, context_dir / package, ignore=ignore, dirs_exist_ok=True

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import hashlib
 import json
 import re
 import tempfile
@@ -21,12 +20,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from common import file_sha256
 from errors import ConfigError, ProjectError, one_line
+from trial.engine.hook import CHECKPOINT_FILE  # what DetCoreHook stores
 from trial.verbs import artifact
 from trial.verbs.outdir import atomic_dir
 
 UUID_RE = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", re.IGNORECASE)
-CHECKPOINT_FILE = "checkpoint.pth"  # what trial.engine.hook.DetCoreHook stores
 SOURCE_HELP = (
     "expected a work directory (with checkpoints/), a checkpoint directory (with checkpoint.pth), "
     "an mmengine .pth file or a Determined checkpoint UUID"
@@ -164,7 +164,7 @@ def _located(source: str, *, master: str | None) -> Iterator[Source]:
 
 
 def _locate_dir(given: str, path: Path) -> Source:
-    from trial.runtime.train import latest_local_checkpoint
+    from trial.runtime.workdir import latest_local_checkpoint
 
     if (path / CHECKPOINT_FILE).is_file():
         return Source(given, path / CHECKPOINT_FILE, path.name, _owning_work_dir(path.parent))
@@ -264,7 +264,7 @@ def _provenance(source: Source, train_cfg: Any, meta: Mapping, classes: list, ou
         },
         "categories": artifact.categories_for(classes, _annotation_categories(train_cfg)),
         "files": {
-            name: _sha256(out / name) for name in (artifact.CONFIG_FILE, artifact.WEIGHTS_FILE)
+            name: file_sha256(out / name) for name in (artifact.CONFIG_FILE, artifact.WEIGHTS_FILE)
         },
         "versions": {
             "mmdet": mmdet.__version__,
@@ -300,7 +300,7 @@ def _determined_metadata(source: Source) -> dict:
 
 def _local_validation(work_dir: Path | None, steps: int) -> dict:
     """The validation a local run reported at the checkpoint's step (metrics.jsonl)."""
-    from trial.runtime.train import read_metrics_log
+    from trial.runtime.metrics_log import read_metrics_log
 
     if work_dir is None:
         return {}
@@ -321,11 +321,3 @@ def _annotation_categories(train_cfg: Any) -> list | None:
         return json.loads(Path(ann).read_text()).get("categories")
     except (OSError, ValueError):
         return None
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
