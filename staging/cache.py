@@ -21,16 +21,18 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
+import common
 from errors import StagingError
 from staging.durable import Committer, make_durable_one
-from staging.stores.fetch import RETRIES, TempVanished, crc32c_b64, download_verified
 from staging.locks import stripe_locked
 from staging.paths import INCOMPLETE, human_bytes, lock_path, object_path
+from staging.stores.fetch import RETRIES, TempVanished, crc32c_b64, download_verified
 from staging.stores.sources import CHUNK, ObjectInfo, Source
 
 log = logging.getLogger(__name__)
@@ -54,6 +56,20 @@ class Fetched:
     downloaded: bool
     size: int
     crc32c: str
+
+
+def recorded_crc32c(path: Path) -> str:
+    """The crc32c staging recorded with a cached object (an xattr set before its rename), or ''."""
+    try:
+        return os.getxattr(path, CRC_XATTR).decode()
+    except OSError:
+        return ""
+
+
+def content_crc32c(path: Path) -> str:
+    """What identifies a file's content: its recorded crc32c when it is a cached object, else the
+    crc32c of its bytes."""
+    return recorded_crc32c(path) or file_crc32c(path)
 
 
 def file_crc32c(path: Path) -> str:
@@ -119,13 +135,6 @@ class Cache:
         path = self.final_path(info)
         return path if path.exists() else None
 
-    def recorded_crc32c(self, final: Path) -> str:
-        """The crc32c stored with ``final`` (an xattr set before the rename), or ''."""
-        try:
-            return os.getxattr(final, CRC_XATTR).decode()
-        except OSError:
-            return ""
-
     def ensure(
         self,
         info: ObjectInfo,
@@ -161,7 +170,7 @@ class Cache:
     def _hit(self, final: Path, info: ObjectInfo, *, verify: bool) -> Fetched | None:
         if not final.exists():
             return None
-        expected = info.crc32c or self.recorded_crc32c(final)
+        expected = info.crc32c or recorded_crc32c(final)
         if verify:
             actual = file_crc32c(final)
             if actual != expected:
@@ -177,6 +186,16 @@ class Cache:
         path = lock_path(self.root, final)
         ensure_dir(path.parent)
         return stripe_locked(path)
+
+    @contextlib.contextmanager
+    def building(self, final: Path) -> Iterator[None]:
+        """Hold the lock of ``final``, a file built here from other files (not downloaded), with
+        the temp files dead builders of it left removed (nothing to resume). Other processes
+        wait, then find it complete; write it with ``write_object``."""
+        ensure_dir(final.parent)
+        with self.locked(final):
+            discard_leftovers(final)
+            yield
 
     def _fetch(self, job: _Job) -> Fetched | Pending:
         """Download into a temp file and rename it into place; if another writer (whose lock
@@ -386,26 +405,34 @@ def ensure_dir(path: Path) -> None:
 
 
 def write_atomic(path: Path, data: bytes, *, mode: int = 0o644, durable: bool = True) -> None:
-    """Write ``data`` to ``path`` via a unique temp file, fsync and ``os.replace``.
+    """Write ``data`` to ``path`` through a unique temp file, fsync and ``os.replace`` (common.py);
+    a failure is one StagingError line.
 
     ``durable=False`` skips the fsync for advisory files (the object sidecar): a reader that
     finds it empty after a power loss treats it as missing.
     """
-    tmp = path.with_name(f"{path.name}.{uuid.uuid4().hex[:8]}{INCOMPLETE}")
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            if durable:
-                os.fsync(f.fileno())
-        tmp.chmod(mode)
-        os.replace(tmp, path)
+        common.write_atomic(path, data, durable=durable, perms=mode)
     except OSError as err:
         raise StagingError(
             f"cannot write {path}: {err.strerror or err}; free space in {path.parent} or point "
             "data.cache elsewhere (nothing was changed)"
         ) from err
+
+
+@contextlib.contextmanager
+def write_object(final: Path, *, size: int) -> Iterator[BinaryIO]:
+    """Write ``final``, a file built here (not downloaded), with the cache's protocol (STYLE.md
+    §4): free space for ``size`` bytes checked, a unique temp file in ``.partial/`` yielded, then
+    made durable and read-only and renamed into place. A failure leaves nothing at ``final``."""
+    check_space(final.parent, size)
+    tmp = partial_dir(final) / temp_name(final)
+    try:
+        with open(tmp, "wb") as f:
+            yield f
+        make_durable_one(tmp)
+        os.chmod(tmp, READ_ONLY)
+        os.replace(tmp, final)  # the data was durable first: a visible final is complete
     finally:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()

@@ -19,12 +19,20 @@ from errors import ProjectError, StagingError
 from staging import coco
 from staging.archive import archive_member, extract_annotations
 from staging.backend import INDEX_VERSION, forget_index
-from staging.cache import Cache, Fetched, Pending, check_cache_dir, check_space, write_atomic
+from staging.cache import (
+    Cache,
+    Fetched,
+    Pending,
+    check_cache_dir,
+    check_space,
+    recorded_crc32c,
+    write_atomic,
+)
 from staging.durable import Committer
 from staging.paths import derived_path, human_bytes, parse_source
 from staging.plan import ARCHIVE_KIND, Transfer, describe, plan_annotations, plan_images
-from staging.stores.sources import ObjectInfo, Source, open_source
 from staging.spec import DataSpec
+from staging.stores.sources import ObjectInfo, Source, open_source
 from staging.view import Entry, build_view, check_dest
 
 MANIFEST_VERSION = 1
@@ -316,7 +324,7 @@ def _write_manifest(
             "ident": t.info.ident,
             "kind": t.kind,
             "size": f.size,
-            "crc32c": f.crc32c or cache.recorded_crc32c(f.path),
+            "crc32c": f.crc32c or recorded_crc32c(f.path),
             "path": str(f.path.relative_to(cache.root)),
         }
         for t, f in zip(plan, done, strict=True)

@@ -14,7 +14,7 @@ from staging_helpers import incomplete_files, snapshot
 
 from errors import CorruptDataError, StagingError
 from staging import cache as cache_mod
-from staging.cache import RESERVE_ENV, Cache, file_crc32c, partial_dir, temp_name
+from staging.cache import RESERVE_ENV, Cache, file_crc32c, partial_dir, recorded_crc32c, temp_name
 from staging.paths import parse_source
 from staging.stores.sources import LocalSource
 
@@ -43,7 +43,7 @@ def test_hit_after_download_and_files_are_read_only(tmp_path, src):
     first = cache.ensure(info, source)
     assert first.downloaded and first.path.read_bytes() == (source.root / "blob.bin").read_bytes()
     assert stat.S_IMODE(first.path.stat().st_mode) == 0o444
-    assert first.crc32c == file_crc32c(first.path) == cache.recorded_crc32c(first.path)
+    assert first.crc32c == file_crc32c(first.path) == recorded_crc32c(first.path)
     again = cache.ensure(info, source)
     assert not again.downloaded and again.path == first.path
 

@@ -20,7 +20,6 @@ File layout: MAGIC, header length (u64), header crc32 (u32), 4 zero bytes, the J
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import mmap
@@ -36,21 +35,10 @@ from typing import Any
 import numpy as np
 
 from errors import ProjectError
-from staging.cache import (
-    CRC_XATTR,
-    READ_ONLY,
-    Cache,
-    check_space,
-    discard_leftovers,
-    ensure_dir,
-    file_crc32c,
-    partial_dir,
-    temp_name,
-)
-from staging.durable import make_durable_one
+from staging.cache import Cache, content_crc32c, write_object
 from staging.paths import derived_path
 
-log = logging.getLogger("trial.engine.anncache")
+log = logging.getLogger("trial.anncache")
 
 MAGIC = b"MMDET-ANNCACHE1\n"
 PREFIX = struct.Struct("<16sQII")  # magic, header length, header crc32, reserved
@@ -96,11 +84,7 @@ def annotation_identity(path: str | Path) -> dict[str, Any]:
     """What identifies an annotation file's content: size, mtime and crc32c. A staged file
     carries its verified crc32c in an xattr (staging/cache.py); any other file is hashed."""
     st = os.stat(path)
-    try:
-        crc = os.getxattr(path, CRC_XATTR).decode()
-    except OSError:
-        crc = file_crc32c(Path(path))
-    return {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "crc32c": crc}
+    return {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "crc32c": content_crc32c(Path(path))}
 
 
 def cache_path(cache_root: str | Path, key: str, ann_file: str | Path) -> Path:
@@ -115,13 +99,11 @@ def load_or_build(final: Path, key: str, build: Callable[[], Parsed], *, root: P
     found = open_entry(final, key)
     if found is not None:
         return found
-    ensure_dir(final.parent)
-    with Cache(root).locked(final):  # best effort: correctness never needs it
+    with Cache(root).building(final):  # best effort: correctness never needs the lock
         found = open_entry(final, key)
         if found is not None:
             log.info("parsed annotations: another process built %s; mapped it", final)
             return found
-        discard_leftovers(final)
         built = build()
         try:
             write_entry(final, key, built)
@@ -134,7 +116,8 @@ def load_or_build(final: Path, key: str, build: Callable[[], Parsed], *, root: P
 
 
 def write_entry(final: Path, key: str, parsed: Parsed) -> None:
-    """Write ``parsed`` to ``final``: temp file, durable, read-only, rename (STYLE.md §4)."""
+    """Write ``parsed`` to ``final`` with the node cache's protocol (staging.cache.write_object:
+    temp file, durable, read-only, rename; STYLE.md §4)."""
     blobs = {name: pickle.dumps(value, protocol=4) for name, value in parsed.attrs.items()}
     small = {k: v for k, v in parsed.attrs.items() if len(blobs[k]) <= LAZY_BYTES}
     sections: list[tuple[str, Any]] = [
@@ -144,22 +127,13 @@ def write_entry(final: Path, key: str, parsed: Parsed) -> None:
         *((f"lazy:{k}", b) for k, b in blobs.items() if k not in small),
     ]
     header = _layout(key, sections, count=len(parsed.data_address))
-    check_space(final.parent, header["size"])
-    tmp = partial_dir(final) / temp_name(final)
-    try:
-        with open(tmp, "wb") as f:
-            head = json.dumps(header, sort_keys=True).encode()
-            f.write(PREFIX.pack(MAGIC, len(head), zlib.crc32(head), 0) + head)
-            for name, data in sections:
-                f.seek(header["sections"][name][0])
-                f.write(memoryview(data).cast("B"))
-            f.truncate(header["size"])
-        make_durable_one(tmp)
-        os.chmod(tmp, READ_ONLY)
-        os.replace(tmp, final)  # the data was durable first: a visible final is complete
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
+    with write_object(final, size=header["size"]) as f:
+        head = json.dumps(header, sort_keys=True).encode()
+        f.write(PREFIX.pack(MAGIC, len(head), zlib.crc32(head), 0) + head)
+        for name, data in sections:
+            f.seek(header["sections"][name][0])
+            f.write(memoryview(data).cast("B"))
+        f.truncate(header["size"])
 
 
 def _layout(key: str, sections: list[tuple[str, Any]], *, count: int) -> dict:

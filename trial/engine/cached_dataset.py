@@ -31,7 +31,7 @@ from mmdet.registry import DATASETS
 
 from trial.engine.anncache import Parsed, annotation_identity, cache_path, load_or_build
 
-log = logging.getLogger("trial.engine.anncache")
+log = logging.getLogger("trial.anncache")
 
 # Init arguments that do not shape data_list (ann_file enters the key by its content instead).
 NOT_SHAPING = frozenset(
