@@ -30,8 +30,8 @@ from errors import StagingError
 from staging.cache import Cache, Fetched, Pending
 from staging.durable import Committer
 from staging.paths import parse_source
-from staging.stores.sources import ObjectInfo, open_source
 from staging.spec import BACKEND_NAMES
+from staging.stores.sources import ObjectInfo, open_source
 
 CACHE_ENV = "STAGING_CACHE"  # fallback when backend_args carry no "cache"
 DEFAULT_CACHE = Path.home() / ".cache" / "mmdet-determined" / "gs"

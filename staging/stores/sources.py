@@ -26,7 +26,10 @@ CHUNK = 1 << 20
 CONNECT_TIMEOUT_S = 5.0  # per request; a blackholed endpoint fails in seconds, not minutes
 READ_TIMEOUT_S = 60.0
 METADATA_RETRY_S = 8.0  # listing/metadata calls retry transient errors this long in all
-STORE_MODULES = {GS: "staging.stores.gcs", S3: "staging.stores.s3"}  # scheme -> module with a SOURCE class
+STORE_MODULES = {
+    GS: "staging.stores.gcs",
+    S3: "staging.stores.s3",
+}  # scheme -> module with a SOURCE class
 
 
 @dataclass(frozen=True)

@@ -5,37 +5,30 @@
         ...                                         # gs://coco/coco2017 is now COCO-shaped
 
 The emulator (gcp-storage-emulator) runs as its own process by default (its own GIL, so it
-behaves like a remote server), in memory, on a free 127.0.0.1 port.
+behaves like a remote server), in memory, on a free 127.0.0.1 port. What it shares with the S3
+server (process, health check, CPU time, environment, folder upload) is staging/testing/servers.py.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
-import socket
-import subprocess
 import sys
-import time
-import urllib.request
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from errors import StagingError
-from staging.paths import GS, parse_source
+from common import free_port
+from staging.paths import GS, SourceRef
+from staging.testing.servers import (
+    HOST,
+    environment,
+    server_process,
+    split_object_url,
+    upload_tree,
+    wait_healthy,
+)
 
 ENV = "STORAGE_EMULATOR_HOST"
-HOST = "127.0.0.1"
-START_TIMEOUT_S = 30.0
-
-_PIDS: dict[str, int] = {}  # url -> pid of emulators run as processes
-
-
-def free_port() -> int:
-    """A currently free TCP port on 127.0.0.1."""
-    with socket.socket() as s:
-        s.bind((HOST, 0))
-        return s.getsockname()[1]
 
 
 @contextlib.contextmanager
@@ -58,15 +51,8 @@ def running_emulator(
 @contextlib.contextmanager
 def emulator_host(url: str) -> Iterator[str]:
     """Point STORAGE_EMULATOR_HOST at ``url`` for the block; restore what was there after."""
-    old = os.environ.get(ENV)
-    os.environ[ENV] = url
-    try:
+    with environment({ENV: url}):
         yield url
-    finally:
-        if old is None:
-            os.environ.pop(ENV, None)
-        else:
-            os.environ[ENV] = old
 
 
 @contextlib.contextmanager
@@ -81,17 +67,8 @@ def _server(port: int, url: str, *, in_process: bool, storage_dir: Path | None) 
         finally:
             server.stop()
         return
-    cmd = [
-        sys.executable,
-        "-m",
-        "gcp_storage_emulator",
-        "start",
-        "--host",
-        HOST,
-        "--port",
-        str(port),
-        "--quiet",
-    ]
+    cmd = [sys.executable, "-m", "gcp_storage_emulator", "start", "--host", HOST, "--port",
+           str(port), "--quiet"]  # fmt: skip
     env = dict(os.environ)
     if storage_dir is None:
         cmd.append("--in-memory")
@@ -100,53 +77,6 @@ def _server(port: int, url: str, *, in_process: bool, storage_dir: Path | None) 
         env["STORAGE_BASE"] = str(storage_dir)  # the emulator keeps <STORAGE_BASE>/.cloudstorage
     with server_process(cmd, url, env=env):
         yield
-
-
-@contextlib.contextmanager
-def server_process(
-    cmd: list[str], url: str, *, env: dict[str, str] | None = None
-) -> Iterator[subprocess.Popen]:
-    """Run ``cmd`` (a server for ``url``) as a process for the block, known to
-    emulator_cpu_seconds; terminate it after (killed if it lingers)."""
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
-    _PIDS[url] = proc.pid
-    try:
-        yield proc
-    finally:
-        _PIDS.pop(url, None)
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-
-
-def emulator_cpu_seconds(url: str) -> float:
-    """CPU seconds (user + system) the server process at ``url`` (GCS emulator, S3 server) has
-    used so far (Linux)."""
-    fields = Path(f"/proc/{_PIDS[url]}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def wait_healthy(
-    url: str, *, path: str = "/", what: str = "GCS emulator", hint: str = "",
-    proc: subprocess.Popen | None = None,
-) -> None:  # fmt: skip
-    """Poll ``url + path`` until it answers 200; StagingError after START_TIMEOUT_S (or at once
-    when the server's process ``proc`` has exited)."""
-    deadline = time.monotonic() + START_TIMEOUT_S
-    while True:
-        try:
-            with urllib.request.urlopen(f"{url}{path}", timeout=2) as resp:
-                if resp.status == 200:
-                    return
-        except OSError:
-            if (proc is not None and proc.poll() is not None) or time.monotonic() > deadline:
-                raise StagingError(
-                    f"{what} at {url} did not start in {START_TIMEOUT_S:.0f} s{hint}"
-                ) from None
-            time.sleep(0.05)
 
 
 def ensure_bucket(name: str):
@@ -163,26 +93,16 @@ def ensure_bucket(name: str):
 
 def upload_dir(local: str | Path, url: str, *, workers: int = 8) -> int:
     """Upload every file below ``local`` to ``gs://bucket/prefix/<relpath>``; return the count."""
-    ref = parse_source(url)
-    if ref.kind != GS:
-        raise StagingError(f"upload target {url!r} must be gs://bucket/prefix")
-    root = Path(local)
-    files = sorted(p for p in root.rglob("*") if p.is_file())
-    bucket = ensure_bucket(ref.bucket)
 
-    def put(path: Path) -> None:
-        rel = path.relative_to(root).as_posix()
-        bucket.blob(ref.object_name(rel)).upload_from_filename(str(path))
+    def uploader(ref: SourceRef):
+        bucket = ensure_bucket(ref.bucket)
+        return lambda name, path: bucket.blob(name).upload_from_filename(str(path))
 
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        list(pool.map(put, files))
-    return len(files)
+    return upload_tree(local, url, kind=GS, uploader=uploader, workers=workers)
 
 
 def upload_bytes(url: str, data: bytes) -> None:
     """Upload ``data`` as the object ``gs://bucket/name``; the name is not checked, so tests can
     plant hostile names (``..``)."""
-    if not url.startswith("gs://") or "/" not in url[len("gs://") :]:
-        raise StagingError(f"upload target {url!r} must be gs://bucket/name")
-    bucket, name = url[len("gs://") :].split("/", 1)
+    bucket, name = split_object_url(url, GS)
     ensure_bucket(bucket).blob(name).upload_from_string(data)

@@ -7,21 +7,27 @@
 The server (``python -m moto.server``, from ``moto[server]``) runs as its own process (its own
 GIL, so it behaves like a remote store), in memory, on a free 127.0.0.1 port, and speaks real S3
 over HTTP: ListObjectsV2, HEAD/GET with Range and If-Match, additional checksums, versioning.
-Inside the block instance-metadata lookups are off, so nothing leaves loopback.
+Inside the block instance-metadata lookups are off, so nothing leaves loopback. What it shares
+with the GCS emulator is staging/testing/servers.py.
 """
 
 from __future__ import annotations
 
 import contextlib
-import os
 import sys
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from errors import StagingError
-from staging.testing.gcs_emulator import HOST, free_port, server_process, wait_healthy
-from staging.paths import S3, parse_source
+from common import free_port
+from staging.paths import S3, SourceRef
+from staging.testing.servers import (
+    HOST,
+    environment,
+    server_process,
+    split_object_url,
+    upload_tree,
+    wait_healthy,
+)
 
 ENDPOINT_ENVS = ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3")
 TEST_ENV = {
@@ -49,17 +55,8 @@ def running_s3(*, port: int = 0) -> Iterator[str]:
 def s3_endpoint(url: str, *, credentials: dict[str, str] | None = None) -> Iterator[str]:
     """Point AWS_ENDPOINT_URL and AWS_ENDPOINT_URL_S3 (and ``credentials``) at ``url`` for the
     block; restore what was there after."""
-    new = {**dict.fromkeys(ENDPOINT_ENVS, url), **(credentials or {})}
-    old = {k: os.environ.get(k) for k in new}
-    os.environ.update(new)
-    try:
+    with environment({**dict.fromkeys(ENDPOINT_ENVS, url), **(credentials or {})}):
         yield url
-    finally:
-        for k, v in old.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
 
 
 def client():
@@ -81,27 +78,19 @@ def ensure_bucket(name: str, *, versioned: bool = False) -> None:
 def upload_dir(local: str | Path, url: str, *, workers: int = 8, **put_args) -> int:
     """Upload every file below ``local`` to ``s3://bucket/prefix/<relpath>`` (boto3's default
     CRC32 checksum unless ``put_args`` say otherwise); return the count."""
-    ref = parse_source(url)
-    if ref.kind != S3:
-        raise StagingError(f"upload target {url!r} must be s3://bucket/prefix")
-    root = Path(local)
-    files = sorted(p for p in root.rglob("*") if p.is_file())
-    ensure_bucket(ref.bucket)
-    s3 = client()
 
-    def put(path: Path) -> None:
-        key = ref.object_name(path.relative_to(root).as_posix())
-        s3.put_object(Bucket=ref.bucket, Key=key, Body=path.read_bytes(), **put_args)
+    def uploader(ref: SourceRef):
+        ensure_bucket(ref.bucket)
+        s3 = client()
+        return lambda key, path: s3.put_object(
+            Bucket=ref.bucket, Key=key, Body=path.read_bytes(), **put_args
+        )
 
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        list(pool.map(put, files))
-    return len(files)
+    return upload_tree(local, url, kind=S3, uploader=uploader, workers=workers)
 
 
 def put_bytes(url: str, data: bytes, **put_args) -> dict:
     """Upload ``data`` as the object ``s3://bucket/key`` (the bucket is made if missing)."""
-    if not url.startswith("s3://") or "/" not in url[len("s3://") :]:
-        raise StagingError(f"upload target {url!r} must be s3://bucket/key")
-    bucket, key = url[len("s3://") :].split("/", 1)
+    bucket, key = split_object_url(url, S3)
     ensure_bucket(bucket)
     return client().put_object(Bucket=bucket, Key=key, Body=data, **put_args)

@@ -10,7 +10,6 @@ import time
 from pathlib import Path
 
 import pytest
-from gcs_fault_proxy import Rule
 from staging_helpers import (
     GS_SOURCE,
     REPO,
@@ -20,6 +19,8 @@ from staging_helpers import (
     snapshot,
     stage_args,
 )
+
+from staging.testing.fault_proxy import Rule
 
 pytestmark = pytest.mark.gcs
 

@@ -13,7 +13,6 @@ import sys
 from pathlib import Path
 
 import pytest
-from gcs_fault_proxy import Rule
 from staging_helpers import (
     REPO,
     S3_SOURCE,
@@ -25,6 +24,7 @@ from staging_helpers import (
 )
 
 from staging.testing import s3_emulator
+from staging.testing.fault_proxy import Rule
 
 pytestmark = pytest.mark.s3
 

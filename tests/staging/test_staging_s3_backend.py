@@ -9,8 +9,8 @@ from staging_helpers import S3_SOURCE, snapshot
 
 from errors import StagingError
 from staging import DataSpec, backend, stage_coco
-
 from staging.testing import s3_emulator
+
 pytestmark = pytest.mark.s3
 
 

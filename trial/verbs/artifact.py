@@ -112,24 +112,6 @@ def test_evaluator(
     return evaluator
 
 
-def bundled_types(cfg: Any) -> list[str]:
-    """Every ``type`` in ``cfg`` that is one of the trial's own (must be empty for an export)."""
-    found: list[str] = []
-
-    def walk(node: Any) -> None:
-        if isinstance(node, Mapping):
-            if node.get("type") in TRIAL_TYPES:
-                found.append(node["type"])
-            for value in node.values():
-                walk(value)
-        elif isinstance(node, (list, tuple)):
-            for value in node:
-                walk(value)
-
-    walk(cfg)
-    return found
-
-
 def categories_for(classes: Sequence[str], annotation_categories: Sequence[Mapping] | None) -> list:
     """COCO ``categories`` (id + name) for the model's labels, label i -> ``classes[i]``.
 
