@@ -16,7 +16,6 @@ times the positioning alone on a dataset of COCO train2017's size (image sizes o
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import pickle
 import statistics
@@ -34,12 +33,14 @@ from mmengine.registry import MODELS
 from mmengine.runner import Runner
 
 import trial.engine.resume  # noqa: F401  (registers the trial's loop and samplers)
+from bench.harness import goal, report, results
 
 SMALL_N, LARGE_N = 20, 2000
 COCO_TRAIN_IMAGES, COCO_LATE_N = 118_287, 80_000  # a 1x-schedule preemption at 80k of 90k
 DEFAULT_RUNS = 3
 BATCH, WORKERS = 2, 2
 GOAL = 1.05
+BENCH = "resume"
 SIDES = {"trial": "ResumableIterBasedTrainLoop", "mmengine": "IterBasedTrainLoop"}
 
 
@@ -60,7 +61,12 @@ def main(runs: int = 0) -> None:
                     print(
                         f"run {index + 1}/{runs} {side:8s} N={n:<5d}: {seconds:7.2f} s", flush=True
                     )
-    print(_report({key: statistics.median(values) for key, values in times.items()}, runs))
+    median = {key: statistics.median(values) for key, values in times.items()}
+    print(_report(median, runs))
+    for (side, n), seconds in median.items():
+        report(BENCH, "first_step", side=side, n=n, seconds=seconds, runs=len(times[(side, n)]))
+    ratio = median[("trial", LARGE_N)] / median[("trial", SMALL_N)]
+    report(BENCH, "goal", trial_ratio=ratio, goal=GOAL, met=ratio <= GOAL)
     print(_positioning_cost())
 
 
@@ -81,7 +87,9 @@ def _positioning_cost() -> str:
             batches = ResumableAspectRatioBatchSampler(ResumableInfiniteSampler(dataset, seed=0), 2)
         started = time.perf_counter()
         position_batch_sampler(batches, n)
-        cells.append(f"N={n}: {time.perf_counter() - started:.3f} s")
+        seconds = time.perf_counter() - started
+        cells.append(f"N={n}: {seconds:.3f} s")
+        report(BENCH, "positioning", n=n, seconds=seconds)
     return (
         f"positioning alone, {COCO_TRAIN_IMAGES} images, rank 3 of 8, batch 2 (index arithmetic): "
         + ", ".join(cells)
@@ -103,7 +111,7 @@ class _SizesOnly:
 
 
 def _report(median: dict[tuple[str, int], float], runs: int) -> str:
-    from trial.runtime.data import describe_sample, real_coco_sample
+    from trial.testing.samples import describe_sample, real_coco_sample
 
     sample = real_coco_sample()
     lines = [
@@ -119,8 +127,8 @@ def _report(median: dict[tuple[str, int], float], runs: int) -> str:
     trial_ratio = median[("trial", LARGE_N)] / median[("trial", SMALL_N)]
     lines.append(
         f"mmengine/trial at N={LARGE_N}: "
-        f"{median[('mmengine', LARGE_N)] / median[('trial', LARGE_N)]:.2f}x; goal trial "
-        f"N={LARGE_N}/N={SMALL_N} <= {GOAL}: {'met' if trial_ratio <= GOAL else 'NOT met'} "
+        f"{median[('mmengine', LARGE_N)] / median[('trial', LARGE_N)]:.2f}x; "
+        f"{goal(f'trial N={LARGE_N}/N={SMALL_N} <= {GOAL}', trial_ratio <= GOAL)} "
         f"({trial_ratio:.3f})"
     )
     return "\n".join(lines)
@@ -145,12 +153,14 @@ def _measure(side: str, checkpoint: Path, work_dir: Path) -> float:
     command += ["--checkpoint", str(checkpoint), "--work-dir", str(work_dir)]
     started = time.time()
     out = subprocess.run(command, check=True, capture_output=True, text=True).stdout
-    return json.loads(out.strip().splitlines()[-1])["first_step_at"] - started
+    (first,) = results(out, bench=BENCH, result="first_step_at")
+    return first["at"] - started
 
 
 def _config(work_dir: Path, *, loop: str, max_iters: int) -> Any:
+    from trial.runtime.data import coco_dir_paths, default_data
     from trial.settings.config import TrainSettings, build_config, load_base_config, resolve_base
-    from trial.runtime.data import coco_dir_paths, default_data, real_coco_sample
+    from trial.testing.samples import real_coco_sample
 
     sample = real_coco_sample()
     settings = TrainSettings(
@@ -190,12 +200,14 @@ class FirstStep(Hook):
     def after_train_iter(
         self, runner: Any, batch_idx: int, data_batch: Any = None, outputs: Any = None
     ) -> None:
-        print(json.dumps({"first_step_at": time.time()}), flush=True)
+        report(BENCH, "first_step_at", at=time.time())
         runner.train_loop.stop_training = True
 
 
 def _run(args: argparse.Namespace) -> None:
-    os.environ["TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD"] = "1"  # our own checkpoint (see trial/runtime/train.py)
+    os.environ["TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD"] = (
+        "1"  # our own checkpoint (see trial/runtime/train.py)
+    )
     if args.setup:
         cfg = _config(args.work_dir, loop=SIDES["trial"], max_iters=1)
         cfg["default_hooks"]["checkpoint"] = dict(type="CheckpointHook", interval=1, by_epoch=False)

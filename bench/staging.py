@@ -28,11 +28,14 @@ import warnings
 from collections.abc import Callable
 from pathlib import Path
 
+from bench.harness import goal, median_of, report
 from bench.staging_net import bench_latency, bench_read_through, serial_download
 from bench.staging_s3 import bench_s3
-from bench.staging_util import busy, median, stage_seconds, verdict, write_image_tree
+from bench.staging_util import busy, stage_seconds, write_image_tree
+from common import REPO_ROOT
 from staging.paths import human_bytes
 
+BENCH = "staging"
 DEFAULT_RUNS = 3
 ANN_TARGET_BYTES = 500_000_000
 GCS_OBJECTS = 300
@@ -67,7 +70,7 @@ def main(runs: int = 0, only: str = "") -> None:
 
 
 def _isolated(fn: Callable, root: Path, runs: int) -> None:
-    fn(root, runs, median=median, verdict=verdict)
+    fn(root, runs)
     shutil.rmtree(root, ignore_errors=True)
 
 
@@ -110,12 +113,14 @@ def _bench_warm(root: Path, runs: int) -> None:
     def cold(i: int) -> float:
         return stage_seconds(src, root / f"cache{i}", root / f"dest{i}")
 
-    cold_s = median(cold, runs)
-    warm_s = median(lambda i: stage_seconds(src, root / "cache0", root / "dest0"), max(runs, 5))
+    cold_s = median_of(cold, runs)
+    warm_s = median_of(lambda i: stage_seconds(src, root / "cache0", root / "dest0"), max(runs, 5))
     ratio = cold_s / warm_s
+    ok = warm_s <= 0.1 and ratio >= 50
     print(f"warm stage of {human_bytes(size)} annotations: cold {cold_s:.2f} s, warm "
-          f"{warm_s * 1000:.1f} ms -> {ratio:.0f}x faster (goal: warm <= 0.1 s and >= 50x): "
-          f"{verdict(warm_s <= 0.1 and ratio >= 50)}")  # fmt: skip
+          f"{warm_s * 1000:.1f} ms -> {ratio:.0f}x faster "
+          f"({goal('warm <= 0.1 s and >= 50x', ok)})")  # fmt: skip
+    report(BENCH, "warm", cold_s=cold_s, warm_s=warm_s, ratio=ratio, met=ok)
     cli = _cli_seconds(src, root / "cache0", root / "dest0")
     print(
         f"  (the same warm stage as a fresh `python -m staging` process: {cli:.2f} s, "
@@ -127,7 +132,7 @@ def _bench_warm(root: Path, runs: int) -> None:
 def _cli_seconds(source: str, cache: Path, dest: Path) -> float:
     cmd = [sys.executable, "-m", "staging", "--quiet", "--source", source, "--cache", str(cache),
            "--dest", str(dest)]  # fmt: skip
-    repo = str(Path(__file__).resolve().parent.parent)
+    repo = str(REPO_ROOT)
     env = {**os.environ, "PYTHONPATH": repo}
     t0 = time.perf_counter()
     subprocess.run(cmd, check=True, capture_output=True, env=env, cwd=repo)
@@ -151,12 +156,14 @@ def _bench_disk(root: Path, runs: int) -> None:
         return stage_seconds(src, root / f"cache{i}", root / f"dest{i}", with_images=True,
                       splits=["train"])  # fmt: skip
 
-    cp_s, stage_s = median(cp, runs), median(stage, runs)
-    sync_s = median(lambda i: cp(i, durable=True), runs)
+    cp_s, stage_s = median_of(cp, runs), median_of(stage, runs)
+    sync_s = median_of(lambda i: cp(i, durable=True), runs)
     ratio = stage_s / sync_s
     print(f"cold disk stage of {DISK_FILES} files ({human_bytes(total)}; crc32c + durable "
           f"write each): staging {stage_s:.2f} s vs cp -r + sync -f {sync_s:.2f} s -> "
-          f"{ratio:.2f}x (goal <= 1.5x): {verdict(ratio <= 1.5)}")  # fmt: skip
+          f"{ratio:.2f}x ({goal('<= 1.5x', ratio <= 1.5)})")  # fmt: skip
+    report(BENCH, "disk", staging_s=stage_s, cp_sync_s=sync_s, cp_s=cp_s, ratio=ratio,
+           met=ratio <= 1.5)  # fmt: skip
     print(f"  (page-cache baseline, cp -r alone: {cp_s:.2f} s -> staging is "
           f"{stage_s / cp_s:.2f}x of it)")  # fmt: skip
     shutil.rmtree(root)
@@ -164,12 +171,13 @@ def _bench_disk(root: Path, runs: int) -> None:
 
 def _bench_gcs(root: Path, runs: int) -> None:
     from bench.staging_net import BUCKET_URL
-    from staging.testing.gcs_emulator import emulator_cpu_seconds, running_emulator, upload_dir
+    from staging.testing.gcs_emulator import running_emulator, upload_dir
+    from staging.testing.servers import server_cpu_seconds
 
     total = write_image_tree(root / "src", files=GCS_OBJECTS, size=GCS_OBJECT_BYTES)
     with running_emulator() as url:
         upload_dir(root / "src", BUCKET_URL, workers=4)
-        cpu = functools.partial(emulator_cpu_seconds, url)
+        cpu = functools.partial(server_cpu_seconds, url)
         serial = busy(cpu, lambda i: serial_download(root / f"serial{i}"), runs)
         stage = busy(cpu, lambda i: stage_seconds(BUCKET_URL, root / f"cache{i}",
                                                    root / f"dest{i}", with_images=True,
@@ -179,7 +187,9 @@ def _bench_gcs(root: Path, runs: int) -> None:
     print(f"client CPU per object, cold GCS stage of {n} objects ({human_bytes(total)}) from the "
           f"emulator on loopback: staging {stage[2] / n * 1000:.2f} ms vs serial "
           f"google-cloud-storage loop {serial[2] / n * 1000:.2f} ms -> {ratio:.2f}x "
-          f"(goal <= 1.5x): {verdict(ratio <= 1.5)}")  # fmt: skip
+          f"({goal('<= 1.5x', ratio <= 1.5)})")  # fmt: skip
+    report(BENCH, "gcs_cpu", staging_ms_per_object=stage[2] / n * 1000,
+           serial_ms_per_object=serial[2] / n * 1000, ratio=ratio, met=ratio <= 1.5)  # fmt: skip
     print(f"  (wall: staging {stage[0]:.2f} s vs serial loop {serial[0]:.2f} s; emulator CPU "
           f"{stage[1]:.2f} vs {serial[1]:.2f} s; no network wait on loopback, so {os.cpu_count()} "
           "shared CPUs bound both)")  # fmt: skip

@@ -19,6 +19,8 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+from bench.harness import goal, median_of, report
+from common import REPO_ROOT
 from staging.paths import human_bytes
 
 LATENCY_MS = 20.0
@@ -28,9 +30,10 @@ WORKERS = 16  # DEFAULT_WORKERS of data.workers; the same for every side
 LOADER_WORKERS = 8
 WARM_PASSES = 20
 BUCKET_URL = "gs://bench/coco"
+BENCH = "staging"
 
 
-def bench_latency(root: Path, runs: int, *, median: Callable, verdict: Callable) -> None:
+def bench_latency(root: Path, runs: int) -> None:
     """Serial loop vs transfer_manager vs stage_coco on OBJECTS x OBJECT_BYTES at LATENCY_MS."""
     from bench.staging_util import stage_seconds, write_image_tree
     from staging.testing.gcs_emulator import running_emulator, upload_dir
@@ -38,21 +41,23 @@ def bench_latency(root: Path, runs: int, *, median: Callable, verdict: Callable)
     total = write_image_tree(root / "src", files=OBJECTS, size=OBJECT_BYTES)
     with running_emulator() as url, latency_proxy(url, LATENCY_MS):
         upload_dir(root / "src", BUCKET_URL, workers=4)
-        serial = median(lambda i: serial_download(root / f"serial{i}"), runs)
-        manager = median(lambda i: manager_download(root / f"tm{i}", workers=WORKERS), runs)
-        stage = median(lambda i: stage_seconds(BUCKET_URL, root / f"cache{i}", root / f"dest{i}",
+        serial = median_of(lambda i: serial_download(root / f"serial{i}"), runs)
+        manager = median_of(lambda i: manager_download(root / f"tm{i}", workers=WORKERS), runs)
+        stage = median_of(lambda i: stage_seconds(BUCKET_URL, root / f"cache{i}", root / f"dest{i}",
                                                with_images=True, splits=["train"],
                                                workers=WORKERS), runs)  # fmt: skip
     print(f"cold GCS stage at {LATENCY_MS:.0f} ms per request ({OBJECTS + 1} objects, "
           f"{human_bytes(total)}, {WORKERS} workers each): staging {stage:.2f} s, "
           f"transfer_manager.download_many {manager:.2f} s, serial loop {serial:.2f} s")  # fmt: skip
-    print(f"  vs serial loop: {serial / stage:.1f}x faster (goal >= 8x): "
-          f"{verdict(serial / stage >= 8)}")  # fmt: skip
-    print(f"  vs transfer_manager: {manager / stage:.2f}x (goal >= 1.0x): "
-          f"{verdict(manager / stage >= 1.0)}")  # fmt: skip
+    print(f"  vs serial loop: {serial / stage:.1f}x faster "
+          f"({goal('>= 8x', serial / stage >= 8)})")  # fmt: skip
+    print(f"  vs transfer_manager: {manager / stage:.2f}x "
+          f"({goal('>= 1.0x', manager / stage >= 1.0)})")  # fmt: skip
+    report(BENCH, "gcs_latency", staging_s=stage, transfer_manager_s=manager, serial_s=serial,
+           met=serial / stage >= 8 and manager / stage >= 1.0)  # fmt: skip
 
 
-def bench_read_through(root: Path, runs: int, *, median: Callable, verdict: Callable) -> None:
+def bench_read_through(root: Path, runs: int) -> None:
     """Warm backend get() vs mmengine's local backend; cold images/s with loader processes."""
     from bench.staging_util import stage_seconds, write_image_tree
     from staging.testing.gcs_emulator import running_emulator, upload_dir
@@ -63,16 +68,18 @@ def bench_read_through(root: Path, runs: int, *, median: Callable, verdict: Call
     with running_emulator() as url, latency_proxy(url, LATENCY_MS):
         upload_dir(root / "src", BUCKET_URL, workers=4)
         args = [_stage_for_backend(root / f"cold{i}", stage_seconds) for i in range(runs)]
-        cold = median(lambda i: len(urls) / _loader_seconds(urls, args[i]), runs)
+        cold = median_of(lambda i: len(urls) / _loader_seconds(urls, args[i]), runs)
         warm, local = _warm_pair(urls, args[0], runs=runs)
     ratio = warm / local
     print(f"read-through backend, warm get() of {len(urls)} cached {human_bytes(OBJECT_BYTES)} "
           f"images x {WARM_PASSES}, best of {max(runs, 5)}: {warm * 1e6:.1f} us vs mmengine local backend "
-          f"{local * 1e6:.1f} us per image -> {ratio:.2f}x the time (goal <= 1.1x): "
-          f"{verdict(ratio <= 1.1)}")  # fmt: skip
+          f"{local * 1e6:.1f} us per image -> {ratio:.2f}x the time "
+          f"({goal('<= 1.1x', ratio <= 1.1)})")  # fmt: skip
     print(f"read-through backend, cold at {LATENCY_MS:.0f} ms per request with "
-          f"{LOADER_WORKERS} loader processes: {cold:.0f} images/s (goal >= 200): "
-          f"{verdict(cold >= 200)}")  # fmt: skip
+          f"{LOADER_WORKERS} loader processes: {cold:.0f} images/s "
+          f"({goal('>= 200', cold >= 200)})")  # fmt: skip
+    report(BENCH, "read_through", warm_us=warm * 1e6, local_us=local * 1e6, warm_ratio=ratio,
+           cold_images_per_s=cold, met=ratio <= 1.1 and cold >= 200)  # fmt: skip
 
 
 def _stage_for_backend(root: Path, stage_seconds: Callable) -> dict:
@@ -154,7 +161,7 @@ def latency_proxy(
 
     point = point or emulator_host
     port = emulator_url.rsplit(":", 1)[1]
-    repo = str(Path(__file__).resolve().parent.parent)
+    repo = str(REPO_ROOT)
     cmd = [sys.executable, "-m", "staging.testing.fault_proxy", "--upstream", port,
            "--latency-ms", str(latency_ms)]  # fmt: skip
     env = {**os.environ, "PYTHONPATH": repo}

@@ -16,17 +16,19 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from bench.harness import goal, median_of, report
 from bench.staging_net import LATENCY_MS, OBJECT_BYTES, OBJECTS, WORKERS, latency_proxy
 from bench.staging_util import busy, stage_seconds, write_image_tree
 from staging.paths import human_bytes, parse_source
 
 BUCKET_URL = "s3://bench/coco"
+BENCH = "staging"
 
 
-def bench_s3(root: Path, runs: int, *, median: Callable, verdict: Callable) -> None:
+def bench_s3(root: Path, runs: int) -> None:
     """Print the two S3 ratios (see the module docstring)."""
-    from staging.testing.gcs_emulator import emulator_cpu_seconds
     from staging.testing.s3_emulator import running_s3, s3_endpoint, upload_dir
+    from staging.testing.servers import server_cpu_seconds
 
     total = write_image_tree(root / "src", files=OBJECTS, size=OBJECT_BYTES)
     n = OBJECTS + 1
@@ -37,22 +39,25 @@ def bench_s3(root: Path, runs: int, *, median: Callable, verdict: Callable) -> N
 
     with running_s3() as url:
         upload_dir(root / "src", BUCKET_URL, workers=4)
-        cpu = functools.partial(emulator_cpu_seconds, url)
+        cpu = functools.partial(server_cpu_seconds, url)
         bare = busy(cpu, lambda i: bare_boto3_loop(root / f"bare{i}"), runs)
         ours = busy(cpu, stage("cpu"), runs)
         with latency_proxy(url, LATENCY_MS, point=s3_endpoint):
-            manager = median(lambda i: manager_download(root / f"tm{i}", workers=WORKERS), runs)
-            staged = median(stage("lat", workers=WORKERS), runs)
+            manager = median_of(lambda i: manager_download(root / f"tm{i}", workers=WORKERS), runs)
+            staged = median_of(stage("lat", workers=WORKERS), runs)
     ratio = ours[2] / bare[2]
     print(f"client CPU per object, cold S3 stage of {n} objects ({human_bytes(total)}) from moto "
           f"on loopback: staging {ours[2] / n * 1000:.2f} ms vs bare boto3 get_object loop "
-          f"{bare[2] / n * 1000:.2f} ms -> {ratio:.2f}x (goal <= 1.5x): "
-          f"{verdict(ratio <= 1.5)}")  # fmt: skip
+          f"{bare[2] / n * 1000:.2f} ms -> {ratio:.2f}x ({goal('<= 1.5x', ratio <= 1.5)})")  # fmt: skip
+    report(BENCH, "s3_cpu", staging_ms_per_object=ours[2] / n * 1000,
+           bare_ms_per_object=bare[2] / n * 1000, ratio=ratio, met=ratio <= 1.5)  # fmt: skip
     print(f"  (wall: staging {ours[0]:.2f} s vs bare loop {bare[0]:.2f} s; server CPU "
           f"{ours[1]:.2f} vs {bare[1]:.2f} s; {os.cpu_count()} shared CPUs)")  # fmt: skip
     print(f"cold S3 stage at {LATENCY_MS:.0f} ms per request ({n} objects, {WORKERS} workers "
           f"each): staging {staged:.2f} s vs s3transfer TransferManager {manager:.2f} s -> "
-          f"{manager / staged:.2f}x (goal >= 1.0x): {verdict(manager / staged >= 1.0)}")  # fmt: skip
+          f"{manager / staged:.2f}x ({goal('>= 1.0x', manager / staged >= 1.0)})")  # fmt: skip
+    report(BENCH, "s3_latency", staging_s=staged, transfer_manager_s=manager,
+           ratio=manager / staged, met=manager / staged >= 1.0)  # fmt: skip
 
 
 def _listing(client) -> list[dict]:

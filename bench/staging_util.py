@@ -1,5 +1,6 @@
-"""What the staging benchmarks share (bench.py, bench_net.py, bench_s3.py import it; it imports
-none of them): medians, verdicts, a timed stage, a generated image tree, CPU accounting."""
+"""What the staging benchmarks share (bench/staging.py, staging_net.py, staging_s3.py import it; it
+imports none of them): a timed stage, a generated image tree, CPU accounting. Medians and verdicts
+are bench/harness.py's."""
 
 from __future__ import annotations
 
@@ -10,14 +11,6 @@ import statistics
 import time
 from collections.abc import Callable
 from pathlib import Path
-
-
-def median(fn: Callable[[int], float], runs: int) -> float:
-    return statistics.median(fn(i) for i in range(runs))
-
-
-def verdict(ok: bool) -> str:
-    return "PASS" if ok else "MISS"
 
 
 def stage_seconds(source: str, cache: Path, dest: Path, **kw) -> float:

@@ -19,7 +19,6 @@ import argparse
 import json
 import os
 import resource
-import socket
 import statistics
 import subprocess
 import sys
@@ -27,6 +26,9 @@ import tempfile
 import time
 from dataclasses import replace
 from pathlib import Path
+
+from bench.harness import report
+from common import cache_root, free_port
 
 RANKS = (1, 2)
 WORKERS = 2
@@ -57,7 +59,6 @@ def main(runs: int = 0, scale: float = 1.0) -> None:
 def bench_data(scale: float) -> Path:
     """The generated set for ``scale``, made once under the project's cache."""
     from trial.testing.cocogen import VERSION, make_coco_scale
-    from trial.runtime.data import cache_root
 
     root = cache_root() / "bench" / f"{VERSION}-scale{scale:g}"
     started = time.perf_counter()
@@ -72,7 +73,7 @@ def run_side(side: str, root: Path, *, cache: Path, ranks: int) -> dict:
     """Start ``ranks`` rank processes at once; their results plus the tree's peak memory."""
     import psutil
 
-    port = _free_port()
+    port = free_port()
     with tempfile.TemporaryDirectory(prefix="startup-") as tmp:
         outs = [Path(tmp) / f"rank{r}.json" for r in range(ranks)]
         started = time.time()
@@ -141,12 +142,6 @@ def _warm_page_cache(root: Path) -> None:
                 pass
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _gb(n: float) -> str:
     return f"{n / 1e9:.2f} GB"
 
@@ -172,6 +167,10 @@ def _summary(root: Path, scale: float, results: dict, *, entry_bytes: int) -> li
         plain = med["plain"]
         for side in ("warm", "cold"):
             m = med[side]
+            ratios = {
+                k: m[k] / plain[k] for k in ("data_init_s", "to_step_s", "rss_per_rank", "tree_pss")
+            }
+            report("startup", "ratio", ranks=ranks, side=side, against="plain", **ratios)
             lines.append(
                 f"{ranks} rank(s) {side}/plain: data init {m['data_init_s'] / plain['data_init_s']:.3f}, "
                 f"to first step {m['to_step_s'] / plain['to_step_s']:.3f}, peak RSS/rank "
@@ -212,10 +211,10 @@ def _rank_main(side: str, data: Path, cache: Path, out: Path, work_dir: Path) ->
 def _probe_config(side: str, data: Path, cache: Path, work_dir: Path):
     """The trial's RetinaNet config (data, pipeline, loops) around the one-conv probe model;
     plain mmdet datasets for ``plain``, the node cache at ``cache`` otherwise."""
-    from bench.trial import _join_ranks
-    from trial.settings.config import TrainSettings, build_config, load_base_config, resolve_base
-    from trial.runtime.data import coco_dir_paths
+    from bench.trial import join_ranks
     from trial.engine.distributed import torch_world_size
+    from trial.runtime.data import coco_dir_paths
+    from trial.settings.config import TrainSettings, build_config, load_base_config, resolve_base
 
     paths = replace(coco_dir_paths(data, check_json=False),
                     ann_cache=None if side == "plain" else str(cache))  # fmt: skip
@@ -230,7 +229,7 @@ def _probe_config(side: str, data: Path, cache: Path, work_dir: Path):
     preprocessor = cfg["model"]["data_preprocessor"]
     cfg["model"] = dict(type="StartupProbeDetector", data_preprocessor=preprocessor)
     if ranks > 1:
-        _join_ranks(cfg)
+        join_ranks(cfg)
     return cfg
 
 

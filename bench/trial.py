@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import os
 import signal
 import statistics
@@ -32,7 +31,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from trial.runtime.ranks import free_det_ports
+from bench.harness import interleaved, medians, report, results
+from trial.runtime.ranks import free_det_ports, torchrun_argv
 
 MODEL = "retinanet"  # RetinaNet R50-FPN
 IMAGE_SCALE = (320, 320)
@@ -45,123 +45,131 @@ TINY_WARMUP = 50
 TINY_LOG_INTERVAL = 10
 LAYOUTS = (("1 rank", 1, 1), ("2 ranks", 1, 2), ("2 nodes", 2, 1))  # (name, nodes, ranks/node)
 LINES = ("retinanet", "overhead")
+SIDES = ("plain", "trial")
 C10D_PORT = 29400
+BENCH = "trial"
+PROCESS = "process"  # one process's figures, read back by the process that started it
 
 
 def main(
     runs: int = 0, *, lines: tuple[str, ...] = LINES, layouts: tuple[str, ...] | None = None
 ) -> None:
     """Run both sides ``runs`` times (default 3) on every layout (or those named in
-    ``layouts``); print medians and ratios."""
+    ``layouts``); print medians and ratios, each with its JSON result line (bench/harness.py)."""
     runs = runs or DEFAULT_RUNS
-    out = []
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # tear the namespaces down first
-    with _two_nodes() as (net, why_not):
+    chosen = [layout for layout in LAYOUTS if layouts is None or layout[0] in layouts]
+    with _two_nodes(any(nodes > 1 for _, nodes, _ in chosen)) as (net, why_not):
         if "retinanet" in lines:
-            out.append(
+            print(
                 f"RetinaNet R50-FPN {IMAGE_SCALE[0]} px, batch {BATCH} per rank, {ITERS} iters "
                 f"({WARMUP} warm-up), {runs} runs per side, interleaved, on the generated shapes "
-                "set (the same data everywhere)"
-            )
-            out += _layout_lines(
-                layouts, net, why_not, lambda layout: _retinanet_line(runs, layout, net)
-            )
+                "set (the same data everywhere)", flush=True,
+            )  # fmt: skip
+            for layout in chosen:
+                _each_layout(
+                    "retinanet", layout, net, why_not, lambda lay: _retinanet(runs, lay, net)
+                )
         if "overhead" in lines:
-            out.append(
+            print(
                 f"what the trial adds per step: tiny model, batch {BATCH} per rank, {TINY_ITERS} "
                 f"steps ({TINY_WARMUP} warm-up), reports every {TINY_LOG_INTERVAL}, {runs} runs "
-                "per side alternating in one process"
-            )
-            out += _layout_lines(
-                layouts, net, why_not, lambda layout: _overhead_line(runs, layout, net)
-            )
-    print("\n".join(out))
+                "per side alternating in one process", flush=True,
+            )  # fmt: skip
+            for layout in chosen:
+                _each_layout(
+                    "overhead", layout, net, why_not, lambda lay: _overhead(runs, lay, net)
+                )
 
 
-def _layout_lines(layouts, net: Any, why_not: str | None, line) -> list[str]:
-    """``name: line((nodes, ranks per node))`` for each chosen layout (2 nodes: when possible)."""
-    out = []
-    for name, nodes, per_node in LAYOUTS:
-        if layouts is not None and name not in layouts:
-            continue
-        out.append(
-            f"{name}: "
-            + (f"skipped ({why_not})" if nodes > 1 and net is None else line((nodes, per_node)))
-        )
-    return out
+def _each_layout(result: str, layout: tuple, net: Any, why_not: str | None, measure) -> None:
+    """``name: <line>`` and its JSON result for one layout (2 nodes: when namespaces can be made)."""
+    name, nodes, per_node = layout
+    if nodes > 1 and net is None:
+        print(f"{name}: skipped ({why_not})", flush=True)
+        report(BENCH, result, layout=name, skipped=why_not)
+        return
+    text, fields = measure((nodes, per_node))
+    print(f"{name}: {text}", flush=True)
+    report(BENCH, result, layout=name, **fields)
 
 
-def _retinanet_line(runs: int, layout: tuple[int, int], net: Any) -> str:
-    plain, trial = _compare(runs, layout, net)
-    return (
+def _retinanet(runs: int, layout: tuple[int, int], net: Any) -> tuple[str, dict]:
+    figures = _compare(runs, layout, net)
+    plain, trial = medians(figures).values()
+    text = (
         f"plain mmengine Runner {plain:.3f} s/iter, bundled trial {trial:.3f} s/iter (medians), "
         f"ratio trial/plain {trial / plain:.3f}"
     )
+    fields = {"plain_s_per_iter": plain, "trial_s_per_iter": trial, "ratio": trial / plain}
+    return text, {**fields, "runs": figures}
 
 
-def _overhead_line(runs: int, layout: tuple[int, int], net: Any) -> str:
+def _overhead(runs: int, layout: tuple[int, int], net: Any) -> tuple[str, dict]:
     with tempfile.TemporaryDirectory(prefix="bench-trial-") as tmp:
         args = ["--model", "tiny", "--side", "both", "--runs", str(runs)]
-        result = _launch(args, layout, Path(tmp), net)
-    plain = statistics.median(result["plain"]) * 1e3
-    trial = statistics.median(result["trial"]) * 1e3
-    return (
+        figures = _launch(args, layout, Path(tmp), net)
+    plain, trial = (value * 1e3 for value in medians(figures).values())
+    text = (
         f"plain {plain:.3f} ms/step, trial {trial:.3f} ms/step (medians), "
         f"the trial adds {trial - plain:+.3f} ms/step"
     )
+    fields = {"plain_ms_per_step": plain, "trial_ms_per_step": trial}
+    return text, {**fields, "added_ms_per_step": trial - plain, "runs": figures}
 
 
-def _compare(runs: int, layout: tuple[int, int], net: Any) -> tuple[float, float]:
-    times: dict[str, list[float]] = {"plain": [], "trial": []}
+def _compare(runs: int, layout: tuple[int, int], net: Any) -> dict[str, list[float]]:
+    """RetinaNet s/iter of each side, ``runs`` fresh processes each, interleaved."""
     with tempfile.TemporaryDirectory(prefix="bench-trial-") as tmp:
-        for index in range(runs):
-            for side in ("plain", "trial"):
-                args = ["--model", MODEL, "--side", side]
-                result = _launch(args, layout, Path(tmp) / f"{side}{index}", net)
-                seconds = result[side][0]
-                times[side].append(seconds)
-                print(
-                    f"{layout}, run {index + 1}/{runs} {side:5s}: {seconds:.3f} s/iter", flush=True
-                )
-    return statistics.median(times["plain"]), statistics.median(times["trial"])
+
+        def side(name: str):
+            def run(index: int) -> float:
+                args = ["--model", MODEL, "--side", name]
+                seconds = _launch(args, layout, Path(tmp) / f"{name}{index}", net)[name][0]
+                print(f"{layout}, run {index + 1}/{runs} {name:5s}: {seconds:.3f} s/iter",
+                      flush=True)  # fmt: skip
+                return seconds
+
+            return run
+
+        return interleaved({name: side(name) for name in SIDES}, runs)
 
 
 def _launch(args: list[str], layout: tuple[int, int], work_dir: Path, net: Any) -> dict:
-    """Run ``python -m bench.trial ARGS`` on ``layout``; return rank 0's JSON result."""
+    """Run ``python -m bench.trial ARGS`` on ``layout``; return rank 0's figures per side."""
     nodes, per_node = layout
     module = ["-m", "bench.trial", *args]
     if nodes == 1:
-        launcher = [sys.executable]
-        if per_node > 1:
-            launcher += ["-m", "torch.distributed.run", "--standalone"]
-            launcher += ["--nproc-per-node", str(per_node)]
+        launcher = torchrun_argv(nproc=per_node) if per_node > 1 else [sys.executable]
         command = [*launcher, *module, "--work-dir", str(work_dir)]
         env = {**free_det_ports(), **os.environ}  # several multi-rank runs may share a machine
         out = subprocess.run(command, check=True, capture_output=True, text=True, env=env).stdout
-        return _result(out)
+        return _figures(out)
     chief = net.nodes[0].address
     procs = []
     for node in net.nodes[:nodes]:
-        command = [
-            sys.executable, "-m", "torch.distributed.run", "--nnodes", str(nodes),
-            "--node-rank", str(node.index), "--nproc-per-node", str(per_node),
-            "--master-addr", chief, "--master-port", str(C10D_PORT),
-            *module, "--work-dir", str(work_dir / f"node{node.index}"),
-        ]  # fmt: skip
+        launcher = torchrun_argv(nproc=per_node, nnodes=nodes, node_rank=node.index,
+                                 master=chief, port=C10D_PORT)  # fmt: skip
+        command = [*launcher, *module, "--work-dir", str(work_dir / f"node{node.index}")]
         env = {**os.environ, "DET_CHIEF_IP": chief, "OMP_NUM_THREADS": "1"}
         procs.append(node.popen(command, env=env, stdout=subprocess.PIPE, text=True))
     outputs = [proc.communicate()[0] for proc in procs]
     if any(proc.returncode for proc in procs):
         raise RuntimeError(f"a 2-node bench run failed: exit codes {[p.returncode for p in procs]}")
-    return _result(outputs[0])
+    return _figures(outputs[0])
 
 
-def _result(stdout: str) -> dict:
-    return json.loads(next(line for line in stdout.splitlines() if line.startswith('{"plain"')))
+def _figures(stdout: str) -> dict[str, list[float]]:
+    (record,) = results(stdout, bench=BENCH, result=PROCESS)
+    return {name: record[name] for name in SIDES}
 
 
 @contextlib.contextmanager
-def _two_nodes() -> Iterator[tuple[Any, str | None]]:
+def _two_nodes(wanted: bool) -> Iterator[tuple[Any, str | None]]:
+    """Two network namespaces when a 2-node layout is wanted and this machine can make them."""
+    if not wanted:
+        yield None, None
+        return
     from trial.testing.nodes import NodesUnavailable, node_network
 
     try:
@@ -178,9 +186,9 @@ def _retinanet_run(side: str, work_dir: Path) -> float:
     """One RetinaNet run of ``side``; the median iteration time after warm-up (rank 0's timer)."""
     from mmengine.runner import Runner
 
-    from trial.settings.config import TrainSettings, build_config, load_base_config, resolve_base
-    from trial.runtime.data import default_data
     from trial.engine.distributed import torch_world_size
+    from trial.runtime.data import default_data
+    from trial.settings.config import TrainSettings, build_config, load_base_config, resolve_base
 
     ranks = torch_world_size()
     settings = TrainSettings(
@@ -212,15 +220,14 @@ def _tiny_runs(runs: int, work_dir: Path) -> dict[str, list[float]]:
     """``runs`` x (plain, trial) of the tiny model in this process; mean s/step of each."""
     from bench.tiny_model import tiny_config, tiny_run
 
-    times: dict[str, list[float]] = {"plain": [], "trial": []}
     cfg = tiny_config(work_dir, iters=TINY_ITERS, batch=BATCH, log_interval=TINY_LOG_INTERVAL)
     with _sides(cfg, work_dir) as add_trial:
-        for index in range(runs):
-            for side in ("plain", "trial"):
-                extra = add_trial if side == "trial" else None
-                seconds = tiny_run(cfg, f"{side}{index}", warmup=TINY_WARMUP, add_trial=extra)
-                times[side].append(seconds)
-    return times
+
+        def side(name: str):
+            extra = add_trial if name == "trial" else None
+            return lambda i: tiny_run(cfg, f"{name}{i}", warmup=TINY_WARMUP, add_trial=extra)
+
+        return interleaved({name: side(name) for name in SIDES}, runs)
 
 
 @contextlib.contextmanager
@@ -234,7 +241,7 @@ def _sides(cfg: Any, work_dir: Path):
     ranks = torch_world_size()
     distributed = None
     if ranks > 1:
-        _join_ranks(cfg)
+        join_ranks(cfg)
         distributed = det.core.DistributedContext.from_torch_distributed()
     storage = str(work_dir / "checkpoints")
     modes = det.core.PreemptMode
@@ -244,7 +251,9 @@ def _sides(cfg: Any, work_dir: Path):
     ) as core:
         preempt = core.preempt
 
-        def add_trial(runner, **hook_args) -> None:  # what trial/runtime/train.py and __main__.py add
+        def add_trial(
+            runner, **hook_args
+        ) -> None:  # what trial/runtime/train.py and __main__.py add
             from trial.engine.hook import DetCoreHook
 
             if distributed is not None:
@@ -259,7 +268,7 @@ def _sides(cfg: Any, work_dir: Path):
         yield add_trial
 
 
-def _join_ranks(cfg) -> None:
+def join_ranks(cfg) -> None:
     """The adaptations both sides need to run many ranks (on CPU: gloo, DDP without device ids)."""
     import torch
 
@@ -293,4 +302,4 @@ if __name__ == "__main__":
     else:
         result = {args.side: [_retinanet_run(args.side, work)]}
     if int(os.environ.get("RANK", "0")) == 0:
-        print(json.dumps({"plain": [], "trial": [], **result}), flush=True)
+        report(BENCH, PROCESS, **{"plain": [], "trial": [], **result})
