@@ -152,8 +152,6 @@ def bench(args) -> dict:
     """`invoke bench trial`'s 1-rank lines: RetinaNet s/iter, plain mmengine vs the trial in
     interleaved fresh processes, and the milliseconds the trial adds per step (tiny model); read
     from the benchmark's own JSON result lines (bench/harness.py)."""
-    from bench.harness import results
-
     args.work.mkdir(parents=True, exist_ok=True)
     argv = [sys.executable, "-m", "bench.trial", "--runs", str(args.runs), "--layouts", "1 rank"]
     env = {**os.environ, "TMPDIR": str(args.work)}  # the runs' work dirs stay in the check's work
@@ -162,7 +160,14 @@ def bench(args) -> dict:
     if proc.returncode != 0:
         tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
         raise SystemExit(f"bench: python -m bench.trial exited {proc.returncode}: {tail}")
-    found = {r["result"]: r for r in results(proc.stdout, bench="trial") if r["layout"] == "1 rank"}
+    return bench_summary(proc.stdout)
+
+
+def bench_summary(stdout: str) -> dict:
+    """The step's record from bench.trial's 1-rank result lines (SystemExit when one is missing)."""
+    from bench.harness import results
+
+    found = {r["result"]: r for r in results(stdout, bench="trial") if r["layout"] == "1 rank"}
     if set(found) != {"retinanet", "overhead"}:
         raise SystemExit(f"bench: no 1-rank result lines in its output (found {sorted(found)})")
     retinanet, overhead = found["retinanet"], found["overhead"]
