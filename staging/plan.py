@@ -75,10 +75,6 @@ def plan_images(
     return out
 
 
-def total_bytes(transfers: Iterable[Transfer]) -> int:
-    return sum(t.info.size for t in transfers)
-
-
 def describe(transfers: Sequence[Transfer], cached: Sequence[bool]) -> list[str]:
     """Dry-run lines: one per transfer (fetch or cached) and a total."""
     lines = [
