@@ -13,10 +13,11 @@ import pytest
 from staging_helpers import incomplete_files, snapshot
 
 from errors import CorruptDataError, StagingError
-from staging import cache as cache_mod
-from staging.cache import RESERVE_ENV, Cache, file_crc32c, partial_dir, recorded_crc32c, temp_name
+from staging import writers
+from staging.cache import RESERVE_ENV, Cache, file_crc32c, recorded_crc32c
 from staging.paths import parse_source
 from staging.stores.sources import LocalSource
+from staging.writers import partial_dir, temp_name
 
 SIZE = 3 * (1 << 20) + 123
 
@@ -25,7 +26,7 @@ def _dead_writers_temp(final) -> str:
     """The temp-file name a killed writer on this host leaves behind (its pid has exited)."""
     proc = subprocess.Popen(["true"])
     proc.wait()
-    return f"{final.name}.{cache_mod._HOST}-{proc.pid}.deadbeef.incomplete"
+    return f"{final.name}.{writers._HOST}-{proc.pid}.deadbeef.incomplete"
 
 
 @pytest.fixture
