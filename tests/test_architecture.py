@@ -3,7 +3,7 @@
 1. no product module imports a test harness (a ``testing/`` folder) or a benchmark (``bench/``);
 2. every import between rooms follows an allowed arrow (``ARROWS``): lower rooms never import
    higher ones;
-3. no import cycle between modules;
+3. no import cycle between modules (ci/'s scripts included);
 4. every product module is used: imported by product code, or an entry point something runs;
 5. no folder holds more than ~15 modules.
 """
@@ -185,6 +185,32 @@ def _product_scripts() -> str:
     return "\n".join(
         (REPO_ROOT / name).read_text() for name in ("hooks/startup-hook.sh", "ci/setup.sh")
     )
+
+
+def test_ci_scripts_import_each_other_without_cycles():
+    """ci/'s scripts import their siblings by bare name (gpucheck -> gpucheck_carry)."""
+    scripts = {p.stem: p for p in (REPO_ROOT / "ci").glob("*.py")}
+    graph = {}
+    for name, path in scripts.items():
+        found = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                found |= {a.name for a in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+                found.add(node.module)
+        graph[name] = found & set(scripts)
+    for name, deps in graph.items():
+        for dep in deps:
+            assert name not in _reachable(graph, dep), f"ci/{name}.py and ci/{dep}.py: a cycle"
+
+
+def _reachable(graph: dict[str, set[str]], start: str) -> set[str]:
+    seen, todo = set(), [start]
+    while todo:
+        for dep in graph[todo.pop()] - seen:
+            seen.add(dep)
+            todo.append(dep)
+    return seen
 
 
 @pytest.mark.parametrize("package", PACKAGES)

@@ -1,4 +1,4 @@
-"""Pictures of a run: TensorBoard event files while it trains, one PNG of its curves at the end.
+"""TensorBoard event files while a run trains (the curves PNG at its end is trial/ui/curves.py).
 
 mmengine's own visualizer does the TensorBoard part: LoggerHook sends every logged scalar (losses,
 lr, ``coco/bbox_mAP``…) to the visualizer's backends, and mmdet's DetVisualizationHook (as trial/engine/drawing.py's
@@ -6,7 +6,7 @@ SparseDetVisualizationHook, which reads only the images it draws) draws a
 validation image with its predictions every ``interval`` validation images. The trial gives the
 visualizer one ``TensorboardVisBackend``; its directory is Determined's TensorBoard path on a
 cluster (uploaded with every metrics report, so ``det tensorboard start`` shows it) and
-``<work_dir>/tensorboard`` locally. The curves PNG is drawn from the run's ``metrics.jsonl``.
+``<work_dir>/tensorboard`` locally.
 """
 
 from __future__ import annotations
