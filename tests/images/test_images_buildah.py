@@ -18,6 +18,7 @@ import pytest
 from images_helpers import remove_images
 
 from common import REPO_ROOT as REPO
+from common import cache_root
 from images import buildah, wheelhouse
 from images.matrix import MATRIX_PATH, expand_matrix, load_matrix, select
 from images.plan import repository
@@ -55,7 +56,7 @@ def cpu_build(tmp_path_factory):
     spec = select(expand_matrix(load_matrix(MATRIX_PATH)), ["cpu"])[0]
     wheels = wheelhouse.find_wheels(spec, "auto")
     if not any(w.name.startswith("mmcv-") for w in wheels):
-        pytest.fail(f"no cached mmcv wheel under {wheelhouse.cache_root()}; run ci/setup.sh first")
+        pytest.fail(f"no cached mmcv wheel under {cache_root()}; run ci/setup.sh first")
     tmp = tmp_path_factory.mktemp("buildah")
     house = tmp / "wheelhouse"  # the wheelhouse = a temp dir holding exactly those wheels
     house.mkdir()
