@@ -60,26 +60,25 @@ def main(
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # tear the namespaces down first
     chosen = [layout for layout in LAYOUTS if layouts is None or layout[0] in layouts]
     with _two_nodes(any(nodes > 1 for _, nodes, _ in chosen)) as (net, why_not):
-        if "retinanet" in lines:
-            print(
-                f"RetinaNet R50-FPN {IMAGE_SCALE[0]} px, batch {BATCH} per rank, {ITERS} iters "
-                f"({WARMUP} warm-up), {runs} runs per side, interleaved, on the generated shapes "
-                "set (the same data everywhere)", flush=True,
-            )  # fmt: skip
+        for line in (name for name in LINES if name in lines):
+            print(_header(line, runs), flush=True)
+            measure = {"retinanet": _retinanet, "overhead": _overhead}[line]
             for layout in chosen:
-                _each_layout(
-                    "retinanet", layout, net, why_not, lambda lay: _retinanet(runs, lay, net)
-                )
-        if "overhead" in lines:
-            print(
-                f"what the trial adds per step: tiny model, batch {BATCH} per rank, {TINY_ITERS} "
-                f"steps ({TINY_WARMUP} warm-up), reports every {TINY_LOG_INTERVAL}, {runs} runs "
-                "per side alternating in one process", flush=True,
-            )  # fmt: skip
-            for layout in chosen:
-                _each_layout(
-                    "overhead", layout, net, why_not, lambda lay: _overhead(runs, lay, net)
-                )
+                _each_layout(line, layout, net, why_not, lambda lay: measure(runs, lay, net))  # noqa: B023
+
+
+def _header(line: str, runs: int) -> str:
+    if line == "retinanet":
+        return (
+            f"RetinaNet R50-FPN {IMAGE_SCALE[0]} px, batch {BATCH} per rank, {ITERS} iters "
+            f"({WARMUP} warm-up), {runs} runs per side, interleaved, on the generated shapes "
+            "set (the same data everywhere)"
+        )
+    return (
+        f"what the trial adds per step: tiny model, batch {BATCH} per rank, {TINY_ITERS} "
+        f"steps ({TINY_WARMUP} warm-up), reports every {TINY_LOG_INTERVAL}, {runs} runs "
+        "per side alternating in one process"
+    )
 
 
 def _each_layout(result: str, layout: tuple, net: Any, why_not: str | None, measure) -> None:

@@ -19,14 +19,7 @@ from pathlib import Path
 
 from common import free_port
 from staging.paths import GS, SourceRef
-from staging.testing.servers import (
-    HOST,
-    environment,
-    server_process,
-    split_object_url,
-    upload_tree,
-    wait_healthy,
-)
+from staging.testing import servers
 
 ENV = "STORAGE_EMULATOR_HOST"
 
@@ -41,9 +34,9 @@ def running_emulator(
     what lets a second CI smoke show a warm node cache; by default storage is in memory.
     """
     port = port or free_port()
-    url = f"http://{HOST}:{port}"
+    url = f"http://{servers.HOST}:{port}"
     with _server(port, url, in_process=in_process, storage_dir=storage_dir):
-        wait_healthy(url)
+        servers.wait_healthy(url)
         with emulator_host(url):
             yield url
 
@@ -51,7 +44,7 @@ def running_emulator(
 @contextlib.contextmanager
 def emulator_host(url: str) -> Iterator[str]:
     """Point STORAGE_EMULATOR_HOST at ``url`` for the block; restore what was there after."""
-    with environment({ENV: url}):
+    with servers.environment({ENV: url}):
         yield url
 
 
@@ -60,14 +53,14 @@ def _server(port: int, url: str, *, in_process: bool, storage_dir: Path | None) 
     if in_process and storage_dir is None:
         from gcp_storage_emulator.server import create_server
 
-        server = create_server(HOST, port, in_memory=True)
+        server = create_server(servers.HOST, port, in_memory=True)
         server.start()
         try:
             yield
         finally:
             server.stop()
         return
-    cmd = [sys.executable, "-m", "gcp_storage_emulator", "start", "--host", HOST, "--port",
+    cmd = [sys.executable, "-m", "gcp_storage_emulator", "start", "--host", servers.HOST, "--port",
            str(port), "--quiet"]  # fmt: skip
     env = dict(os.environ)
     if storage_dir is None:
@@ -75,7 +68,7 @@ def _server(port: int, url: str, *, in_process: bool, storage_dir: Path | None) 
     else:
         Path(storage_dir).mkdir(parents=True, exist_ok=True)
         env["STORAGE_BASE"] = str(storage_dir)  # the emulator keeps <STORAGE_BASE>/.cloudstorage
-    with server_process(cmd, url, env=env):
+    with servers.server_process(cmd, url, env=env):
         yield
 
 
@@ -98,11 +91,11 @@ def upload_dir(local: str | Path, url: str, *, workers: int = 8) -> int:
         bucket = ensure_bucket(ref.bucket)
         return lambda name, path: bucket.blob(name).upload_from_filename(str(path))
 
-    return upload_tree(local, url, kind=GS, uploader=uploader, workers=workers)
+    return servers.upload_tree(local, url, kind=GS, uploader=uploader, workers=workers)
 
 
 def upload_bytes(url: str, data: bytes) -> None:
     """Upload ``data`` as the object ``gs://bucket/name``; the name is not checked, so tests can
     plant hostile names (``..``)."""
-    bucket, name = split_object_url(url, GS)
+    bucket, name = servers.split_object_url(url, GS)
     ensure_bucket(bucket).blob(name).upload_from_string(data)

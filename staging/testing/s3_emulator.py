@@ -20,14 +20,7 @@ from pathlib import Path
 
 from common import free_port
 from staging.paths import S3, SourceRef
-from staging.testing.servers import (
-    HOST,
-    environment,
-    server_process,
-    split_object_url,
-    upload_tree,
-    wait_healthy,
-)
+from staging.testing import servers
 
 ENDPOINT_ENVS = ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3")
 TEST_ENV = {
@@ -42,10 +35,10 @@ TEST_ENV = {
 def running_s3(*, port: int = 0) -> Iterator[str]:
     """Run moto's S3 server on loopback and point boto3 at it (test credentials); yield its URL."""
     port = port or free_port()
-    url = f"http://{HOST}:{port}"
-    cmd = [sys.executable, "-m", "moto.server", "-H", HOST, "-p", str(port)]
-    with server_process(cmd, url) as proc:
-        wait_healthy(url, path="/moto-api/data.json", what="moto S3 server", proc=proc,
+    url = f"http://{servers.HOST}:{port}"
+    cmd = [sys.executable, "-m", "moto.server", "-H", servers.HOST, "-p", str(port)]
+    with servers.server_process(cmd, url) as proc:
+        servers.wait_healthy(url, path="/moto-api/data.json", what="moto S3 server", proc=proc,
                      hint="; is moto installed (pip install -e '.[dev]')?")  # fmt: skip
         with s3_endpoint(url, credentials=TEST_ENV):
             yield url
@@ -55,7 +48,7 @@ def running_s3(*, port: int = 0) -> Iterator[str]:
 def s3_endpoint(url: str, *, credentials: dict[str, str] | None = None) -> Iterator[str]:
     """Point AWS_ENDPOINT_URL and AWS_ENDPOINT_URL_S3 (and ``credentials``) at ``url`` for the
     block; restore what was there after."""
-    with environment({**dict.fromkeys(ENDPOINT_ENVS, url), **(credentials or {})}):
+    with servers.environment({**dict.fromkeys(ENDPOINT_ENVS, url), **(credentials or {})}):
         yield url
 
 
@@ -86,11 +79,11 @@ def upload_dir(local: str | Path, url: str, *, workers: int = 8, **put_args) -> 
             Bucket=ref.bucket, Key=key, Body=path.read_bytes(), **put_args
         )
 
-    return upload_tree(local, url, kind=S3, uploader=uploader, workers=workers)
+    return servers.upload_tree(local, url, kind=S3, uploader=uploader, workers=workers)
 
 
 def put_bytes(url: str, data: bytes, **put_args) -> dict:
     """Upload ``data`` as the object ``s3://bucket/key`` (the bucket is made if missing)."""
-    bucket, key = split_object_url(url, S3)
+    bucket, key = servers.split_object_url(url, S3)
     ensure_bucket(bucket)
     return client().put_object(Bucket=bucket, Key=key, Body=data, **put_args)
