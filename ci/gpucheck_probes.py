@@ -155,12 +155,20 @@ def bench(args) -> dict:
     args.work.mkdir(parents=True, exist_ok=True)
     argv = [sys.executable, "-m", "bench.trial", "--runs", str(args.runs), "--layouts", "1 rank"]
     env = {**os.environ, "TMPDIR": str(args.work)}  # the runs' work dirs stay in the check's work
-    proc = subprocess.run(argv, capture_output=True, text=True, env=env)
-    sys.stderr.write(proc.stdout[-3000:])
-    if proc.returncode != 0:
-        tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
-        raise SystemExit(f"bench: python -m bench.trial exited {proc.returncode}: {tail}")
-    return bench_summary(proc.stdout)
+    # Its lines go on to the step's log as they come (a step killed at its limit still shows
+    # how far the runs got); its stdout is also kept for the result lines.
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True, env=env)
+    assert proc.stdout is not None
+    lines = []
+    for line in proc.stdout:
+        sys.stderr.write(line)
+        sys.stderr.flush()
+        lines.append(line)
+    if proc.wait() != 0:
+        raise SystemExit(
+            f"bench: python -m bench.trial exited {proc.returncode} (its log is above)"
+        )
+    return bench_summary("".join(lines))
 
 
 def bench_summary(stdout: str) -> dict:
