@@ -125,8 +125,9 @@ def plan_steps(s: Setup, *, phases: tuple[str, ...] = PHASES, bf16: bool = False
         for precision in precisions:
             sets = [a for item in AMP[precision] for a in ("--set", item)]
             work = str(s.work / f"train-{model}-{precision}")
+            # --fresh: a rerun of the phase replaces the last one's run (a work dir holds one run)
             argv = (s.py, "-m", "invoke", "train", model, "--data", str(s.carry / "coco"),
-                    "--max-iters", str(iters), "--work-dir", work, *sets)  # fmt: skip
+                    "--max-iters", str(iters), "--work-dir", work, "--fresh", *sets)  # fmt: skip
             limit = 300 if s.rehearsal else 150
             steps.append(Step(f"train-{model}-{precision}", TRAIN, argv, limit, ("ops",)))
     runs = "1" if s.rehearsal else "2"

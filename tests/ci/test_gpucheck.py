@@ -36,6 +36,7 @@ def test_gpu_plan_covers_the_issue_and_fits_the_device(tmp_path):
     fp16 = next(s for s in steps if s.name == "train-gfl-fp16")
     assert "optim_wrapper.type=AmpOptimWrapper" in fp16.argv and "30" in fp16.argv
     assert fp16.argv[1:5] == ("-m", "invoke", "train", "gfl")  # the product verb, its local profile
+    assert "--fresh" in fp16.argv  # a rerun of the phase replaces the last run in its work dir
 
 
 def test_bf16_training_only_when_no_op_refused(tmp_path):
