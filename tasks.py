@@ -430,3 +430,33 @@ def bench(c, what, runs=None, scale=0.0):
 
         count = optional_whole_number(runs, "--runs", what="repetitions per side") or 0
         importlib.import_module(BENCHES[what]).main(runs=count, **options)
+
+
+# --- a local Determined cluster (owner: devcluster/) ----------------------------------------------
+@task(
+    positional=["action"],
+    help={
+        "action": "up | down | status",
+        "agents": "up: number of agents (default 1)",
+        "slots": "up: CPU slots per agent (default 2)",
+        "master_port": "up: the master's port on 127.0.0.1 (default 8080)",
+        "db_port": "up: PostgreSQL's port on 127.0.0.1 (default 5433)",
+        "state_dir": "where the cluster lives (default $MMDET_DET_CLUSTER_DIR, else "
+        "/var/lib/mmdet-determined/cluster as root, ~/.local/state/mmdet-determined/cluster)",
+    },
+)
+def cluster(c, action, agents=1, slots=2, master_port=8080, db_port=5433, state_dir=None):
+    """A real Determined 0.38.1 cluster on this machine: PostgreSQL, the master, CPU agents on podman.
+
+    `up` builds master and agent from Determined's Go module the first time (cached), starts
+    everything, waits for the agents and prints DET_MASTER/DET_USER/DET_PASS as shell exports;
+    it is idempotent. `status` prints the same exports while the cluster is up (exit 1 when not).
+    `down` stops every process it started, removes its containers, database and state.
+    """
+    with user_errors():
+        from devcluster.cli import run
+
+        code = run(action, agents=int(agents), slots=int(slots), master_port=int(master_port),
+                   db_port=int(db_port), state_dir=state_dir)  # fmt: skip
+    if code:
+        raise Exit(code=code)

@@ -42,7 +42,9 @@ def main(runs: int = 0) -> None:
     size = buildah.run_buildah("images", "--format", "{{.Size}}", ref, capture=True)
     print(f"image            {ref}")
     print(f"image size       {size.splitlines()[0]} (buildah images, uncompressed)")
-    print(f"full build       {full:8.1f} s  (--force: buildah, vfs storage, wheelhouse auto)")
+    print(
+        f"full build       {full:8.1f} s  (--force: buildah, {buildah.storage_driver()} storage, wheelhouse auto)"
+    )
     print(
         f"no-change build  {median:8.2f} s  (median of {runs}, CLI start included; "
         "skipped by content hash)"

@@ -210,7 +210,7 @@ def _local_ids(one: plan.BuildPlan) -> set[str]:
 
 
 def _drop_untagged(one: plan.BuildPlan, old_ids: set[str]) -> None:
-    """A forced rebuild leaves the old image untagged; vfs keeps full copies, so remove it."""
+    """A forced rebuild leaves the old image untagged (with vfs a full copy), so remove it."""
     for image_id in old_ids - {buildah.image_id(ref) for ref in one.refs}:
         if not buildah.image_names(image_id):
             buildah.run_buildah("rmi", image_id, capture=True)

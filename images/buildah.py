@@ -1,29 +1,68 @@
 """Thin buildah executor: every call goes through ``buildah_cmd`` (storage options in one place).
 
-buildah runs as root with ``--storage-driver=vfs`` (no overlay in these sandboxes) and
-``--isolation=chroot`` for RUN steps; there is no daemon and no registry to pull from.
+buildah runs as root with ``--isolation=chroot`` for RUN steps; there is no daemon and no registry to
+pull from. Its storage driver is ``storage_driver()``: overlay where the kernel mounts it (layers
+shared, a container starts without copying its image), else vfs (every layer a full copy). podman,
+which serves the local Determined cluster's agents (devcluster/), uses the same storage and driver,
+so an image built here is what the agents run.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import shutil
 import subprocess
 import tempfile
+from pathlib import Path
 
 from errors import BuildError
 
-STORAGE_OPTS = ("--storage-driver=vfs",)
+STORAGE_ROOT = Path("/var/lib/containers/storage")
 DEBIAN_BASE = "localhost/debian:bookworm"
 DEBIAN_SUITE = "bookworm"
 DEBIAN_MIRROR = "http://deb.debian.org/debian"
 BASE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
+@functools.cache
+def storage_driver() -> str:
+    """``$MMDET_DET_STORAGE_DRIVER``, else the driver the storage already uses (a store cannot
+    switch), else overlay when this kernel mounts it, else vfs."""
+    chosen = os.environ.get("MMDET_DET_STORAGE_DRIVER", "")
+    if chosen:
+        return chosen
+    for driver in ("overlay", "vfs"):
+        if (STORAGE_ROOT / f"{driver}-images").is_dir():
+            return driver
+    return "overlay" if _overlay_mounts() else "vfs"
+
+
+def _overlay_mounts() -> bool:
+    """True when an overlay mount works here (root and a kernel with overlayfs)."""
+    if os.geteuid() != 0 or shutil.which("mount") is None:
+        return False
+    with tempfile.TemporaryDirectory(prefix="overlay-probe-") as tmp:
+        dirs = [os.path.join(tmp, d) for d in ("lower", "upper", "work", "merged")]
+        for d in dirs:
+            os.mkdir(d)
+        opts = f"lowerdir={dirs[0]},upperdir={dirs[1]},workdir={dirs[2]}"
+        mounted = subprocess.run(["mount", "-t", "overlay", "overlay", "-o", opts, dirs[3]],
+                                 capture_output=True).returncode == 0  # fmt: skip
+        if mounted:
+            subprocess.run(["umount", dirs[3]], capture_output=True)
+        return mounted
+
+
+def storage_opts() -> tuple[str, ...]:
+    """The global options buildah and podman take to use the project's storage."""
+    return (f"--storage-driver={storage_driver()}",)
+
+
 def buildah_cmd(*args: str) -> list[str]:
     """The argv for one buildah call with the project's storage options."""
-    return ["buildah", *STORAGE_OPTS, *args]
+    return ["buildah", *storage_opts(), *args]
 
 
 def require_buildah() -> None:

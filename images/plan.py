@@ -198,9 +198,12 @@ def _command(builder, args, *, refs, inputs, repo, spec, registry, push) -> tupl
     if builder == BUILDAH:
         local_base = spec.base_image.startswith(f"{LOCAL_REGISTRY}/")
         pull = "--pull=never" if local_base else "--pull=missing"  # digests never change
+        # docker format: OCI images have no SHELL, so buildah would run every RUN step with
+        # /bin/sh and without the Dockerfile's `-o pipefail` (it warns, then ignores it).
         head = buildah_cmd(
-            "bud", "--isolation=chroot", pull, "--timestamp", str(inputs.source_date_epoch)
-        )
+            "bud", "--isolation=chroot", pull, "--timestamp", str(inputs.source_date_epoch),
+            "--format=docker",
+        )  # fmt: skip
         return (*head, *common, CONTEXT)
     cache = []
     if registry:

@@ -2,8 +2,10 @@
 
 ``invoke build-image --variant V --registry R`` tags ``R/mmdet-determined:<readable tag>`` (and
 ``…-<content hash>``); without ``--registry`` the tags are ``localhost/…``, which exists only on the
-machine that built it. An experiment names the project's image as ``mmdet-determined:<tag>``
-(no registry: it is filled in from ``--registry``) or in full. Pure: references in, references out.
+machine that built it: only a cluster on that machine (``invoke cluster up``, a master on loopback)
+can run it, and there a bare ``mmdet-determined:<tag>`` means the local image. An experiment names
+the project's image as ``mmdet-determined:<tag>`` (no registry: it is filled in from ``--registry``)
+or in full. Pure: references in, references out.
 """
 
 from __future__ import annotations
@@ -22,18 +24,24 @@ HASH_SUFFIX = re.compile(rf"-[0-9a-f]{{{HASH_LEN}}}$")
 
 
 def resolve_experiment_images(
-    experiment: Mapping[str, Any], specs: Sequence[ImageSpec], *, registry: str | None
+    experiment: Mapping[str, Any],
+    specs: Sequence[ImageSpec],
+    *,
+    registry: str | None,
+    local_cluster: bool = False,
 ) -> dict:
     """A copy of ``experiment`` whose project image references carry ``registry``; ConfigError
-    (one line naming the field) for a reference the project does not build or cannot serve."""
+    (one line naming the field) for a reference the project does not build or cannot serve.
+    ``local_cluster``: the master runs on this machine, so the images built here may be used."""
     out = copy.deepcopy(dict(experiment))
     environment = out.get("environment")
     image = environment.get("image") if isinstance(environment, Mapping) else None
+    kwargs = {"registry": registry, "local_cluster": local_cluster}
     if isinstance(image, str):
-        environment["image"] = resolve_ref(image, specs, registry=registry, field="image")
+        environment["image"] = resolve_ref(image, specs, field="image", **kwargs)
     elif isinstance(image, Mapping):
         environment["image"] = {
-            key: resolve_ref(ref, specs, registry=registry, field=f"image.{key}")
+            key: resolve_ref(ref, specs, field=f"image.{key}", **kwargs)
             if isinstance(ref, str)
             else ref
             for key, ref in image.items()
@@ -41,7 +49,14 @@ def resolve_experiment_images(
     return out
 
 
-def resolve_ref(ref: str, specs: Sequence[ImageSpec], *, registry: str | None, field: str) -> str:
+def resolve_ref(
+    ref: str,
+    specs: Sequence[ImageSpec],
+    *,
+    registry: str | None,
+    field: str,
+    local_cluster: bool = False,
+) -> str:
     """``ref`` with the project's registry filled in; other images pass unchanged."""
     where, name, tag = _split(ref)
     if name != IMAGE_NAME:
@@ -54,6 +69,8 @@ def resolve_ref(ref: str, specs: Sequence[ImageSpec], *, registry: str | None, f
             f"{label} is the {spec.key} variant, which does not fit environment.{field}; "
             f"use a {'cpu' if kind == 'cpu' else 'CUDA'} variant of images/matrix.yaml"
         )
+    if local_cluster and not registry and where in ("", LOCAL_REGISTRY):
+        return f"{repository(LOCAL_REGISTRY)}:{tag}"  # built here, run here
     if where == LOCAL_REGISTRY:
         raise ConfigError(
             f"{label} exists only on the machine that built it; push it (invoke build-image "

@@ -15,7 +15,7 @@ from packaging.specifiers import SpecifierSet
 from packaging.version import Version
 
 from errors import BuildError
-from images.matrix import CPU, PREBUILT, SOURCE, ImageSpec
+from images.matrix import CPU, PREBUILT, SOURCE, TORCH_PYPI_CUDA, ImageSpec
 from images.mmcvbuild import NVCC_WHEELS
 
 # mmdet/__init__.py asserts these ranges at import time.
@@ -44,8 +44,6 @@ TORCH_CUDA = {
     "2.11": ("13.0",),
     "2.14": ("13.0",),
 }
-# The CUDA build PyPI's default Linux x86_64 torch wheel carries (torch_index: https://pypi.org/simple).
-TORCH_PYPI_CUDA = {"2.9": "12.8", "2.14": "13.0"}
 # Oldest NVIDIA Linux driver per CUDA major (minor-version compatibility; CUDA 13 user space needs
 # the 580 series). The README's variant table shows it per variant.
 DRIVER_MIN = {"11": "450.80.02", "12": "525.60.13", "13": "580"}
@@ -159,6 +157,8 @@ def _torch_cuda(spec: ImageSpec) -> str | None:
 def _torch_index(spec: ImageSpec) -> str | None:
     if spec.torch_from_pypi:
         pypi_cuda = TORCH_PYPI_CUDA.get(_minor(spec.torch))
+        if spec.cuda == CPU and pypi_cuda:
+            return None  # PyPI's CUDA torch, run on CPU
         if spec.cuda != pypi_cuda:
             return (
                 f"PyPI's torch {spec.torch} is not a CUDA {spec.cuda} build "

@@ -40,7 +40,7 @@ def mmcv_cache_key(spec: ImageSpec) -> str:
         mmcv=spec.mmcv,
         torch=spec.torch,
         python_tag=spec.python_tag,
-        cuda=spec.cuda,
+        cuda=spec.torch_cuda,  # a cpu variant on PyPI's CUDA torch: the "…-cu130-cpuops" wheel
         arch_list=spec.torch_cuda_arch_list,
     )
 
@@ -55,7 +55,8 @@ def select_wheels(spec: ImageSpec, names: list[str]) -> list[str]:
 
     PyPI's torch wheels carry no local label (``torch-2.14.1-cp311-…``): a PyPI variant takes them.
     """
-    label = rf"(\+{spec.cuda_tag})?" if spec.torch_from_pypi else rf"\+{spec.cuda_tag}"
+    build = spec.torch_version.split("+")[1]  # cu130 for PyPI's torch, cpu variant included
+    label = rf"(\+{build})?" if spec.torch_from_pypi else rf"\+{build}"
     torch_re = re.compile(
         rf"^torch-{re.escape(spec.torch)}{label}-{spec.python_tag}-[^-]+-[^-]+\.whl$"
     )

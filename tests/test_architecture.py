@@ -19,10 +19,10 @@ import pytest
 
 from common import REPO_ROOT
 
-PACKAGES = ("images", "staging", "trial", "bench")
+PACKAGES = ("images", "staging", "trial", "devcluster", "bench")
 SINGLE_MODULES = ("errors", "common", "tasks")
 PRODUCT_ROOMS = (
-    "errors", "common", "tasks", "images",
+    "errors", "common", "tasks", "images", "devcluster",
     "staging.paths", "staging.stores", "staging",
     "trial.expconf", "trial.engine", "trial.ui", "trial.settings", "trial.runtime", "trial.verbs",
     "trial",
@@ -35,6 +35,7 @@ ARROWS: dict[str, set[str]] = {
     "errors": set(),
     "common": set(),
     "images": BASE,
+    "devcluster": BASE | {"images"},  # a local Determined cluster; podman shares buildah's storage
     "staging.paths": BASE,
     "staging.stores": BASE | {"staging.paths"},
     "staging": BASE | {"staging.paths", "staging.stores"},
@@ -48,14 +49,17 @@ ARROWS: dict[str, set[str]] = {
     | {"trial.runtime", "trial.settings", "trial.engine", "trial.expconf", "trial.ui"}
     | {"images", "staging", "staging.paths"},
     "trial": BASE | {"trial.runtime", "trial.settings", "trial.engine", "trial.ui"},
-    "tasks": BASE | {"trial.verbs", "trial.settings", "staging", "images"},
+    "tasks": BASE | {"trial.verbs", "trial.settings", "staging", "images", "devcluster"},
     # harnesses serve the room beside them; benchmarks may use any product room and harness
     "staging.testing": BASE | {"staging", "staging.paths", "staging.stores"},
     "trial.testing": BASE | {"trial.runtime", "trial.settings", "trial.engine"},
     "bench": set(PRODUCT_ROOMS) | set(HARNESS_ROOMS),
 }
 # Modules a process runs by name (python -m …), never imported by product code.
-ENTRY_POINTS = {"tasks", "trial.__main__", "staging.__main__", "trial.settings.pretrained"}
+ENTRY_POINTS = {
+    "tasks", "trial.__main__", "staging.__main__", "devcluster.__main__",
+    "trial.settings.pretrained",
+}  # fmt: skip
 MAX_MODULES = 15
 
 

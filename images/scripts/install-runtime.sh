@@ -21,7 +21,9 @@ pip=(/opt/venv/bin/python -m pip)
 
 mmcv_wheels=(/mnt/mmcv/mmcv-"$MMCV_VERSION"-*.whl)
 constraints="$here/constraints.txt"
-printf '%s\nmmcv==%s\n' "$TORCH_PIN" "$MMCV_VERSION" >"$constraints"
+# setuptools: mmengine loads `mmdet::` configs through pkg_resources, which setuptools 81 removed
+# (torch's wheel pulls the newest one; a real trial failed with "No module named 'pkg_resources'").
+printf '%s\nmmcv==%s\nsetuptools==80.9.0\n' "$TORCH_PIN" "$MMCV_VERSION" >"$constraints"
 
 torch_src=(--extra-index-url "${TORCH_INDEX_URL:?}")
 torch_wheels=(/mnt/wheelhouse/torch-*.whl)
@@ -41,10 +43,10 @@ if [ -n "$cv_version" ]; then
   printf 'opencv-python-headless==%s\n' "$cv_version" >>"$constraints"
 fi
 
-if [ "$CUDA" != cpu ]; then
-  # torch's CUDA wheels ship the toolkit headers (cuda_runtime.h, cublas.h, nccl.h, …): only a
-  # compiler needs them, and the runtime image has none (nvcc stayed in the builder stage).
-  /opt/venv/bin/python - <<'PYEOF'
+# torch's CUDA wheels ship the toolkit headers (cuda_runtime.h, cublas.h, nccl.h, …): only a
+# compiler needs them, and the runtime image has none (nvcc stayed in the builder stage). PyPI's
+# torch is a CUDA build in the cpu variant too.
+/opt/venv/bin/python - <<'PYEOF'
 import pathlib, shutil, sysconfig
 site = pathlib.Path(sysconfig.get_paths()["purelib"])
 dirs = sorted(site.glob("nvidia/*/include"))
@@ -53,7 +55,6 @@ for d in dirs:
     shutil.rmtree(d)
 print(f"[image] removed CUDA headers: {len(dirs)} dirs, {size / 2**20:.0f} MiB")
 PYEOF
-fi
 
 cat >"$here/image.json" <<JSON
 {"variant": "$VARIANT", "python": "$PYTHON_VERSION", "cuda": "$CUDA", "torch": "$TORCH_PIN",

@@ -114,12 +114,24 @@ def check_cuda_runtime(want: dict) -> None:
 
 
 def check_imports() -> None:
+    import boto3  # noqa: F401
     import determined.core  # noqa: F401
+    import jsonschema  # noqa: F401
     import mmdet.models  # noqa: F401
     import pycocotools.coco  # noqa: F401
     from google.cloud import storage  # noqa: F401
 
-    ok("determined.core, mmdet.models, pycocotools, google.cloud.storage import")
+    ok("determined.core, mmdet.models, pycocotools, google.cloud.storage, boto3, jsonschema import")
+
+
+def check_mmdet_config() -> None:
+    """What the trial does first: load a bundled mmdet config (mmengine needs pkg_resources)."""
+    from mmengine.hub import get_config
+
+    cfg = get_config("mmdet::retinanet/retinanet_r50_fpn_1x_coco.py")
+    if cfg.model.type != "RetinaNet":
+        fail(f"mmdet::retinanet config loaded a {cfg.model.type}")
+    ok("mmdet::retinanet/retinanet_r50_fpn_1x_coco.py loads (mmengine.hub.get_config)")
 
 
 def check_pip() -> None:
@@ -152,6 +164,7 @@ def main(argv: list[str]) -> None:
     check_cuda(want, build_time=build_time)
     check_cuda_runtime(want)
     check_imports()
+    check_mmdet_config()
     check_pip()
     print(f"[smoke] passed: variant {want['variant']}", flush=True)
 

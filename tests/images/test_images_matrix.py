@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 
 import pytest
+import tomllib
 from images_helpers import real_matrix, specs_from
 
 from common import REPO_ROOT as REPO
@@ -50,12 +51,33 @@ def test_cu130_is_debian_plus_pypi_cuda_wheels_for_a100_and_h100():
 
 
 def test_cpu_variant_matches_the_project_pins():
-    pins = re.findall(r'^\s*"([^"]+)",?$', (REPO / "pyproject.toml").read_text(), re.M)
+    pins = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"]
     cpu = {spec.key: spec for spec in real_specs()}["cpu"]
     for name in ("mmcv", "mmdet", "mmengine", "determined"):
         assert f"{name}=={getattr(cpu, name)}" in pins
     for extra in cpu.extra_packages:
         assert extra in pins, f"{extra} in images/matrix.yaml differs from pyproject.toml"
+
+
+# pyproject.toml dependencies the containers do not need: the verbs' CLI, and the host-side
+# benchmarks' memory sampling. Everything else the trial and staging import must be in the image.
+HOST_ONLY = {"invoke", "psutil"}
+# Installed in the image through the training stack's own requirements (mmcv/mmengine need them).
+FROM_THE_STACK = {"Pillow", "packaging", "matplotlib"}
+
+
+def test_the_image_carries_every_runtime_dependency_of_the_code_it_runs():
+    """The trial imports trial.expconf (jsonschema) and stages s3:// (boto3): a real cluster's
+    first trial died on `No module named 'jsonschema'` while the image lacked it."""
+    doc = tomllib.loads((REPO / "pyproject.toml").read_text())
+    cpu = {spec.key: spec for spec in real_specs()}["cpu"]
+    stack = {"mmcv", "mmdet", "mmengine", "determined"}
+    in_image = {re.split(r"[=<>\[]", extra)[0] for extra in cpu.extra_packages}
+    for requirement in doc["project"]["dependencies"]:
+        name = re.split(r"[=<>\[ ]", requirement)[0]
+        if name in stack | HOST_ONLY | FROM_THE_STACK:
+            continue
+        assert name in in_image, f"{name} is a runtime dependency but not in the image"
 
 
 @pytest.mark.parametrize(

@@ -62,6 +62,30 @@ def test_a_reference_the_project_does_not_build_is_one_line(ref, registry, messa
         resolve_ref(ref, SPECS, registry=registry, field="image.cuda")
 
 
+@pytest.mark.parametrize(
+    "ref", [f"mmdet-determined:{CPU_TAG}", f"localhost/mmdet-determined:{CPU_TAG}"]
+)
+def test_a_cluster_on_this_machine_runs_the_image_built_here(ref):
+    """`invoke cluster up`'s agents run images from this machine's storage: `localhost/` is fine
+    there, and only there."""
+    local = resolve_ref(ref, SPECS, registry=None, field="image.cpu", local_cluster=True)
+    assert local == f"localhost/mmdet-determined:{CPU_TAG}"
+    assert (
+        resolve_ref(  # an explicit registry still wins: the local cluster can pull too
+            f"mmdet-determined:{CPU_TAG}",
+            SPECS,
+            registry="r.io",
+            field="image.cpu",
+            local_cluster=True,
+        )
+        == f"r.io/mmdet-determined:{CPU_TAG}"
+    )
+    with pytest.raises(
+        ConfigError, match=r"exists only on the machine that built it|has no registry"
+    ):
+        resolve_ref(ref, SPECS, registry=None, field="image.cpu")  # a remote master
+
+
 def test_build_with_docker_and_no_daemon_says_why_docker_cli_standin(tmp_path):
     """The real CLI prints this line for every daemon call when dockerd is not running."""
     standin = tmp_path / "bin" / "docker"

@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 from common import REPO_ROOT as REPO
+from images import buildah
 
 
 def invoke(*args: str) -> subprocess.CompletedProcess:
@@ -43,7 +44,8 @@ def test_dry_run_all_prints_every_variant():
     assert proc.returncode == 0, proc.stderr
     for key in ("cu121", "cu124", "cu130", "cpu"):
         assert f"variant {key}:" in proc.stdout
-    assert proc.stdout.count("  command:   buildah --storage-driver=vfs bud") == 4
+    opts = " ".join(buildah.storage_opts())
+    assert proc.stdout.count(f"  command:   buildah {opts} bud") == 4
 
 
 def test_unknown_variant_is_one_line_and_exit_1():

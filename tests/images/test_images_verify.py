@@ -7,6 +7,7 @@ import subprocess
 import pytest
 
 from errors import BuildError
+from images import buildah
 from images.verify import _result, smoke_argv
 from images.verify import test_image as run_smoke
 
@@ -17,7 +18,7 @@ def test_buildah_argv_runs_the_checks_in_the_working_container():
     argv = smoke_argv("img", builder="buildah", container="ctr-1")
     assert argv == [
         "buildah",
-        "--storage-driver=vfs",
+        *buildah.storage_opts(),
         "run",
         "--isolation=chroot",
         "ctr-1",

@@ -10,7 +10,7 @@ from errors import ConfigError
 from images import wheelhouse
 from images.matrix import MATRIX_PATH, expand_matrix, load_matrix, select
 
-TORCH = "torch-2.13.0+cpu-cp311-cp311-manylinux_2_28_x86_64.whl"
+TORCH = "torch-2.13.0-cp311-cp311-manylinux_2_28_x86_64.whl"  # PyPI's (a cu130 build)
 MMCV = "mmcv-2.1.0-cp311-cp311-linux_x86_64.whl"
 
 
@@ -23,8 +23,8 @@ def spec(key="cpu"):
     [
         ([TORCH, MMCV], [TORCH, MMCV]),
         ([MMCV], [MMCV]),
-        (["torch-2.13.0-cp311-cp311-manylinux_2_28_x86_64.whl", MMCV], [MMCV]),  # CUDA torch
-        (["torch-2.13.0+cpu-cp310-cp310-manylinux_2_28_x86_64.whl"], []),  # other Python
+        (["torch-2.13.0+cpu-cp311-cp311-manylinux_2_28_x86_64.whl", MMCV], [MMCV]),  # CPU index
+        (["torch-2.13.0-cp310-cp310-manylinux_2_28_x86_64.whl"], []),  # other Python
         (["mmcv-2.2.0-cp311-cp311-linux_x86_64.whl", "numpy-2.4.0-cp311-cp311-x.whl"], []),
         ([], []),
     ],
@@ -35,7 +35,7 @@ def test_select_wheels(names, chosen):
 
 def test_auto_finds_setup_cache_and_find_links(tmp_path, monkeypatch):
     cache = tmp_path / "cache"
-    key_dir = cache / "wheels" / "mmcv2.1.0-torch2.13.0-cp311-cpu"
+    key_dir = cache / "wheels" / "mmcv2.1.0-torch2.13.0-cp311-cu130-cpuops"  # ci/setup.sh's key
     key_dir.mkdir(parents=True)
     (key_dir / MMCV).write_bytes(b"mmcv")
     links = tmp_path / "links"

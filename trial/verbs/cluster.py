@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+import urllib.parse
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,6 +45,7 @@ STARTUP_HOOK = REPO_ROOT / "hooks" / "startup-hook.sh"
 DETIGNORE = "__pycache__/\n*.pyc\n*.incomplete\nwork_dirs/\n"
 CONTEXT_LIMIT_BYTES = 5 * 1024 * 1024
 DEFAULT_MASTER = "http://127.0.0.1:8080"
+LOOPBACK_HOSTS = ("localhost", "::1")
 
 
 @dataclass(frozen=True)
@@ -88,7 +90,7 @@ def plan_submission(
     if max_iters is not None:
         merged["max_iters"] = max_iters
     experiment["hyperparameters"] = layer(merged, overrides)  # the trial reads --set from here
-    experiment = _project_images(experiment, registry=registry)
+    experiment = _project_images(experiment, registry=registry, local=_local_master(master))
     notices = validate_experiment(experiment, source=str(path or f"experiment for {model}"))
     checked_config(
         experiment,
@@ -175,12 +177,25 @@ def assemble_context(context_dir: Path) -> Path:
     return context_dir
 
 
-def _project_images(experiment: dict, *, registry: str | None) -> dict:
+def _project_images(experiment: dict, *, registry: str | None, local: bool) -> dict:
     """The experiment with the project's image named as invoke build-image tags it (images/refs.py)."""
     from images.matrix import expand_matrix, load_matrix
     from images.refs import resolve_experiment_images
 
-    return resolve_experiment_images(experiment, expand_matrix(load_matrix()), registry=registry)
+    return resolve_experiment_images(
+        experiment, expand_matrix(load_matrix()), registry=registry, local_cluster=local
+    )
+
+
+def _local_master(master: str | None) -> bool:
+    """True for a master named explicitly (``--master`` or ``$DET_MASTER``) on this machine, such as
+    ``invoke cluster up``'s: its agents run the images built here. A dry run with no master named
+    is checked as for a remote cluster."""
+    named = master or os.environ.get("DET_MASTER")
+    if not named:
+        return False
+    host = urllib.parse.urlsplit(_url(named)).hostname or ""
+    return host in LOOPBACK_HOSTS or host.startswith("127.")
 
 
 def _copy_config(config: str, context_dir: Path) -> str:
