@@ -90,7 +90,7 @@ def build_image(
 def test_image(c, tag, builder="buildah"):
     """Run the smoke checks inside a built image (versions, mmcv ops, CUDA, determined imports)."""
     with user_errors():
-        from images.smoke import test_image as run_smoke
+        from images.verify import test_image as run_smoke
 
         print(run_smoke(tag, builder=builder), end="")
 
@@ -158,7 +158,7 @@ def stage_coco(
             print(result.summary())
         if spec.weights_enabled and not dry_run:  # the trial names them; staging fetches them
             from staging.weights import stage_weights
-            from trial.checkpoints import experiment_checkpoints
+            from trial.settings.pretrained import experiment_checkpoints
 
             refs = experiment_checkpoints(experiment_config)
             print(stage_weights(spec.cache, refs, mirror=spec.weights_mirror).summary())
@@ -224,7 +224,7 @@ def train(
     rules, then the master validates it (validateOnly) and creates it; --dry-run prints it instead.
     """
     with user_errors():
-        from trial.options import check_mode_options, optional_whole_number
+        from trial.verbs.options import check_mode_options, optional_whole_number
 
         check_mode_options(
             cluster=cluster, local_only={"--data": data, "--work-dir": work_dir, "--resume": resume,
@@ -233,7 +233,7 @@ def train(
         )  # fmt: skip
         iters = optional_whole_number(max_iters, "--max-iters", what="training iterations")
         if cluster:
-            from trial.cluster import submit
+            from trial.verbs.cluster import submit
 
             print(
                 submit(
@@ -242,7 +242,7 @@ def train(
                 )
             )  # fmt: skip
             return
-        from trial.local import LocalTrain, result_line, train_local
+        from trial.verbs.local import LocalTrain, result_line, train_local
 
         result = train_local(
             LocalTrain(
@@ -266,7 +266,7 @@ def train(
 # END trial tasks
 
 
-# --- export / eval / predict (owner: trial/export.py, trial/evaluate.py, trial/predict.py) ----
+# --- export / eval / predict (owner: trial/verbs/export.py, trial/verbs/evaluate.py, trial/verbs/predict.py) ----
 # BEGIN export tasks
 SOURCE_HELP = (
     "a local work directory (its newest checkpoint), a checkpoint directory or .pth file, "
@@ -288,7 +288,7 @@ def export(c, source, out, master=None):
     Example: invoke export work_dirs/retinanet --out exports/retinanet
     """
     with user_errors():
-        from trial.export import export_model
+        from trial.verbs.export import export_model
 
         info = export_model(source, out, master=master)
         print(
@@ -314,7 +314,7 @@ def eval_(c, model, data, split="val", out=None, master=None, device=None):
     Example: invoke eval exports/retinanet --data /data/coco
     """
     with user_errors():
-        from trial.evaluate import evaluate_model
+        from trial.verbs.evaluate import evaluate_model
 
         result = evaluate_model(model, data, split=split, out=out, master=master, device=device)
         shown = ", ".join(f"{k} {v:.4f}" for k, v in result["metrics"].items() if k.endswith("mAP"))
@@ -340,8 +340,8 @@ def predict(c, model, images, out, score_thr="0.3", master=None, device=None):
     Example: invoke predict exports/retinanet photos/,more/cat.jpg --out predictions
     """
     with user_errors():
-        from trial.options import fraction
-        from trial.predict import predict_images
+        from trial.verbs.options import fraction
+        from trial.verbs.predict import predict_images
 
         inputs = [item for item in images.split(",") if item]
         threshold = fraction(score_thr, "--score-thr")
@@ -373,7 +373,7 @@ def smoke(c, models="retinanet,maskrcnn,gfl", iters="4", expect_warm=False):
     import shlex
     import sys
 
-    from trial.options import whole_number
+    from trial.verbs.options import whole_number
 
     with user_errors():
         iters = whole_number(iters, "--iters", what="training iterations per model")
@@ -396,11 +396,11 @@ def smoke(c, models="retinanet,maskrcnn,gfl", iters="4", expect_warm=False):
 
 # --- benchmarks ---------------------------------------------------------------------------------
 BENCHES = {
-    "trial": "trial.bench",
-    "staging": "staging.bench",
-    "images": "images.bench",
-    "resume": "trial.resume_bench",
-    "startup": "trial.startup_bench",
+    "trial": "bench.trial",
+    "staging": "bench.staging",
+    "images": "bench.images",
+    "resume": "bench.resume",
+    "startup": "bench.startup",
 }
 
 
@@ -426,7 +426,7 @@ def bench(c, what, runs=None, scale=0.0):
         raise Exit("error: --scale applies to the startup benchmark only", code=1)
     options = {"scale": scale} if scale else {}
     with user_errors():
-        from trial.options import optional_whole_number
+        from trial.verbs.options import optional_whole_number
 
         count = optional_whole_number(runs, "--runs", what="repetitions per side") or 0
         importlib.import_module(BENCHES[what]).main(runs=count, **options)

@@ -33,35 +33,13 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import tomllib
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the project: common, images
+from gpucheck_carry import MMCV, wheels_dir
 
-REPO = Path(__file__).resolve().parents[1]
-CARRY_LIMIT = 64 * 2**20
-MMCV = "2.1.0"
+from common import REPO_ROOT as REPO
+from common import write_atomic
+
 GPU_ARCH = "9.0"  # H100/H200
-GPU_PYTHON = "3.12"
-# What the lent GPU machine has (docs: DEVELOPERS.md); their dependency closures are not carried.
-MACHINE_HAS = (
-    "torch",
-    "numpy",
-    "opencv-python-headless",
-    "matplotlib",
-    "scipy",
-    "tensorboard",
-    "pytest",
-)
-NOT_CARRIED = (
-    "mmcv",
-    "opencv-python",
-    "mmdet-determined",
-)  # compiled there / headless there / the tree
-# + cuobjdump: the compile ends by proving its arches, and the machine may have none.
-BUILD_TOOLS = (
-    "setuptools==80.9.0",
-    "wheel==0.48.0",
-    "ninja==1.13.2",
-    "nvidia-cuda-cuobjdump==13.2.51",
-)
 MODELS = ("retinanet", "maskrcnn", "gfl")
 AMP = {
     "fp32": [],
@@ -147,8 +125,9 @@ def plan_steps(s: Setup, *, phases: tuple[str, ...] = PHASES, bf16: bool = False
         for precision in precisions:
             sets = [a for item in AMP[precision] for a in ("--set", item)]
             work = str(s.work / f"train-{model}-{precision}")
+            # --fresh: a rerun of the phase replaces the last one's run (a work dir holds one run)
             argv = (s.py, "-m", "invoke", "train", model, "--data", str(s.carry / "coco"),
-                    "--max-iters", str(iters), "--work-dir", work, *sets)  # fmt: skip
+                    "--max-iters", str(iters), "--work-dir", work, "--fresh", *sets)  # fmt: skip
             limit = 300 if s.rehearsal else 150
             steps.append(Step(f"train-{model}-{precision}", TRAIN, argv, limit, ("ops",)))
     runs = "1" if s.rehearsal else "2"
@@ -322,39 +301,8 @@ def _write(
         "steps": {k: asdict(v) for k, v in results.items()},
     }
     for path in (report, saved):
-        tmp = path.with_suffix(".json.incomplete")
-        tmp.write_text(json.dumps(doc, indent=1, default=str))
-        tmp.replace(path)
-
-
-def wheels_dir(carry: Path, python: str) -> Path:
-    """The GPU machine's wheels travel in the carry folder; the rehearsal's stay beside it."""
-    name = f"wheels-cp{python.replace('.', '')}"
-    return carry / name if python == GPU_PYTHON else carry.parent / "gpu-rehearsal" / name
-
-
-def project_requirements(pyproject: Path = REPO / "pyproject.toml") -> list[str]:
-    """The project's runtime pins minus what is compiled there (mmcv) or already there."""
-    deps = tomllib.loads(pyproject.read_text())["project"]["dependencies"]
-    skip = {*NOT_CARRIED, *MACHINE_HAS}
-    return [d for d in deps if _name(d) not in skip] + list(BUILD_TOOLS)
-
-
-def _name(requirement: str) -> str:
-    for sep in ("==", ">=", "<=", "~=", ">", "<", "["):
-        requirement = requirement.split(sep)[0]
-    return requirement.strip().lower().replace("_", "-")
-
-
-def carry_size(carry: Path) -> int:
-    """Bytes in the carry folder, work/ (built there) excluded."""
-    return sum(
-        p.stat().st_size
-        for p in carry.rglob("*")
-        if p.is_file() and "work" not in p.relative_to(carry).parts
-    )
+        write_atomic(path, json.dumps(doc, indent=1, default=str))
 
 
 if __name__ == "__main__":
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
     sys.exit(main())

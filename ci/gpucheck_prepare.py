@@ -17,22 +17,22 @@ import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the project (prepare runs here)
-from gpucheck import (
+from gpucheck_carry import (
     BUILD_TOOLS,
     CARRY_LIMIT,
     MACHINE_HAS,
     MMCV,
     NOT_CARRIED,
-    REPO,
-    _name,
     carry_size,
     project_requirements,
+    requirement_name,
     wheels_dir,
 )
 
+from common import REPO_ROOT
 from images.wheelhouse import manylinux_platforms, pip_download_argv
 
-SHARED_COCO = REPO.parent / "shared" / "coco-tiny"
+SHARED_COCO = REPO_ROOT.parent / "shared" / "coco-tiny"
 # torch 2.11's own wheels need glibc >= 2.28: wheels up to manylinux_2_28 run wherever it does.
 GPU_GLIBC = 28
 
@@ -83,12 +83,12 @@ def _report(python: str, requirements: list[str]) -> dict[str, str]:
             "--only-binary=:all:",
             *manylinux_platforms(GPU_GLIBC),
             "-c",
-            str(REPO / "ci" / "constraints.txt"),
+            str(REPO_ROOT / "ci" / "constraints.txt"),
             *requirements,
         ]
         subprocess.run(argv, check=True, capture_output=True, text=True)
         items = json.loads(report.read_text())["install"]
-    return {_name(i["metadata"]["name"]): i["metadata"] for i in items}
+    return {requirement_name(i["metadata"]["name"]): i["metadata"] for i in items}
 
 
 def _closure(python: str) -> tuple[list[str], list[str]]:
@@ -98,9 +98,11 @@ def _closure(python: str) -> tuple[list[str], list[str]]:
     need = _report(python, project_requirements())
     has = _report(python, list(MACHINE_HAS[1:]))  # torch: the machine's own (2.11.0+cu130)
     # The build tools always travel: a machine's setuptools >= 82 has no pkg_resources for mmcv.
-    skip = (set(has) | set(NOT_CARRIED) | set(MACHINE_HAS)) - {_name(t) for t in BUILD_TOOLS}
+    skip = (set(has) | set(NOT_CARRIED) | set(MACHINE_HAS)) - {
+        requirement_name(t) for t in BUILD_TOOLS
+    }
     carried = {n: m for n, m in need.items() if n not in skip}
-    wanted = {_name(r.split(";")[0]) for m in carried.values() for r in m.get("requires_dist") or []
+    wanted = {requirement_name(r.split(";")[0]) for m in carried.values() for r in m.get("requires_dist") or []
               if "extra ==" not in r}  # fmt: skip
     fallback = sorted(wanted & (set(has) - set(MACHINE_HAS)) & set(need))
     pin = lambda names: sorted(f"{n}=={need[n]['version']}" for n in names)  # noqa: E731

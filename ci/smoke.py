@@ -26,11 +26,12 @@ from pathlib import Path
 
 import yaml
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the project, run as a script
 
-from errors import ProjectError  # noqa: E402
-from trial.data import cache_root, describe_sample, real_coco_sample  # noqa: E402
+from common import REPO_ROOT as REPO
+from common import cache_root
+from errors import ProjectError
+from trial.testing.samples import describe_sample, real_coco_sample
 
 BUCKET_URL = "gs://smoke-coco/coco2017"
 S3_BUCKET_URL = "s3://smoke-coco/coco2017"
@@ -68,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
 def _smoke(
     state: Path, *, models: list[str], iters: int, subset: int
 ) -> tuple[list[dict], list[int]]:
-    from staging.emulator import running_emulator, upload_dir
+    from staging.testing.gcs_emulator import running_emulator, upload_dir
 
     source = _source_dir(state)
     with running_emulator(storage_dir=state / "gcs"):
@@ -92,7 +93,7 @@ def _smoke_s3(
     state: Path, *, models: list[str], iters: int, subset: int
 ) -> tuple[list[dict], list[int]]:
     """The S3 leg: moto's server on loopback, staged by the hook, trained from (s3:// images)."""
-    from staging.s3_emulator import running_s3, upload_dir
+    from staging.testing.s3_emulator import running_s3, upload_dir
 
     source = _source_dir(state)
     with running_s3():
@@ -114,7 +115,7 @@ def _smoke_s3(
 
 
 def _source_dir(state: Path) -> Path:
-    from trial.shapes import make_shapes_coco
+    from trial.runtime.shapes import make_shapes_coco
 
     source = real_coco_sample() or make_shapes_coco(state / "shapes")
     print(f"smoke: COCO sample: {describe_sample(source)}", flush=True)
@@ -158,8 +159,8 @@ def _run_startup_hook(experiment: Path) -> int:
 
 
 def _train(model: str, experiment: Path, work: Path, *, iters: int) -> dict:
-    from trial.local import trial_command, trial_env
-    from trial.run import read_metrics_log
+    from trial.runtime.metrics_log import read_metrics_log
+    from trial.verbs.local import trial_command, trial_env
 
     if work.exists():
         shutil.rmtree(work)

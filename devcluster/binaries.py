@@ -25,6 +25,7 @@ import urllib.request
 import zipfile
 from pathlib import Path
 
+from common import cache_root
 from devcluster.spec import DETERMINED_VERSION
 from errors import ProjectError
 
@@ -42,10 +43,6 @@ LDFLAGS = {
     "podman-docker-shim": "",
 }
 DEFAULT_PROXY = "https://proxy.golang.org"
-
-
-def cache_root() -> Path:
-    return Path(os.environ.get("MMDET_DET_CACHE", Path.home() / ".cache" / "mmdet-determined"))
 
 
 def source_hash() -> str:

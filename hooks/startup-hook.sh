@@ -15,7 +15,7 @@
 # No config, or a config without data.source: nothing to stage, exit 0.
 #
 # When the experiment stages pretrained weights (data.weights_mirror / data.stage_weights), the
-# trial names them: `python -m trial.checkpoints` writes the list for the trial's hyperparameters,
+# trial names them: `python -m trial.settings.pretrained` writes the list for the trial's hyperparameters,
 # and staging gets it as data (--checkpoints); staging itself imports nothing from the trial.
 #
 # The interpreter is $MMDET_PYTHON, else `python3` (what the trial's entrypoint runs). The staging
@@ -41,7 +41,7 @@ stage() {
     echo "startup-hook: staging data from $1" >&2
     local args=(--if-configured --experiment-config "$1")
     if [[ -d "$context_dir/trial" ]]; then
-        "$python" -m trial.checkpoints --experiment-config "$1" --out "$scratch/checkpoints.json"
+        "$python" -m trial.settings.pretrained --experiment-config "$1" --out "$scratch/checkpoints.json"
         if [[ -s "$scratch/checkpoints.json" ]]; then
             args+=(--checkpoints "$scratch/checkpoints.json")
         fi

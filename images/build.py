@@ -8,7 +8,6 @@ context dir (Dockerfile, scripts/, wheelhouse/ as hard links) and running the bu
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 import subprocess
@@ -17,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from common import file_sha256
 from errors import BuildError, ConfigError, one_line
 from images import buildah, plan, rules, wheelhouse
 from images.matrix import IMAGES_DIR, MATRIX_PATH, expand_matrix, load_matrix, select
@@ -79,7 +79,7 @@ def build_images(
 
 def gather_inputs(*, pip_conf: str | None = None) -> plan.BuildInputs:
     """Digests of the context files, the git revision/epoch, and the secrets to mount."""
-    files = {rel: _sha256(IMAGES_DIR / rel) for rel in context_files()}
+    files = {rel: file_sha256(IMAGES_DIR / rel) for rel in context_files()}
     return plan.BuildInputs(
         files=files,
         revision=_git("rev-parse", "HEAD") or "unknown",
@@ -262,7 +262,3 @@ def _git(*args: str) -> str:
         ["git", "-C", str(IMAGES_DIR), *args], capture_output=True, text=True, check=False
     )
     return proc.stdout.strip() if proc.returncode == 0 else ""
-
-
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()

@@ -15,7 +15,6 @@ import os
 import shutil
 import subprocess
 import tempfile
-from collections.abc import Sequence
 from pathlib import Path
 
 from errors import BuildError
@@ -113,13 +112,6 @@ def image_names(image_id: str) -> list[str]:
 def inspect_image(ref: str) -> dict:
     """``buildah inspect`` of a local image as a dict (labels, history, OCI config)."""
     return json.loads(run_buildah("inspect", "--type", "image", ref, capture=True))
-
-
-def remove_images(refs: Sequence[str]) -> None:
-    """Remove local images by name, ignoring names that do not exist."""
-    for ref in refs:
-        if image_exists(ref):
-            run_buildah("rmi", "--force", ref, capture=True)
 
 
 def ensure_debian_base(ref: str = DEBIAN_BASE, *, mirror: str = DEBIAN_MIRROR) -> bool:

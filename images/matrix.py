@@ -43,6 +43,10 @@ REQUIRED = (
 OPTIONAL = ("description", "max_jobs", "extra_packages", "verified")
 PLANNED = "planned only (`--dry-run`)"
 VERSION_RE = re.compile(r"^\d+\.\d+(\.\d+)?([a-z]+\d+)?$")
+# The CUDA build PyPI's default Linux x86_64 torch wheel carries (torch_index: https://pypi.org/simple).
+# A cpu variant may take it too: the CUDA build runs on CPU (its mmcv gets the CPU ops only); it is
+# what a machine that reaches PyPI but not download.pytorch.org can install (seen 2026-12-06).
+TORCH_PYPI_CUDA = {"2.9": "12.8", "2.13": "13.0", "2.14": "13.0"}
 
 
 @dataclass(frozen=True)
@@ -90,8 +94,6 @@ class ImageSpec:
         """The CUDA of the torch build installed: ``cuda``, except for a cpu variant on PyPI's
         torch (a CUDA build that runs on CPU; its mmcv has the CPU ops only)."""
         if self.cuda == CPU and self.torch_from_pypi:
-            from images.rules import TORCH_PYPI_CUDA
-
             return TORCH_PYPI_CUDA.get(".".join(self.torch.split(".")[:2]), CPU)
         return self.cuda
 

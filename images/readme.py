@@ -6,15 +6,14 @@ README.md; ``invoke build-image --check`` fails when it is stale, ``--update-rea
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
+from common import REPO_ROOT, write_atomic
 from errors import BuildError, ConfigError
 from images.matrix import MATRIX_PATH, ImageSpec, expand_matrix, load_matrix
 from images.rules import min_driver
 
-README_PATH = Path(__file__).resolve().parent.parent / "README.md"
+README_PATH = REPO_ROOT / "README.md"
 BEGIN = "<!-- BEGIN images table -->"
 END = "<!-- END images table -->"
 NOTE = (
@@ -66,8 +65,5 @@ def sync_readme(*, check: bool, readme: Path = README_PATH, matrix: Path = MATRI
             f"{readme.name}'s image table is stale against {matrix.name}; run "
             "invoke build-image --update-readme and commit README.md"
         )
-    fd, tmp = tempfile.mkstemp(dir=readme.parent, prefix=".README.", suffix=".incomplete")
-    with os.fdopen(fd, "w") as f:
-        f.write(new)
-    os.replace(tmp, readme)
+    write_atomic(readme, new)
     return True

@@ -15,7 +15,7 @@ from packaging.specifiers import SpecifierSet
 from packaging.version import Version
 
 from errors import BuildError
-from images.matrix import CPU, PREBUILT, SOURCE, ImageSpec
+from images.matrix import CPU, PREBUILT, SOURCE, TORCH_PYPI_CUDA, ImageSpec
 from images.mmcvbuild import NVCC_WHEELS
 
 # mmdet/__init__.py asserts these ranges at import time.
@@ -44,10 +44,6 @@ TORCH_CUDA = {
     "2.11": ("13.0",),
     "2.14": ("13.0",),
 }
-# The CUDA build PyPI's default Linux x86_64 torch wheel carries (torch_index: https://pypi.org/simple).
-# A cpu variant may take it too: the CUDA build runs on CPU (its mmcv gets the CPU ops only); it is
-# what a machine that reaches PyPI but not download.pytorch.org can install (seen 2026-12-06).
-TORCH_PYPI_CUDA = {"2.9": "12.8", "2.13": "13.0", "2.14": "13.0"}
 # Oldest NVIDIA Linux driver per CUDA major (minor-version compatibility; CUDA 13 user space needs
 # the 580 series). The README's variant table shows it per variant.
 DRIVER_MIN = {"11": "450.80.02", "12": "525.60.13", "13": "580"}

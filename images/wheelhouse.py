@@ -9,17 +9,14 @@ $PIP_FIND_LINKS directories and /opt/wheels. Only wheels that fit the variant ar
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
+from common import atomic_dir, cache_root, file_sha256, write_atomic
 from errors import ConfigError
 from images import mmcvbuild
 from images.matrix import ImageSpec
@@ -35,11 +32,6 @@ def manylinux_platforms(glibc_minor: int = BOOKWORM_GLIBC) -> list[str]:
     tags = [f"manylinux_2_{minor}_x86_64" for minor in range(glibc_minor, 4, -1)]
     tags += ["manylinux2014_x86_64", "manylinux2010_x86_64", "manylinux1_x86_64"]
     return [arg for tag in tags for arg in ("--platform", tag)]
-
-
-def cache_root() -> Path:
-    """ci/setup.sh's cache root ($MMDET_DET_CACHE, default ~/.cache/mmdet-determined)."""
-    return Path(os.environ.get("MMDET_DET_CACHE", Path.home() / ".cache" / "mmdet-determined"))
 
 
 def mmcv_cache_key(spec: ImageSpec) -> str:
@@ -118,23 +110,18 @@ def fetch_torch_wheels(spec: ImageSpec, *, echo=print) -> Path:
     dest = torch_dir(spec)
     if any(dest.glob("torch-*.whl")):
         return dest
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{dest.name}."))
-    platforms = manylinux_platforms()
-    argv = pip_download_argv(
-        "--only-binary=:all:", "--python-version", spec.python, *platforms, spec.torch_pin, dest=tmp
-    )
     echo(f"[build-image] fetching {spec.torch_pin} and its CUDA wheels into {dest}")
-    try:
+    with atomic_dir(dest) as tmp:
+        argv = pip_download_argv(
+            "--only-binary=:all:", "--python-version", spec.python, *manylinux_platforms(),
+            spec.torch_pin, dest=tmp,
+        )  # fmt: skip
         proc = subprocess.run(argv, capture_output=True, text=True, check=False)
         if proc.returncode != 0:
             detail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
             raise ConfigError(
                 f"pip download {spec.torch_pin} for Python {spec.python} failed: {detail}"
             )
-        os.replace(tmp, dest)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return dest
 
 
@@ -150,34 +137,14 @@ def wheel_digests(wheels: tuple[Path, ...]) -> tuple[tuple[str, str], ...]:
         st = wheel.stat()
         key = f"{wheel.resolve()}|{st.st_size}|{st.st_mtime_ns}"
         if key not in cache:
-            cache[key] = _sha256(wheel)
+            cache[key] = file_sha256(wheel)
             changed = True
         out.append((str(wheel), cache[key]))
     if changed:
-        _write_json_atomic(cache_file, cache)
+        write_atomic(cache_file, json.dumps(cache, indent=0, sort_keys=True))
     return tuple(out)
 
 
 def _find_links_dirs() -> list[Path]:
     links = os.environ.get("PIP_FIND_LINKS", "").split()
     return [Path(p) for p in (*links, *DEFAULT_FIND_LINKS) if "://" not in p]
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def _write_json_atomic(path: Path, data: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".incomplete")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(data, f, indent=0, sort_keys=True)
-        os.replace(tmp, path)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            os.remove(tmp)

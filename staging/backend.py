@@ -27,11 +27,11 @@ from pathlib import Path
 from typing import Any
 
 from errors import StagingError
-from staging.cache import Cache, Fetched, Pending
+from staging.cache import Cache, Fetched, Pending, write_atomic
 from staging.durable import Committer
 from staging.paths import parse_source
-from staging.sources import ObjectInfo, open_source
 from staging.spec import BACKEND_NAMES
+from staging.stores.sources import ObjectInfo, open_source
 
 CACHE_ENV = "STAGING_CACHE"  # fallback when backend_args carry no "cache"
 DEFAULT_CACHE = Path.home() / ".cache" / "mmdet-determined" / "gs"
@@ -229,3 +229,16 @@ def register() -> None:
     for scheme, name in BACKEND_NAMES.items():
         register_backend(name, backend, force=True, prefixes=scheme)
     _registered = True
+
+
+def write_index(path: Path, listings: dict[str, list[ObjectInfo]]) -> None:
+    """Pin every listed image (URL -> ObjectInfo.row(): size, identity, checksum, generation or
+    ETag/version) for the read-through backend, so training reads the object versions listed
+    with these annotations; rewritten only on change."""
+    objects = {i.url: i.row() for infos in listings.values() for i in infos}
+    data = json.dumps({"version": INDEX_VERSION, "objects": objects}, sort_keys=True).encode()
+    with contextlib.suppress(OSError):
+        if path.read_bytes() == data:
+            return
+    write_atomic(path, data)
+    forget_index(path)  # readers in this process see the new pins at once

@@ -13,37 +13,39 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import hashlib
 import logging
 import os
-import socket
 import tempfile
-import threading
-import time
-import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
+import common
 from errors import StagingError
 from staging.durable import Committer, make_durable_one
-from staging.fetch import RETRIES, TempVanished, crc32c_b64, download_verified
-from staging.locks import stripe_locked
-from staging.paths import INCOMPLETE, human_bytes, lock_path, object_path
-from staging.sources import CHUNK, ObjectInfo, Source
+from staging.paths import human_bytes, lock_path, object_path
+from staging.stores.fetch import RETRIES, TempVanished, crc32c_b64, download_verified
+from staging.stores.sources import CHUNK, ObjectInfo, Source
+from staging.writers import (
+    PARTIAL_DIR,
+    adopt_leftover,
+    discard_leftovers,
+    ensure_dir,
+    forget_dir,
+    partial_dir,
+    rmdir_empty,
+    stripe_locked,
+    temp_name,
+)
 
 log = logging.getLogger(__name__)
 
 RESERVE_ENV = "STAGING_RESERVE_BYTES"
 DEFAULT_RESERVE = 256 << 20
-PARTIAL_DIR = ".partial"
 CRC_XATTR = "user.mmdet_staging.crc32c"
 READ_ONLY = 0o444
-STALE_S = 3600.0  # a temp file of another host untouched this long has no live writer
-_HOST = hashlib.sha256(socket.gethostname().encode()).hexdigest()[:6]
-
-_made_dirs: set[Path] = set()
 
 
 @dataclass(frozen=True)
@@ -54,6 +56,20 @@ class Fetched:
     downloaded: bool
     size: int
     crc32c: str
+
+
+def recorded_crc32c(path: Path) -> str:
+    """The crc32c staging recorded with a cached object (an xattr set before its rename), or ''."""
+    try:
+        return os.getxattr(path, CRC_XATTR).decode()
+    except OSError:
+        return ""
+
+
+def content_crc32c(path: Path) -> str:
+    """What identifies a file's content: its recorded crc32c when it is a cached object, else the
+    crc32c of its bytes."""
+    return recorded_crc32c(path) or file_crc32c(path)
 
 
 def file_crc32c(path: Path) -> str:
@@ -119,13 +135,6 @@ class Cache:
         path = self.final_path(info)
         return path if path.exists() else None
 
-    def recorded_crc32c(self, final: Path) -> str:
-        """The crc32c stored with ``final`` (an xattr set before the rename), or ''."""
-        try:
-            return os.getxattr(final, CRC_XATTR).decode()
-        except OSError:
-            return ""
-
     def ensure(
         self,
         info: ObjectInfo,
@@ -161,7 +170,7 @@ class Cache:
     def _hit(self, final: Path, info: ObjectInfo, *, verify: bool) -> Fetched | None:
         if not final.exists():
             return None
-        expected = info.crc32c or self.recorded_crc32c(final)
+        expected = info.crc32c or recorded_crc32c(final)
         if verify:
             actual = file_crc32c(final)
             if actual != expected:
@@ -172,11 +181,21 @@ class Cache:
         return Fetched(final, False, info.size, expected)
 
     def locked(self, final: Path) -> contextlib.AbstractContextManager[None]:
-        """Best-effort lock for writers of ``final`` (staging/locks.py): it avoids duplicate
+        """Best-effort lock for writers of ``final`` (staging/writers.py): it avoids duplicate
         downloads, but correctness never depends on it."""
         path = lock_path(self.root, final)
         ensure_dir(path.parent)
         return stripe_locked(path)
+
+    @contextlib.contextmanager
+    def building(self, final: Path) -> Iterator[None]:
+        """Hold the lock of ``final``, a file built here from other files (not downloaded), with
+        the temp files dead builders of it left removed (nothing to resume). Other processes
+        wait, then find it complete; write it with ``write_object``."""
+        ensure_dir(final.parent)
+        with self.locked(final):
+            discard_leftovers(final)
+            yield
 
     def _fetch(self, job: _Job) -> Fetched | Pending:
         """Download into a temp file and rename it into place; if another writer (whose lock
@@ -186,7 +205,7 @@ class Cache:
             try:
                 return self._fetch_once(job)
             except TempVanished:
-                _made_dirs.discard(final.parent / PARTIAL_DIR)
+                forget_dir(final.parent / PARTIAL_DIR)
                 if final.exists():
                     return Fetched(final, False, info.size, info.crc32c or "")
                 log.warning("temp file of %s vanished (attempt %d/%d); another writer without a "
@@ -201,7 +220,7 @@ class Cache:
         tmp = partial_dir(final) / temp_name(final)
         ok = False
         try:
-            resume = _adopt_leftover(final, tmp, resumable=bool(info.crc32c or info.verifiable))
+            resume = adopt_leftover(final, tmp, resumable=bool(info.crc32c or info.verifiable))
             crc = download_verified(info, job.source, tmp, resume=resume, on_bytes=job.on_bytes)
             self._prepare(job, tmp, crc)
             if job.committer is not None:  # flush + rename in the committer; it owns the lock
@@ -250,7 +269,7 @@ class Cache:
     def _discard(self, tmp: Path) -> None:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
-        _rmdir_empty(tmp.parent, stop=self.root)
+        rmdir_empty(tmp.parent, stop=self.root)
 
 
 @dataclass(frozen=True)
@@ -290,140 +309,35 @@ def cached_mode(info: ObjectInfo) -> int:
     return READ_ONLY if info.mode is None else READ_ONLY & info.mode
 
 
-def temp_name(final: Path) -> str:
-    """``<name>.<host>-<pid>.<uuid8>.incomplete``: unique, and says which writer owns it."""
-    return f"{final.name}.{_HOST}-{os.getpid()}.{uuid.uuid4().hex[:8]}{INCOMPLETE}"
-
-
-def _writer_is_gone(path: Path) -> bool:
-    """True when the writer of a temp file cannot still be writing it: its process on this
-    host has exited, or (another host, an unknown name) it has not changed for STALE_S."""
-    owner = path.name[: -len(INCOMPLETE)].rsplit(".", 2)[-2] if path.name.count(".") >= 3 else ""
-    host, _, pid = owner.partition("-")
-    if host == _HOST and pid.isdigit():
-        try:
-            os.kill(int(pid), 0)
-        except ProcessLookupError:
-            return True
-        except PermissionError:
-            return False
-        return False
-    try:
-        return time.time() - path.stat().st_mtime > STALE_S
-    except FileNotFoundError:
-        return False
-
-
-def _adopt_leftover(final: Path, tmp: Path, *, resumable: bool) -> bool:
-    """Take over a dead writer's ``*.incomplete`` so the download resumes; delete other dead
-    ones. Live writers' files are left alone (they exist when a lock silently did nothing).
-
-    Adopts only when the source gives a checksum that will vet the joined bytes (GCS's crc32c;
-    S3's additional checksum or MD5 ETag).
-    Returns True when ``tmp`` now holds the leftover's bytes.
-    """
-    found = _leftovers(tmp.parent, final.name)
-    dead = sorted((p for p in found if _writer_is_gone(p)), key=_size, reverse=True)
-    adopted = False
-    for path in dead:
-        with contextlib.suppress(FileNotFoundError):
-            if resumable and not adopted:
-                os.rename(path, tmp)  # atomic: a racing adopter gets FileNotFoundError
-                adopted = True
-            else:
-                path.unlink()
-    return adopted
-
-
-def discard_leftovers(final: Path) -> None:
-    """Delete the temp files that dead writers of ``final`` left (for a file that is built, not
-    downloaded, so nothing can be resumed); live writers' files are left alone."""
-    _adopt_leftover(final, partial_dir(final) / temp_name(final), resumable=False)
-
-
-_scanned: dict[Path, dict[str, list[str]]] = {}  # .partial/ -> final name -> temp names
-_scan_lock = threading.Lock()
-
-
-def _forget_scans() -> None:
-    global _scan_lock
-    _scanned.clear()  # a forked child rescans (and its lock copy may have been held)
-    _scan_lock = threading.Lock()
-
-
-os.register_at_fork(after_in_child=_forget_scans)
-
-
-def _leftovers(folder: Path, final_name: str) -> list[Path]:
-    """Temp files for ``final_name`` that were in ``folder`` when this process first looked
-    there: one scan per folder and process, not one per object. (A writer that dies while we
-    run leaves its file to the next run, which resumes or deletes it.)"""
-    with _scan_lock:
-        groups = _scanned.get(folder)
-        if groups is None:
-            groups = {}
-            with contextlib.suppress(FileNotFoundError):
-                for name in os.listdir(folder):
-                    if name.endswith(INCOMPLETE) and name.count(".") >= 3:
-                        groups.setdefault(name.rsplit(".", 3)[0], []).append(name)
-            _scanned[folder] = groups
-        names = groups.pop(final_name, [])
-    return [folder / n for n in names]
-
-
-def _size(path: Path) -> int:
-    try:
-        return path.stat().st_size
-    except FileNotFoundError:
-        return -1
-
-
-def ensure_dir(path: Path) -> None:
-    """``mkdir -p`` once per process (mkdir is slow on some virtual disks; skip known dirs)."""
-    if path not in _made_dirs:
-        path.mkdir(parents=True, exist_ok=True)
-        _made_dirs.add(path)
-
-
 def write_atomic(path: Path, data: bytes, *, mode: int = 0o644, durable: bool = True) -> None:
-    """Write ``data`` to ``path`` via a unique temp file, fsync and ``os.replace``.
+    """Write ``data`` to ``path`` through a unique temp file, fsync and ``os.replace`` (common.py);
+    a failure is one StagingError line.
 
     ``durable=False`` skips the fsync for advisory files (the object sidecar): a reader that
     finds it empty after a power loss treats it as missing.
     """
-    tmp = path.with_name(f"{path.name}.{uuid.uuid4().hex[:8]}{INCOMPLETE}")
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            if durable:
-                os.fsync(f.fileno())
-        tmp.chmod(mode)
-        os.replace(tmp, path)
+        common.write_atomic(path, data, durable=durable, perms=mode)
     except OSError as err:
         raise StagingError(
             f"cannot write {path}: {err.strerror or err}; free space in {path.parent} or point "
             "data.cache elsewhere (nothing was changed)"
         ) from err
+
+
+@contextlib.contextmanager
+def write_object(final: Path, *, size: int) -> Iterator[BinaryIO]:
+    """Write ``final``, a file built here (not downloaded), with the cache's protocol (STYLE.md
+    §4): free space for ``size`` bytes checked, a unique temp file in ``.partial/`` yielded, then
+    made durable and read-only and renamed into place. A failure leaves nothing at ``final``."""
+    check_space(final.parent, size)
+    tmp = partial_dir(final) / temp_name(final)
+    try:
+        with open(tmp, "wb") as f:
+            yield f
+        make_durable_one(tmp)
+        os.chmod(tmp, READ_ONLY)
+        os.replace(tmp, final)  # the data was durable first: a visible final is complete
     finally:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
-
-
-def partial_dir(final: Path) -> Path:
-    """Where temp files for ``final`` live: a small sibling folder on the same filesystem (so
-    ``os.replace`` is atomic) that holds only in-flight downloads and a dead writer's leftovers,
-    cheap to search for a resume even when the cache folder holds 100k objects."""
-    path = final.parent / PARTIAL_DIR
-    ensure_dir(path)
-    return path
-
-
-def _rmdir_empty(path: Path, *, stop: Path) -> None:
-    """Remove ``path`` and its parents up to ``stop`` while they are empty (after a failure)."""
-    with contextlib.suppress(OSError):
-        while path != stop and stop in path.parents:
-            _made_dirs.discard(path)
-            path.rmdir()
-            path = path.parent

@@ -29,7 +29,7 @@ OPTION_HELP = {
     "(data.stage_weights)",
     "experiment_config": "read the data: section from this experiment YAML ('-' = stdin)",
     "checkpoints": "JSON list of the checkpoints the trial loads, for --stage-weights (written "
-    "by `python -m trial.checkpoints`; the startup hook passes it)",
+    "by `python -m trial.settings.pretrained`; the startup hook passes it)",
 }
 
 
@@ -41,7 +41,7 @@ WEIGHTS_NEED_EXPERIMENT = (
 WEIGHTS_NEED_LIST = (
     "data.weights_mirror/stage_weights: staging needs the list of checkpoints the trial "
     "loads; run hooks/startup-hook.sh or `invoke stage-coco --experiment-config X`, or pass "
-    "--checkpoints FILE written by `python -m trial.checkpoints --experiment-config X --out FILE`"
+    "--checkpoints FILE written by `python -m trial.settings.pretrained --experiment-config X --out FILE`"
 )
 
 

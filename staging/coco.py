@@ -91,11 +91,6 @@ def require_annotations(doc: dict, *, label: str, why: str) -> None:
         )
 
 
-def missing_images(doc: dict, present: set[str]) -> list[str]:
-    """The ``file_name`` of every image the document lists that is not in ``present``."""
-    return [name for name in image_files(doc) if name not in present]
-
-
 def check_images(doc: dict, folder: Path, *, label: str) -> None:
     """Every image ``doc`` lists is in ``folder`` and not cut short: a JPEG ends with its EOI
     marker, a PNG with its IEND chunk (what a partial copy or download lacks). Reads the last

@@ -16,7 +16,7 @@ from errors import ConfigError, StagingError
 GS = "gs"
 S3 = "s3"
 LOCAL = "local"
-STORES = (GS, S3)  # object stores, each one module (staging/gcs.py, staging/s3.py)
+STORES = (GS, S3)  # object stores, each one module (staging/stores/gcs.py, staging/stores/s3.py)
 OBJECTS_DIR = "objects"
 LOCKS_DIR = ".locks"
 DERIVED_DIR = "derived"
@@ -122,7 +122,7 @@ def lock_path(cache_root: Path, final: Path) -> Path:
     """The lock stripe guarding writers of ``final`` (best effort; correctness never needs it).
 
     Each object's key is hashed into one of LOCK_STRIPES stripes (a byte of
-    ``.locks/stripes``, staging/locks.py), so locks stay bounded (COCO train has 118k objects);
+    ``.locks/stripes``, staging/writers.py), so locks stay bounded (COCO train has 118k objects);
     two objects rarely share a stripe, and sharing one only makes a writer wait.
     """
     stripe = int(short_hash(str(final)), 16) % LOCK_STRIPES

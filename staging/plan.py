@@ -12,7 +12,7 @@ from pathlib import Path
 from errors import StagingError
 from staging.coco import ARCHIVE, ann_relpath, image_dir
 from staging.paths import SourceRef, human_bytes, object_path
-from staging.sources import ObjectInfo
+from staging.stores.sources import ObjectInfo
 
 ANNOTATION = "annotation"
 ARCHIVE_KIND = "archive"
@@ -73,10 +73,6 @@ def plan_images(
             )
         out.append(Transfer(info, object_path(cache_root, info.url, info.ident), IMAGE, split))
     return out
-
-
-def total_bytes(transfers: Iterable[Transfer]) -> int:
-    return sum(t.info.size for t in transfers)
 
 
 def describe(transfers: Sequence[Transfer], cached: Sequence[bool]) -> list[str]:

@@ -18,13 +18,21 @@ from pathlib import Path
 from errors import ProjectError, StagingError
 from staging import coco
 from staging.archive import archive_member, extract_annotations
-from staging.backend import INDEX_VERSION, forget_index
-from staging.cache import Cache, Fetched, Pending, check_cache_dir, check_space, write_atomic
+from staging.backend import write_index
+from staging.cache import (
+    Cache,
+    Fetched,
+    Pending,
+    check_cache_dir,
+    check_space,
+    recorded_crc32c,
+    write_atomic,
+)
 from staging.durable import Committer
 from staging.paths import derived_path, human_bytes, parse_source
 from staging.plan import ARCHIVE_KIND, Transfer, describe, plan_annotations, plan_images
-from staging.sources import ObjectInfo, Source, open_source
 from staging.spec import DataSpec
+from staging.stores.sources import Source, open_source
 from staging.view import Entry, build_view, check_dest
 
 MANIFEST_VERSION = 1
@@ -287,19 +295,6 @@ def _view_entries(
     return entries
 
 
-def write_index(path: Path, listings: dict[str, list[ObjectInfo]]) -> None:
-    """Pin every listed image (URL -> ObjectInfo.row(): size, identity, checksum, generation or
-    ETag/version) for the read-through backend, so training reads the object versions listed
-    with these annotations; rewritten only on change."""
-    objects = {i.url: i.row() for infos in listings.values() for i in infos}
-    data = json.dumps({"version": INDEX_VERSION, "objects": objects}, sort_keys=True).encode()
-    with contextlib.suppress(OSError):
-        if path.read_bytes() == data:
-            return
-    write_atomic(path, data)
-    forget_index(path)  # readers in this process see the new pins at once
-
-
 def _write_manifest(
     cache: Cache, spec: DataSpec, plan: Sequence[Transfer], done: Sequence[Fetched]
 ) -> Path:
@@ -316,7 +311,7 @@ def _write_manifest(
             "ident": t.info.ident,
             "kind": t.kind,
             "size": f.size,
-            "crc32c": f.crc32c or cache.recorded_crc32c(f.path),
+            "crc32c": f.crc32c or recorded_crc32c(f.path),
             "path": str(f.path.relative_to(cache.root)),
         }
         for t, f in zip(plan, done, strict=True)

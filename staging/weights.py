@@ -26,7 +26,7 @@ from typing import Any
 from errors import ConfigError, StagingError
 from staging.cache import Cache, Fetched, write_atomic
 from staging.paths import MANIFESTS_DIR, SourceRef, parse_source, short_hash
-from staging.sources import (
+from staging.stores.sources import (
     CONNECT_TIMEOUT_S,
     READ_TIMEOUT_S,
     ObjectInfo,
@@ -236,7 +236,7 @@ class HttpSource:
         return False
 
     def read_into(self, info: ObjectInfo, writer, *, start: int) -> None:
-        """GET the URL from byte ``start`` (one attempt; staging/fetch.py retries)."""
+        """GET the URL from byte ``start`` (one attempt; staging/stores/fetch.py retries)."""
         import requests
 
         headers = {"Range": f"bytes={start}-"} if start else {}

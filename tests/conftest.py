@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from trial.data import describe_sample, real_coco_sample
+from trial.testing.samples import describe_sample, real_coco_sample
 
 REAL_SAMPLE = real_coco_sample()
 
@@ -28,7 +28,7 @@ def pytest_sessionstart(session) -> None:
 @pytest.fixture(scope="session")
 def shapes_root(tmp_path_factory) -> Path:
     """The built-in shapes set, generated once per session into a temp cache."""
-    from trial.shapes import make_shapes_coco
+    from trial.runtime.shapes import make_shapes_coco
 
     return make_shapes_coco(tmp_path_factory.mktemp("cache") / "shapes")
 

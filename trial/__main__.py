@@ -14,6 +14,7 @@ import os
 import sys
 from pathlib import Path
 
+from common import write_atomic
 from errors import ProjectError
 
 
@@ -26,7 +27,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     try:
         if args.local and "LOCAL_RANK" not in os.environ and not args.resume:
-            from trial.workdir import check_start
+            from trial.runtime.workdir import check_start
 
             check_start(Path(args.work_dir).resolve(), resume=False, fresh=False)
     except ProjectError as err:
@@ -34,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     if args.local and args.nproc > 1 and "LOCAL_RANK" not in os.environ:
         return _supervise_ranks(argv, args)
-    from trial.console import local_session
+    from trial.ui.console import local_session
 
     try:
         # locally: the terminal shows progress; everything else goes to <work-dir>/train.log
@@ -49,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _supervise_ranks(argv: list[str], args: argparse.Namespace) -> int:
-    from trial.launch import run_ranks
+    from trial.runtime.ranks import run_ranks
 
     code = run_ranks(argv, nproc=args.nproc, work_dir=args.work_dir)
     if code != 0:
@@ -63,8 +64,8 @@ def _supervise_ranks(argv: list[str], args: argparse.Namespace) -> int:
 def _run_cluster():
     import determined as det
 
-    from trial.data import staged_data_paths
-    from trial.run import RunRequest, train
+    from trial.runtime.data import staged_data_paths
+    from trial.runtime.train import RunRequest, train
 
     info = det.get_cluster_info()
     if info is None or info.task_type != "TRIAL":
@@ -89,7 +90,7 @@ def _run_cluster():
         tensorboard_mode=_tensorboard_mode(det, distributed),
     ) as core_context:
         if distributed is not None:
-            from trial.distributed import RankPreemption, dist_timeout
+            from trial.engine.distributed import RankPreemption, dist_timeout
 
             timeout_s = dist_timeout(request.hparams)
             core_context.preempt = RankPreemption(core_context.preempt, timeout_s=timeout_s)
@@ -127,12 +128,13 @@ def _torch_distributed_context(det, world_size: int):
 def _run_local(args: argparse.Namespace, console=None):
     import determined as det
 
-    from trial.checks import command_line_overrides
-    from trial.data import resolve_data
-    from trial.distributed import RankPreemption, dist_timeout, torch_world_size
-    from trial.experiment import load_experiment, local_hparams
-    from trial.progress import console_hooks
-    from trial.run import RunRequest, SignalPreemption, resume_checkpoint, train
+    from trial.engine.distributed import RankPreemption, dist_timeout, torch_world_size
+    from trial.runtime.data import resolve_data
+    from trial.runtime.train import RunRequest, SignalPreemption, train
+    from trial.runtime.workdir import resume_checkpoint
+    from trial.settings.hparams import load_experiment, local_hparams
+    from trial.settings.preflight import command_line_overrides
+    from trial.ui.progress import console_hooks
 
     experiment = load_experiment(args.experiment)
     work_dir = Path(args.work_dir).resolve()
@@ -162,7 +164,7 @@ def _run_local(args: argparse.Namespace, console=None):
     ) as core_context:
         core_context.preempt = SignalPreemption(core_context.preempt)
         if distributed is not None:
-            from trial.launch import preempt_request_file
+            from trial.runtime.ranks import preempt_request_file
 
             core_context.preempt = RankPreemption(
                 core_context.preempt,
@@ -180,10 +182,7 @@ def _print_summary(result, work_dir: str | None) -> None:
         "validation": dict(result.validation),
     }
     if work_dir:
-        path = Path(work_dir) / "result.json"
-        tmp = path.with_suffix(".json.incomplete")
-        tmp.write_text(json.dumps(summary, indent=2))
-        tmp.replace(path)
+        write_atomic(Path(work_dir) / "result.json", json.dumps(summary, indent=2))
     metrics = ", ".join(f"{k} {v:.3f}" for k, v in result.validation.items() if k.endswith("mAP"))
     state = "preempted" if result.preempted else "finished"
     print(f"trial {state} at step {result.steps}; {metrics or 'no validation metrics'}", flush=True)

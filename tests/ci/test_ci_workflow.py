@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import re
 import subprocess
-from pathlib import Path
 
 import pytest
 import yaml
 
-REPO = Path(__file__).resolve().parents[2]
+from common import REPO_ROOT as REPO
+
 WORKFLOW = REPO / ".github" / "workflows" / "ci.yml"
 
 

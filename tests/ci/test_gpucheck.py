@@ -4,12 +4,14 @@ a failed step skips what needs it and nothing else, and the carry folder holds w
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "ci"))
+from common import REPO_ROOT
+
+sys.path.insert(0, str(REPO_ROOT / "ci"))
 import gpucheck
+import gpucheck_carry
 
 DEVICE_COMMAND_LIMIT_S = 600
 PHASE_BUDGET_S = 600  # each phase is one device command
@@ -34,6 +36,7 @@ def test_gpu_plan_covers_the_issue_and_fits_the_device(tmp_path):
     fp16 = next(s for s in steps if s.name == "train-gfl-fp16")
     assert "optim_wrapper.type=AmpOptimWrapper" in fp16.argv and "30" in fp16.argv
     assert fp16.argv[1:5] == ("-m", "invoke", "train", "gfl")  # the product verb, its local profile
+    assert "--fresh" in fp16.argv  # a rerun of the phase replaces the last run in its work dir
 
 
 def test_bf16_training_only_when_no_op_refused(tmp_path):
@@ -81,8 +84,8 @@ def test_a_failed_step_skips_its_dependents_only(tmp_path):
 
 
 def test_carried_requirements_leave_out_what_the_machine_has():
-    reqs = gpucheck.project_requirements()
-    names = {gpucheck._name(r) for r in reqs}
+    reqs = gpucheck_carry.project_requirements()
+    names = {gpucheck_carry.requirement_name(r) for r in reqs}
     assert {"mmdet", "mmengine", "determined", "pycocotools", "setuptools"} <= names
     assert not names & {"mmcv", "torch", "matplotlib", "tensorboard", "numpy"}
     assert "setuptools==80.9.0" in reqs  # mmcv's setup.py imports pkg_resources
@@ -91,7 +94,7 @@ def test_carried_requirements_leave_out_what_the_machine_has():
 @pytest.mark.parametrize(("python", "inside"), [("3.12", True), ("3.11", False)])
 def test_only_the_gpu_machines_wheels_are_carried(tmp_path, python, inside):
     carry = tmp_path / "gpu-carry"
-    assert (gpucheck.wheels_dir(carry, python).parent == carry) is inside
+    assert (gpucheck_carry.wheels_dir(carry, python).parent == carry) is inside
 
 
 def test_a_step_past_its_limit_is_killed_with_its_children(tmp_path):

@@ -4,7 +4,6 @@ through ``invoke train --cluster``, and waiting on the master through Determined
 from __future__ import annotations
 
 import re
-import socket
 import subprocess
 import sys
 import time
@@ -14,19 +13,14 @@ from typing import Any
 
 import yaml
 
+from common import REPO_ROOT as REPO
+from common import free_port  # noqa: F401  (conftest takes it from here)
 from images.matrix import expand_matrix, load_matrix, select
 from images.plan import repository
 
-REPO = Path(__file__).resolve().parents[2]
 INVOKE = [sys.executable, "-m", "invoke"]
 DATA_MOUNT = "/mnt/coco-source"
 CACHE_MOUNT = "/mnt/node-cache"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def cpu_tag() -> str:

@@ -15,20 +15,15 @@ from pathlib import Path
 
 import pytest
 
+from common import REPO_ROOT as REPO
+from common import free_port
 from devcluster import master_api, podman
 from devcluster.cluster import State
 from devcluster.processes import Daemon
 
-REPO = Path(__file__).resolve().parents[2]
 INVOKE = [sys.executable, "-m", "invoke"]
 
 pytestmark = [pytest.mark.slow, pytest.mark.cluster]
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _cluster(*args: str, state: Path, env: dict | None = None) -> subprocess.CompletedProcess:
@@ -47,7 +42,7 @@ def _mounts_under(path: Path) -> list[str]:
 
 def test_up_status_down_leaves_nothing_behind(tmp_path):
     state_dir = tmp_path / "cluster"
-    ports = ["--master-port", str(_free_port()), "--db-port", str(_free_port())]
+    ports = ["--master-port", str(free_port()), "--db-port", str(free_port())]
     up = _cluster("up", "--agents", "2", "--slots", "1", *ports, state=state_dir)
     assert up.returncode == 0, up.stderr[-2000:]
     env = _exports(up.stdout)
@@ -97,7 +92,7 @@ def test_a_taken_port_is_one_line_and_nothing_starts(tmp_path):
         holder.bind(("127.0.0.1", 0))
         holder.listen()
         port = holder.getsockname()[1]
-        proc = _cluster("up", "--master-port", str(port), "--db-port", str(_free_port()),
+        proc = _cluster("up", "--master-port", str(port), "--db-port", str(free_port()),
                         state=tmp_path / "c")  # fmt: skip
     assert proc.returncode == 1
     assert proc.stderr.strip().splitlines() == [
@@ -114,7 +109,7 @@ def test_a_missing_tool_names_the_install_step(tmp_path):
         if found:
             (bin_dir / tool).symlink_to(found)
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{bin_dir}"}
-    proc = _cluster("up", "--master-port", str(_free_port()), state=tmp_path / "c", env=env)
+    proc = _cluster("up", "--master-port", str(free_port()), state=tmp_path / "c", env=env)
     assert proc.returncode == 1
     assert proc.stderr.strip().splitlines() == [
         "error: podman not found on PATH; install it with: bash ci/install-system.sh "

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import yaml
 
+from images import buildah
 from images.matrix import MATRIX_PATH, ImageSpec, expand_matrix, load_matrix
 
 
@@ -27,3 +28,10 @@ def variant_with(tmp_path: Path, key: str, **changes) -> ImageSpec:
     doc = real_matrix()
     doc["variants"][key].update(changes)
     return {spec.key: spec for spec in specs_from(doc, tmp_path)}[key]
+
+
+def remove_images(refs) -> None:
+    """Remove local images by name, ignoring names that do not exist (the tests' clean-up)."""
+    for ref in refs:
+        if buildah.image_exists(ref):
+            buildah.run_buildah("rmi", "--force", ref, capture=True)

@@ -13,17 +13,19 @@ import os
 import subprocess
 import sys
 import uuid
-from pathlib import Path
 
 import pytest
+from images_helpers import remove_images
 
+from common import REPO_ROOT as REPO
+from common import cache_root
 from images import buildah, wheelhouse
 from images.matrix import MATRIX_PATH, expand_matrix, load_matrix, select
 from images.plan import repository
 
 pytestmark = [pytest.mark.slow, pytest.mark.buildah, pytest.mark.timeout(1500)]
 
-REPO = Path(__file__).resolve().parents[2]
+
 TEST_REGISTRY = "localhost/mmdet-det-test"
 DUMMY = f"dummy-s3cret-{uuid.uuid4().hex[:12]}"
 
@@ -54,7 +56,7 @@ def cpu_build(tmp_path_factory):
     spec = select(expand_matrix(load_matrix(MATRIX_PATH)), ["cpu"])[0]
     wheels = wheelhouse.find_wheels(spec, "auto")
     if not any(w.name.startswith("mmcv-") for w in wheels):
-        pytest.fail(f"no cached mmcv wheel under {wheelhouse.cache_root()}; run ci/setup.sh first")
+        pytest.fail(f"no cached mmcv wheel under {cache_root()}; run ci/setup.sh first")
     tmp = tmp_path_factory.mktemp("buildah")
     house = tmp / "wheelhouse"  # the wheelhouse = a temp dir holding exactly those wheels
     house.mkdir()
@@ -63,7 +65,7 @@ def cpu_build(tmp_path_factory):
     pip_conf = tmp / "pip.conf"  # a private-index token, as a user would hand it in
     pip_conf.write_text(f"[global]\nindex-url = https://__token__:{DUMMY}@pypi.org/simple\n")
     env = {**os.environ, "MMDET_DET_DUMMY_TOKEN": DUMMY}
-    buildah.remove_images(test_refs())
+    remove_images(test_refs())
     args = (
         "build-image",
         "--variant",
@@ -84,7 +86,7 @@ def cpu_build(tmp_path_factory):
         assert len(refs) == 2, refs
         yield refs[0], refs[1], proc.stdout + proc.stderr, args, env
     finally:
-        buildah.remove_images(test_refs())
+        remove_images(test_refs())
 
 
 def test_build_used_the_wheelhouse_and_the_secret(cpu_build):
@@ -172,7 +174,7 @@ def test_leak_check_sees_a_token_passed_the_wrong_way(tmp_path):
     try:
         assert DUMMY in json.dumps(buildah.inspect_image(ref)["History"])
     finally:
-        buildah.remove_images([ref])
+        remove_images([ref])
 
 
 def test_unchanged_rebuild_is_skipped_by_content_hash(cpu_build):

@@ -17,9 +17,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from common import REPO_ROOT as REPO
 from images import mmcvbuild
 
-REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / "images" / "scripts" / "compile-mmcv.sh"
 SETUP_PY = """
 import os

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from common import cache_root
 from images import cudacheck, mmcvbuild
-from images.wheelhouse import cache_root
 
 KERNEL = "__global__ void add1(float *x) { x[threadIdx.x] += 1.0f; }\n"
 CUDA_WHEEL_ARCHES = "8.0 9.0+PTX"

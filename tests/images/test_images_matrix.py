@@ -3,17 +3,15 @@
 from __future__ import annotations
 
 import re
-import tomllib
-from pathlib import Path
 
 import pytest
+import tomllib
 from images_helpers import real_matrix, specs_from
 
+from common import REPO_ROOT as REPO
 from errors import ConfigError
 from images.matrix import MATRIX_PATH, expand_matrix, load_matrix, select
 from images.rules import DIGEST_RE, check_all
-
-REPO = Path(__file__).resolve().parents[2]
 
 
 def real_specs():

@@ -9,16 +9,15 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
+from common import REPO_ROOT as REPO
 from errors import ConfigError
 from images.matrix import expand_matrix, load_matrix
 from images.refs import resolve_experiment_images, resolve_ref
-from trial.experiment import EXPERIMENTS_DIR, load_experiment
+from trial.settings.hparams import EXPERIMENTS_DIR, load_experiment
 
-REPO = Path(__file__).resolve().parents[2]
 SPECS = expand_matrix(load_matrix())
 TAG = next(spec for spec in SPECS if spec.key == "cu121").readable_tag
 CPU_TAG = next(spec for spec in SPECS if spec.key == "cpu").readable_tag

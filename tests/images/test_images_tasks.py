@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from pathlib import Path
 
+from common import REPO_ROOT as REPO
 from images import buildah
-
-REPO = Path(__file__).resolve().parents[2]
 
 
 def invoke(*args: str) -> subprocess.CompletedProcess:

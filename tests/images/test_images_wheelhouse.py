@@ -64,7 +64,7 @@ def test_digests_are_real_and_cached_by_stat(tmp_path, monkeypatch):
     assert got == (str(wheel), hashlib.sha256(b"first").hexdigest())
     assert (tmp_path / "cache" / "wheel-digests.json").exists()
     calls = []
-    monkeypatch.setattr(wheelhouse, "_sha256", lambda p: calls.append(p) or "x")
+    monkeypatch.setattr(wheelhouse, "file_sha256", lambda p: calls.append(p) or "x")
     assert wheelhouse.wheel_digests((wheel,)) == (got,)  # served from the cache
     assert calls == []
     wheel.write_bytes(b"second, longer")  # new size -> new key -> hashed again

@@ -8,11 +8,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from gcs_fault_proxy import FaultProxy
 from staging_helpers import GS_SOURCE, S3_SOURCE
 
-from staging import s3_emulator
-from staging.emulator import ENV, running_emulator, upload_dir
+from staging.testing import s3_emulator
+from staging.testing.fault_proxy import FaultProxy
+from staging.testing.gcs_emulator import ENV, running_emulator, upload_dir
 
 
 @pytest.fixture(scope="session")

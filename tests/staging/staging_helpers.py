@@ -9,7 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[2]
+from common import REPO_ROOT as REPO
+
 BUCKET = "coco"
 PREFIX = "coco2017"
 GS_SOURCE = f"gs://{BUCKET}/{PREFIX}"

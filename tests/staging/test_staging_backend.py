@@ -61,7 +61,7 @@ def test_reuploaded_object_is_never_served_stale(proxy, tmp_path, coco_sample, v
     from mmengine import fileio
 
     from staging import stage_coco
-    from staging.emulator import upload_bytes, upload_dir
+    from staging.testing.gcs_emulator import upload_bytes, upload_dir
 
     source = "gs://coco/reupload"  # a private copy: the session's gs://coco/coco2017 stays as is
     upload_dir(coco_sample, source)

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
-import socket
 import time
 
 import pytest
 from staging_helpers import incomplete_files, run_staging, snapshot, write_coco
+
+from common import free_port
 
 
 @pytest.fixture
@@ -82,9 +83,7 @@ def test_source_url_with_dotdot(warm_cache, emulator):
 
 
 def test_unreachable_gcs_endpoint_fails_fast_with_one_line(warm_cache):
-    with socket.socket() as s:  # a port nobody listens on: connections are refused
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()  # a port nobody listens on: connections are refused
     t0 = time.monotonic()
     _fails_cleanly(warm_cache, "gs://coco/coco2017", env={"STORAGE_EMULATOR_HOST": f"http://127.0.0.1:{port}"},
                    expect=f"cannot reach GCS at http://127.0.0.1:{port}")  # fmt: skip
@@ -107,8 +106,8 @@ def test_listed_gcs_name_with_dotdot_fake_blob():
     from types import SimpleNamespace
 
     from errors import StagingError
-    from staging.gcs import GcsSource
     from staging.paths import parse_source
+    from staging.stores.gcs import GcsSource
 
     source = GcsSource.__new__(GcsSource)
     source.ref = parse_source("gs://b/coco")

@@ -13,10 +13,11 @@ import pytest
 from staging_helpers import incomplete_files, snapshot
 
 from errors import CorruptDataError, StagingError
-from staging import cache as cache_mod
-from staging.cache import RESERVE_ENV, Cache, file_crc32c, partial_dir, temp_name
+from staging import writers
+from staging.cache import RESERVE_ENV, Cache, file_crc32c, recorded_crc32c
 from staging.paths import parse_source
-from staging.sources import LocalSource
+from staging.stores.sources import LocalSource
+from staging.writers import partial_dir, temp_name
 
 SIZE = 3 * (1 << 20) + 123
 
@@ -25,7 +26,7 @@ def _dead_writers_temp(final) -> str:
     """The temp-file name a killed writer on this host leaves behind (its pid has exited)."""
     proc = subprocess.Popen(["true"])
     proc.wait()
-    return f"{final.name}.{cache_mod._HOST}-{proc.pid}.deadbeef.incomplete"
+    return f"{final.name}.{writers._HOST}-{proc.pid}.deadbeef.incomplete"
 
 
 @pytest.fixture
@@ -43,7 +44,7 @@ def test_hit_after_download_and_files_are_read_only(tmp_path, src):
     first = cache.ensure(info, source)
     assert first.downloaded and first.path.read_bytes() == (source.root / "blob.bin").read_bytes()
     assert stat.S_IMODE(first.path.stat().st_mode) == 0o444
-    assert first.crc32c == file_crc32c(first.path) == cache.recorded_crc32c(first.path)
+    assert first.crc32c == file_crc32c(first.path) == recorded_crc32c(first.path)
     again = cache.ensure(info, source)
     assert not again.downloaded and again.path == first.path
 

@@ -10,7 +10,6 @@ import time
 from pathlib import Path
 
 import pytest
-from gcs_fault_proxy import Rule
 from staging_helpers import (
     GS_SOURCE,
     REPO,
@@ -20,6 +19,8 @@ from staging_helpers import (
     snapshot,
     stage_args,
 )
+
+from staging.testing.fault_proxy import Rule
 
 pytestmark = pytest.mark.gcs
 
@@ -135,10 +136,10 @@ def test_kill_9_mid_download_then_rerun_resumes(proxy, tmp_path, coco_sample):
 
 
 def test_latency_option_delays_every_request(emulator):
-    """The bench's latency proxy (staging/proxy.py): every request waits latency_s first."""
+    """The bench's latency proxy (staging/testing/fault_proxy.py): every request waits latency_s first."""
     import urllib.request
 
-    from staging.proxy import FaultProxy
+    from staging.testing.fault_proxy import FaultProxy
 
     proxy = FaultProxy(int(emulator.rsplit(":", 1)[1]), latency_s=0.2)
     try:

@@ -12,8 +12,8 @@ from errors import ConfigError, CorruptDataError, StagingError
 from staging.coco import check_images, image_files, load_json, subset_doc, validate_coco
 from staging.paths import GS, LOCAL, check_relpath, object_path, parse_source, safe_join
 from staging.plan import ANNOTATION, ARCHIVE_KIND, IMAGE, plan_annotations, plan_images
-from staging.sources import ObjectInfo
 from staging.spec import DataSpec, load_data_section
+from staging.stores.sources import ObjectInfo
 
 
 @pytest.mark.parametrize(

@@ -13,7 +13,6 @@ import sys
 from pathlib import Path
 
 import pytest
-from gcs_fault_proxy import Rule
 from staging_helpers import (
     REPO,
     S3_SOURCE,
@@ -24,7 +23,8 @@ from staging_helpers import (
     stage_args,
 )
 
-from staging import s3_emulator
+from staging.testing import s3_emulator
+from staging.testing.fault_proxy import Rule
 
 pytestmark = pytest.mark.s3
 
@@ -140,7 +140,7 @@ def test_each_checksum_kind_catches_a_flipped_byte(s3_proxy, tmp_path, algorithm
 
     from staging.cache import Cache
     from staging.paths import parse_source
-    from staging.sources import open_source
+    from staging.stores.sources import open_source
 
     data = os.urandom(300_000)
     url = f"s3://kinds/{algorithm}/obj.bin"

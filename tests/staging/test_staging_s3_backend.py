@@ -8,7 +8,8 @@ import pytest
 from staging_helpers import S3_SOURCE, snapshot
 
 from errors import StagingError
-from staging import DataSpec, backend, s3_emulator, stage_coco
+from staging import DataSpec, backend, stage_coco
+from staging.testing import s3_emulator
 
 pytestmark = pytest.mark.s3
 

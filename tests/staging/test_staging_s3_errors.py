@@ -4,12 +4,13 @@ a credential (the secret key and session token are looked for in every output an
 from __future__ import annotations
 
 import os
-import socket
 import time
 import uuid
 
 import pytest
 from staging_helpers import S3_SOURCE, incomplete_files, run_staging, snapshot
+
+from common import free_port
 
 pytestmark = pytest.mark.s3
 
@@ -77,9 +78,7 @@ def test_missing_credentials(warm_cache):
 
 
 def test_unreachable_endpoint_fails_fast_with_one_line(warm_cache):
-    with socket.socket() as s:  # a port nobody listens on: connections are refused
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()  # a port nobody listens on: connections are refused
     # a user:password in the endpoint URL is never shown either
     endpoint = f"http://someone:{SECRET}@127.0.0.1:{port}"
     env = _env(AWS_ENDPOINT_URL=endpoint, AWS_ENDPOINT_URL_S3=endpoint)
@@ -91,7 +90,7 @@ def test_unreachable_endpoint_fails_fast_with_one_line(warm_cache):
 def test_secret_never_appears_in_output_or_cache(s3_proxy, tmp_path):
     """A good run, a run whose download is retried (a logged warning) and a failing one: the
     secret key and session token appear in no output and no file staging wrote."""
-    from gcs_fault_proxy import Rule
+    from staging.testing.fault_proxy import Rule
 
     s3_proxy.rules.append(Rule("flip", match="instances_val2017", method="GET", times=1))
     args = ("--source", S3_SOURCE, "--cache", str(tmp_path / "cache"), "--splits", "val")

@@ -14,7 +14,7 @@ import yaml
 from staging_helpers import REPO, S3_SOURCE
 
 from errors import StagingError
-from staging import s3_emulator
+from staging.testing import s3_emulator
 from staging.weights import stage_weights
 
 pytestmark = pytest.mark.s3

@@ -14,8 +14,9 @@ import pytest
 import yaml
 from staging_helpers import REPO, incomplete_files
 
+from common import free_port
 from errors import ConfigError, StagingError
-from staging.emulator import free_port, upload_bytes
+from staging.testing.gcs_emulator import upload_bytes
 from staging.weights import checkpoint_refs, resolve_url, rewrite_checkpoints, stage_weights
 
 R18 = "torchvision://resnet18"
@@ -130,7 +131,7 @@ def test_bad_disk_mirror_and_offline_url_say_how_to_fix(tmp_path):
 
 
 def test_staging_cli_stages_the_experiments_weights(tmp_path, coco_sample, disk_mirror):
-    """What the startup hook runs: `python -m trial.checkpoints` names the checkpoints the
+    """What the startup hook runs: `python -m trial.settings.pretrained` names the checkpoints the
     experiment's model loads (hyperparameters read like the trial), and `python -m staging
     --experiment-config --checkpoints` stages the COCO data and those checkpoints."""
     exp = {
@@ -149,14 +150,14 @@ def test_staging_cli_stages_the_experiments_weights(tmp_path, coco_sample, disk_
     path = tmp_path / "experiment.yaml"
     path.write_text(yaml.safe_dump(exp))
     refs = tmp_path / "checkpoints.json"
-    names = [sys.executable, "-m", "trial.checkpoints", "--experiment-config", str(path),
+    names = [sys.executable, "-m", "trial.settings.pretrained", "--experiment-config", str(path),
              "--out", str(refs)]  # fmt: skip
     cmd = [sys.executable, "-m", "staging", "--quiet", "--experiment-config", str(path),
            "--checkpoints", str(refs)]  # fmt: skip
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     env.pop("DET_HPARAMS", None)
     without = subprocess.run(cmd[:-2], cwd=REPO, env=env, capture_output=True, text=True)
-    assert without.returncode == 1 and "python -m trial.checkpoints" in without.stderr
+    assert without.returncode == 1 and "python -m trial.settings.pretrained" in without.stderr
     assert not (tmp_path / "coco").exists()  # refused before anything was staged
     for step in (names, cmd):
         done = subprocess.run(step, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)

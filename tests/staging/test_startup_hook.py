@@ -14,6 +14,8 @@ import pytest
 import yaml
 from staging_helpers import GS_SOURCE, REPO
 
+from trial.verbs.cluster import CONTEXT_FILES
+
 pytestmark = pytest.mark.gcs
 
 
@@ -22,7 +24,8 @@ def context_dir(tmp_path) -> Path:
     ctx = tmp_path / "context"
     ctx.mkdir()
     shutil.copy(REPO / "hooks" / "startup-hook.sh", ctx / "startup-hook.sh")
-    shutil.copy(REPO / "errors.py", ctx / "errors.py")
+    for name in CONTEXT_FILES:  # errors.py, common.py: what the context carries beside the packages
+        shutil.copy(REPO / name, ctx / name)
     shutil.copytree(REPO / "staging", ctx / "staging",
                     ignore=shutil.ignore_patterns("__pycache__"))  # fmt: skip
     return ctx

@@ -7,11 +7,15 @@ import os
 import subprocess
 import sys
 import sysconfig
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[2]
+from common import REPO_ROOT as REPO
+from trial.verbs import artifact
+
 # Small but real: 160 px images, batch 2, 4 iterations, validation on the whole val split.
 FAST = ["image_scale=[160, 160]", "global_batch_size=2", "log_interval=2", "num_workers=0"]
 # After 4 iterations every score is below the configs' 0.05 threshold: keep all top-k boxes so that
@@ -29,7 +33,7 @@ STOCK_SCRIPT = r"""
 import importlib.util, json, os, sys
 sys.path.append(sys.argv[1])
 config, weights, image, out = sys.argv[2:6]
-for name in ("trial", "staging", "images", "errors"):
+for name in ("trial", "staging", "images", "errors", "common", "bench"):
     assert importlib.util.find_spec(name) is None, f"{name} is importable"
 assert "TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD" not in os.environ
 import numpy as np
@@ -70,8 +74,8 @@ def trial_predict(work_dir: Path, checkpoint: str, image: Path) -> dict:
     from mmdet.apis import inference_detector, init_detector
     from mmengine.config import Config
 
-    import trial.metrics  # noqa: F401  (the trial config names ZeroSafeCocoMetric)
-    from trial.run import trusted_checkpoint_loading
+    import trial.engine.metrics  # noqa: F401  (the trial config names ZeroSafeCocoMetric)
+    from trial.runtime.train import trusted_checkpoint_loading
 
     path = work_dir / "checkpoints" / checkpoint / "checkpoint.pth"
     with trusted_checkpoint_loading():
@@ -94,3 +98,21 @@ def invoke(*args: str, cwd: Path, env: dict | None = None) -> subprocess.Complet
 
 def error_lines(proc: subprocess.CompletedProcess) -> list[str]:
     return [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+
+
+def bundled_types(cfg: Any) -> list[str]:
+    """Every ``type`` in ``cfg`` that is one of the trial's own (an export must hold none)."""
+    found: list[str] = []
+
+    def walk(node: Any) -> None:
+        if isinstance(node, Mapping):
+            if node.get("type") in artifact.TRIAL_TYPES:
+                found.append(node["type"])
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, (list, tuple)):
+            for value in node:
+                walk(value)
+
+    walk(cfg)
+    return found

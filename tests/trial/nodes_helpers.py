@@ -1,6 +1,6 @@
 """A two-node Determined trial on one machine: the harness of ``test_trial_multinode.py``.
 
-Each node is a network namespace (``trial/nodes.py``: its own address in 198.18.0.0/15, loopback,
+Each node is a network namespace (``trial/testing/nodes.py``: its own address in 198.18.0.0/15, loopback,
 one veth on a private bridge) plus a private mount namespace (``unshare --mount``) in which the
 node's own directory is its ``/tmp`` (node cache, work directory, HOME, Determined's temp files)
 and the cluster-info files written with Determined's own ``_to_file`` are ``/run/determined/info``.
@@ -9,7 +9,7 @@ On each node runs what a Determined 0.38.1 trial container runs: ``hooks/startup
 ``python3 -m determined.launch.torch_distributed python3 -m trial``.
 
 The services listen on the host side of the bridge: the master stand-in (``master_standin.py``)
-and a request-recording proxy (``staging.proxy.FaultProxy``) in front of the GCS emulator, which
+and a request-recording proxy (``staging.testing.fault_proxy.FaultProxy``) in front of the GCS emulator, which
 holds the COCO sample and the checkpoints (Determined's ``gcs`` storage: google-cloud-storage
 honours ``STORAGE_EMULATOR_HOST``). Both record the caller's address, i.e. which node called.
 Nothing but the repository, the venv and the interpreter is shared between the nodes.
@@ -28,11 +28,11 @@ from pathlib import Path
 
 from master_standin import TOKEN, MasterStandin
 
-from staging.emulator import ENV, ensure_bucket, running_emulator, upload_dir
-from staging.proxy import FaultProxy
-from trial.nodes import Network, Node, node_network
+from common import REPO_ROOT as REPO
+from staging.testing.fault_proxy import FaultProxy
+from staging.testing.gcs_emulator import ENV, ensure_bucket, running_emulator, upload_dir
+from trial.testing.nodes import Network, Node, node_network
 
-REPO = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).resolve().parent
 DATA_BUCKET, DATA_PREFIX = "coco", "sample"
 CHECKPOINT_BUCKET = "checkpoints"

@@ -45,17 +45,17 @@ def _append(path: Path, record: dict) -> None:
 
 
 def main(argv: list[str]) -> int:
-    import trial.run
+    import trial.runtime.train
     from trial.__main__ import main as trial_main
 
     work = Path(argv[argv.index("--work-dir") + 1])
     probe = RankProbe(work, int(os.environ["RANK"]))
-    original = trial.run.train
+    original = trial.runtime.train.train
 
     def train_with_probe(core_context, request, **kwargs):
         return original(core_context, replace(request, hooks=(probe, *request.hooks)), **kwargs)
 
-    trial.run.train = train_with_probe
+    trial.runtime.train.train = train_with_probe
     return trial_main(argv)
 
 

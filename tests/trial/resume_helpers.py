@@ -18,7 +18,7 @@ from mmcv.transforms import BaseTransform
 from mmdet.registry import TRANSFORMS
 from mmengine.model import BaseModel
 
-import trial.resume  # noqa: F401  (registers the loop and samplers)
+import trial.engine.resume  # noqa: F401  (registers the loop and samplers)
 
 BATCH = 2
 
@@ -117,7 +117,9 @@ def run(
         load_from=resume_from,
         resume=resume_from is not None,
     )
-    os.environ["TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD"] = "1"  # mmengine checkpoints (see trial/run.py)
+    os.environ["TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD"] = (
+        "1"  # mmengine checkpoints (see trial/runtime/train.py)
+    )
     runner.train()
 
 

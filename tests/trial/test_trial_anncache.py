@@ -22,11 +22,11 @@ from mmdet.datasets import CocoDataset
 from mmdet.registry import DATASETS
 from mmengine.registry import DefaultScope
 
-from trial.anncache import SUFFIX
-from trial.cached_dataset import NodeCachedCocoDataset
-from trial.cocogen import make_coco_scale
+from common import REPO_ROOT as REPO
+from trial.engine.anncache import SUFFIX
+from trial.engine.cached_dataset import NodeCachedCocoDataset
+from trial.testing.cocogen import make_coco_scale
 
-REPO = Path(__file__).resolve().parents[2]
 TRAIN_FILTER = {"filter_empty_gt": True, "min_size": 32}  # what mmdet's COCO configs filter
 
 
@@ -155,7 +155,7 @@ def test_a_corrupt_or_stale_entry_is_rebuilt_not_used(generated, tmp_path, damag
 
 
 def test_wrappers_and_resume_samplers_see_the_same_dataset(generated, tmp_path, monkeypatch):
-    from trial.samplers import (
+    from trial.engine.samplers import (
         ResumableAspectRatioBatchSampler,
         ResumableInfiniteSampler,
         position_batch_sampler,
@@ -218,8 +218,8 @@ CHILD = textwrap.dedent(
     import json, os, sys, time
     from pathlib import Path
     import mmdet.datasets.base_det_dataset as base
-    import trial.anncache
-    from trial.cached_dataset import NodeCachedCocoDataset
+    import staging.cache
+    from trial.engine.cached_dataset import NodeCachedCocoDataset
 
     args, cache, go, log = json.loads(sys.argv[1]), sys.argv[2], Path(sys.argv[3]), sys.argv[4]
     parse = base.BaseDetDataset.full_init
@@ -231,7 +231,7 @@ CHILD = textwrap.dedent(
 
     base.BaseDetDataset.full_init = counted
     if os.environ.get("SLOW_FLUSH"):  # a build that is killed while it makes its file durable
-        trial.anncache.make_durable_one = lambda path: time.sleep(600)
+        staging.cache.make_durable_one = lambda path: time.sleep(600)
     print("ready", flush=True)
     while not go.exists():
         time.sleep(0.005)
@@ -289,7 +289,7 @@ def test_a_build_killed_mid_write_leaves_nothing_at_the_final_path(generated, tm
 def test_the_trial_config_parses_coco_once_per_node_and_leaves_chosen_types(tmp_path):
     from dataclasses import replace
 
-    from trial.config import DataPaths, TrainSettings, build_config, load_base_config
+    from trial.settings.config import DataPaths, TrainSettings, build_config, load_base_config
 
     data = DataPaths("/d/t.json", "/d/v.json", "/d/t/", "/d/v/", ann_cache=str(tmp_path))
     settings = TrainSettings(data=data, work_dir="/w", max_iters=10, val_interval=5,
@@ -311,7 +311,8 @@ def test_the_trial_config_parses_coco_once_per_node_and_leaves_chosen_types(tmp_
 
 
 def test_data_paths_name_the_node_cache(coco_sample, tmp_path):
-    from trial.data import cache_root, coco_dir_paths, staged_data_paths
+    from common import cache_root
+    from trial.runtime.data import coco_dir_paths, staged_data_paths
 
     assert coco_dir_paths(coco_sample, check_json=False).ann_cache == str(cache_root() / "anncache")
     section = {
@@ -326,7 +327,7 @@ def test_data_paths_name_the_node_cache(coco_sample, tmp_path):
 
 
 def test_the_generated_set_is_coco_shaped_and_deterministic(generated, tmp_path):
-    from trial.cocogen import TRAIN, VAL, _decimal_text
+    from trial.testing.cocogen import TRAIN, VAL, _decimal_text
 
     for split, (images, anns) in (("train", TRAIN), ("val", VAL)):
         doc = json.loads((generated / "annotations" / f"instances_{split}2017.json").read_text())
@@ -361,8 +362,10 @@ def test_the_generated_set_is_coco_shaped_and_deterministic(generated, tmp_path)
 
 def test_an_export_names_stock_mmdets_dataset(tmp_path):
     """An exported config loads with stock mmdet: the cached type maps back to CocoDataset."""
-    from trial.artifact import bundled_types, standalone_config
-    from trial.config import DataPaths, TrainSettings, build_config, load_base_config
+    from export_helpers import bundled_types
+
+    from trial.settings.config import DataPaths, TrainSettings, build_config, load_base_config
+    from trial.verbs.artifact import standalone_config
 
     data = DataPaths("/d/t.json", "/d/v.json", "/d/t/", "/d/v/", ann_cache=str(tmp_path))
     settings = TrainSettings(data=data, work_dir="/w", max_iters=10, val_interval=5,

@@ -5,7 +5,6 @@ loopback stand-in that answers the two REST calls submission makes and records t
 from __future__ import annotations
 
 import json
-import socket
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -13,8 +12,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 import yaml
 
+from common import free_port
 from errors import ConfigError, TrainingError
-from trial.cluster import plan_submission, submit
+from trial.verbs.cluster import plan_submission, submit
 
 REGISTRY = "ghcr.io/acme"  # where `invoke build-image --registry ghcr.io/acme --push` put the image
 
@@ -29,8 +29,11 @@ def test_context_holds_the_trial_and_the_startup_hook_at_its_root(tmp_path):
     ctx = sub.context_dir
     assert (ctx / "startup-hook.sh").is_file()
     assert (ctx / "trial" / "__main__.py").is_file() and (ctx / "staging" / "__init__.py").is_file()
-    assert (ctx / "errors.py").is_file() and (ctx / ".detignore").is_file()
+    assert (ctx / "errors.py").is_file() and (ctx / "common.py").is_file()
+    assert (ctx / ".detignore").is_file()
     assert not list(ctx.rglob("__pycache__"))
+    # test harnesses stay home, by folder; the benchmarks live outside the packages that travel
+    assert not list(ctx.rglob("testing")) and not (ctx / "bench").exists()
     assert sum(f.stat().st_size for f in ctx.rglob("*") if f.is_file()) < 5 * 1024 * 1024
     assert sub.experiment["hyperparameters"]["optim_wrapper.optimizer.lr"] == 0.005
     assert sub.notices == []
@@ -58,7 +61,7 @@ def test_experiment_failing_the_038_rules_is_refused_before_submitting(tmp_path)
 
 def test_dry_run_prints_the_experiment_and_the_context_and_submits_nothing(tmp_path):
     out = submit(
-        "retinanet-asha", dry_run=True, master=f"http://127.0.0.1:{_free_port()}", registry=REGISTRY
+        "retinanet-asha", dry_run=True, master=f"http://127.0.0.1:{free_port()}", registry=REGISTRY
     )
     header, _, rest = out.partition("\n")
     assert header.startswith("# experiment (valid for Determined 0.38.1")
@@ -81,7 +84,7 @@ def test_dry_run_names_the_deprecated_fields(tmp_path):
 
 
 def test_unreachable_master_is_one_clear_line(tmp_path):
-    port = _free_port()
+    port = free_port()
     with pytest.raises(
         TrainingError, match=rf"no Determined master reachable at http://127.0.0.1:{port}"
     ):
@@ -175,12 +178,6 @@ def test_the_masters_refusal_is_one_line_and_nothing_is_created_master_standin(m
 
 
 def _bundled(name: str):
-    from trial.experiment import EXPERIMENTS_DIR
+    from trial.settings.hparams import EXPERIMENTS_DIR
 
     return EXPERIMENTS_DIR / f"{name}.yaml"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:  # a loopback port nobody listens on
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]

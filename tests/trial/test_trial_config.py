@@ -5,17 +5,15 @@ from __future__ import annotations
 import pytest
 
 from errors import ConfigError
-from trial.config import (
+from trial.settings.config import (
     MODELS,
     DataPaths,
     TrainSettings,
-    apply_overrides,
     build_config,
-    flatten_hparams,
     load_base_config,
-    parse_set_options,
     resolve_base,
 )
+from trial.settings.overrides import apply_overrides, flatten_hparams, parse_set_options
 
 DATA = DataPaths("/d/a/train.json", "/d/a/val.json", "/d/train2017/", "/d/val2017/")
 

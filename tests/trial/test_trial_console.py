@@ -1,6 +1,6 @@
 """What a person sees of a local run: progress and a summary on the terminal, the rest in train.log.
 
-The fast tests drive trial/console.py in a child process whose stdout is a real pseudo-terminal
+The fast tests drive trial/ui/console.py in a child process whose stdout is a real pseudo-terminal
 (python's pty module) or a pipe; the slow ones run ``invoke train`` itself the same two ways.
 """
 
@@ -21,9 +21,9 @@ from pathlib import Path
 
 import pytest
 
-from trial.console import Console, ConsoleLogHandler, metrics_text, summary
+from common import REPO_ROOT as REPO
+from trial.ui.console import Console, ConsoleLogHandler, metrics_text, summary
 
-REPO = Path(__file__).resolve().parents[2]
 INVOKE = Path(sys.executable).with_name("invoke")
 
 
@@ -69,7 +69,7 @@ def child_env(**extra: str) -> dict:
 # INFO log), one warning logged twice, a progress line.
 NOISY_CHILD = """
 import logging, os, sys, warnings
-from trial.console import captured_output
+from trial.ui.console import captured_output
 logging.basicConfig(level=logging.INFO)
 with captured_output(sys.argv[1]) as console:
     print("Config:\\n" + "x = 1\\n" * 300)
@@ -104,7 +104,7 @@ def test_the_terminal_gets_progress_and_warnings_once_the_log_gets_the_rest(tmp_
 CRASHING_CHILD = """
 import sys
 from errors import ProjectError
-from trial.console import captured_output
+from trial.ui.console import captured_output
 try:
     with captured_output(sys.argv[1]):
         print("noise")
@@ -184,7 +184,7 @@ def test_no_detections_is_zero_map_without_an_error_from_pycocotools(shapes_root
     import numpy as np
     from mmengine.logging import MMLogger
 
-    from trial.metrics import ZeroSafeCocoMetric
+    from trial.engine.metrics import ZeroSafeCocoMetric
 
     ann = shapes_root / "annotations" / "instances_val2017.json"
     coco = json.loads(ann.read_text())
@@ -216,7 +216,7 @@ def test_the_predictions_picture_shows_ground_truth_and_predictions(shapes_root,
     from mmengine.structures import InstanceData
     from PIL import Image
 
-    from trial.preview import ROW_WIDTH, draw_predictions
+    from trial.ui.preview import ROW_WIDTH, draw_predictions
 
     images = sorted((shapes_root / "val2017").iterdir())[:2]
     samples = []
@@ -320,7 +320,7 @@ def drive(hook, runner, *, val_every: int) -> None:
 def test_progress_is_one_line_per_phase(interactive):
     import io
 
-    from trial.progress import ProgressHook
+    from trial.ui.progress import ProgressHook
 
     stream = io.StringIO()
     drive(
@@ -343,8 +343,8 @@ def test_progress_is_one_line_per_phase(interactive):
 
 
 def test_verbose_keeps_the_terminal_and_other_ranks_log_to_their_own_file(tmp_path, monkeypatch):
-    from trial.console import local_session
-    from trial.local import trial_command
+    from trial.ui.console import local_session
+    from trial.verbs.local import trial_command
 
     assert trial_command("exp.yaml", tmp_path, verbose=True)[-1] == "--verbose"
     with local_session(tmp_path, verbose=True) as console:
@@ -358,7 +358,7 @@ def test_verbose_keeps_the_terminal_and_other_ranks_log_to_their_own_file(tmp_pa
 
 
 def test_bars_only_on_a_terminal_and_never_in_ci(monkeypatch, tmp_path):
-    from trial.console import is_interactive
+    from trial.ui.console import is_interactive
 
     leader, follower = pty.openpty()
     with os.fdopen(follower, "w") as terminal, (tmp_path / "f").open("w") as file:

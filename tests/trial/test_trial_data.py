@@ -8,7 +8,7 @@ import shutil
 import pytest
 
 from errors import ProjectError
-from trial.data import coco_dir_paths
+from trial.runtime.data import coco_dir_paths
 
 
 def test_the_coco_sample_layout_is_accepted(coco_sample):

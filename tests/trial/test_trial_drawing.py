@@ -7,7 +7,7 @@ from types import SimpleNamespace
 import mmdet.engine.hooks.visualization_hook as stock
 from mmdet.visualization import DetLocalVisualizer
 
-from trial.drawing import SparseDetVisualizationHook
+from trial.engine.drawing import SparseDetVisualizationHook
 
 
 def test_only_drawn_batches_read_their_image(monkeypatch):

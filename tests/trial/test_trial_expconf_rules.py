@@ -13,7 +13,7 @@ from test_trial_experiments import _set
 
 from errors import ConfigError
 from trial.expconf import validate_experiment
-from trial.experiment import EXPERIMENTS_DIR, load_experiment
+from trial.settings.hparams import EXPERIMENTS_DIR, load_experiment
 
 BASE = load_experiment(EXPERIMENTS_DIR / "retinanet.yaml")
 ASHA = {"name": "adaptive_asha", "metric": "m", "max_trials": 4, "time_metric": "batches"}

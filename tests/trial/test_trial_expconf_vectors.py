@@ -22,10 +22,11 @@ from typing import Any
 import pytest
 import yaml
 
+from common import REPO_ROOT
 from trial.expconf import BOOK
 
 CASES_ENV = "DETERMINED_EXPCONF_CASES"
-REPO_ROOT = Path(__file__).resolve().parents[2]
+
 CASES_DIR = Path(
     os.environ.get(CASES_ENV) or REPO_ROOT.parent / "shared" / "determined-expconf-cases"
 )

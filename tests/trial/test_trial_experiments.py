@@ -11,7 +11,7 @@ import pytest
 
 from errors import ConfigError
 from trial.expconf import validate_experiment
-from trial.experiment import EXPERIMENTS_DIR, load_experiment, training_length
+from trial.settings.hparams import EXPERIMENTS_DIR, load_experiment, training_length
 
 EXPERIMENTS = sorted(EXPERIMENTS_DIR.glob("*.yaml"))
 

@@ -23,9 +23,9 @@ from export_helpers import (
     trial_predict,
 )
 
-from trial.evaluate import evaluate_model
-from trial.export import export_model
-from trial.local import LocalTrain, train_local
+from trial.verbs.evaluate import evaluate_model
+from trial.verbs.export import export_model
+from trial.verbs.local import LocalTrain, train_local
 
 pytestmark = [pytest.mark.slow, pytest.mark.training]
 
@@ -205,7 +205,7 @@ def test_uuid_source_downloads_through_the_sdk_from_a_mocked_master(
 
     from determined.experimental import client
 
-    import trial.export
+    import trial.verbs.export
 
     work, _, result = retinanet
     uuid = result["checkpoint"]
@@ -224,7 +224,7 @@ def test_uuid_source_downloads_through_the_sdk_from_a_mocked_master(
         )
         return SimpleNamespace(get_checkpoint=lambda u: asked.setdefault("uuid", u) and checkpoint)
 
-    monkeypatch.setattr(trial.export, "_reachable_master", lambda master: "http://det:8080")
+    monkeypatch.setattr(trial.verbs.export, "_reachable_master", lambda master: "http://det:8080")
     monkeypatch.setattr(client, "Determined", fake_determined)
     info = export_model(uuid, tmp_path / "export")
     assert asked == {"master": "http://det:8080", "uuid": uuid}

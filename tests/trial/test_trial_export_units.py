@@ -11,13 +11,14 @@ import struct
 from types import SimpleNamespace
 
 import pytest
-from export_helpers import error_lines, invoke
+from export_helpers import bundled_types, error_lines, invoke
 
 from errors import ConfigError
-from trial import artifact
-from trial.config import MODELS, DataPaths, TrainSettings, build_config, load_base_config
-from trial.outdir import atomic_dir
-from trial.pictures import apply_tensorboard, plot_curves, set_tensorboard_dir
+from trial.settings.config import MODELS, DataPaths, TrainSettings, build_config, load_base_config
+from trial.settings.tensorboard import apply_tensorboard, set_tensorboard_dir
+from trial.ui.curves import plot_curves
+from trial.verbs import artifact
+from trial.verbs.outdir import atomic_dir
 
 GS_DATA = DataPaths(
     "/machine/coco/annotations/instances_train2017.json",
@@ -49,7 +50,7 @@ def test_standalone_config_has_no_trial_types_machine_paths_or_training_parts(mo
                    "DetVisualizationHook", "TensorboardVisBackend"):  # fmt: skip
         assert absent not in text, absent
     assert not {"train_cfg", "val_cfg", "default_hooks", "randomness", "env_cfg"} & set(out)
-    assert artifact.bundled_types(out) == []
+    assert bundled_types(out) == []
     assert out["test_evaluator"]["type"] == "CocoMetric"
     assert out["test_dataloader"]["dataset"]["metainfo"]["classes"] == ["a", "b"]
     assert out["test_pipeline"] == out["test_dataloader"]["dataset"]["pipeline"]
@@ -187,7 +188,7 @@ def test_predictions_become_coco_results_with_category_ids_and_rle_masks():
     import torch
     from mmengine.structures import InstanceData
 
-    from trial.predict import coco_results
+    from trial.verbs.predict import coco_results
 
     masks = torch.zeros(2, 4, 6, dtype=torch.bool)
     masks[0, 1:3, 2:5] = True
@@ -212,7 +213,7 @@ def test_predictions_become_coco_results_with_category_ids_and_rle_masks():
 
 
 def test_images_are_files_or_directories_and_png_names_stay_unique(tmp_path):
-    from trial.predict import image_paths, output_names
+    from trial.verbs.predict import image_paths, output_names
 
     (tmp_path / "d").mkdir()
     for name in ("b.JPG", "a.png", "notes.txt"):

@@ -15,7 +15,7 @@ import torch
 from mmengine.testing import RunnerTestCase
 
 from errors import TrainingError
-from trial.hook import CHECKPOINT_FILE, DetCoreHook, should_report_progress, to_det_metrics
+from trial.engine.hook import CHECKPOINT_FILE, DetCoreHook, should_report_progress, to_det_metrics
 
 
 class MockMasterCore:

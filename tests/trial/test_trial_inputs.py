@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from inputs_helpers import coco_variant, error_lines
 
-REPO = Path(__file__).resolve().parents[2]
+from common import REPO_ROOT as REPO
 
 
 def invoke(*args: str, cwd: Path, env: dict | None = None) -> subprocess.CompletedProcess:
@@ -126,7 +126,7 @@ def test_cluster_dry_run_carries_hparam_set_max_iters_and_the_built_image(tmp_pa
 
 
 def test_set_accepts_arguments_of_the_registered_type_that_the_config_leaves_out(tmp_path):
-    from trial.local import LocalTrain, local_config
+    from trial.verbs.local import LocalTrain, local_config
 
     cfg = local_config(
         LocalTrain(
@@ -143,7 +143,7 @@ def test_set_accepts_arguments_of_the_registered_type_that_the_config_leaves_out
 
 
 def test_validation_scalars_are_logged_at_their_iteration_by_default(tmp_path):
-    from trial.local import LocalTrain, local_config
+    from trial.verbs.local import LocalTrain, local_config
 
     cfg = local_config(LocalTrain(model="retinanet", work_dir=str(tmp_path / "w")))
     assert cfg.default_hooks.logger.log_metric_by_epoch is False
@@ -242,7 +242,7 @@ def test_ctrl_c_is_one_line_and_exit_130():
 
 
 def test_written_files_get_the_usual_mode(tmp_path):
-    from trial.outdir import atomic_file
+    from common import atomic_file
 
     old = os.umask(0o022)
     try:

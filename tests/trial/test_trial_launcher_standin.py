@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import uuid
@@ -26,8 +25,11 @@ from pathlib import Path
 import pytest
 from master_standin import TOKEN, MasterStandin
 
+from common import REPO_ROOT as REPO
+from common import free_port
+
 pytestmark = [pytest.mark.slow, pytest.mark.training]
-REPO = Path(__file__).resolve().parents[2]
+
 MAX_LENGTH = 8
 PERIOD = 4
 HPARAMS = {  # Determined 0.38's form: the training length lives in the trial's hyperparameters
@@ -71,12 +73,6 @@ def _drop_big_files(tmp_path):
         shutil.rmtree(tmp_path / name, ignore_errors=True)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def experiment(tmp_path: Path, data: Path) -> dict:
     return {
         "name": "standin-launcher-test",
@@ -108,7 +104,7 @@ def launch(tmp_path: Path, name: str, allocation: str) -> subprocess.CompletedPr
         "DET_USER": "standin-user",
         "DET_SESSION_TOKEN": TOKEN,
         "DET_ALLOCATION_ID": allocation,
-        "C10D_PORT": str(_free_port()),
+        "C10D_PORT": str(free_port()),
         "NS_DIR": str(ns_dir),
         "INFO_DIR": str(tmp_path / f"info-{name}"),
         "REPO": str(REPO),

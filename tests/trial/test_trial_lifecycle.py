@@ -14,12 +14,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from trial.experiment import EXPERIMENTS_DIR
-from trial.local import LocalTrain, train_local, trial_command
-from trial.run import checkpoint_problem, read_metrics_log
+from common import REPO_ROOT as REPO
+from trial.runtime.metrics_log import read_metrics_log
+from trial.runtime.workdir import checkpoint_problem
+from trial.settings.hparams import EXPERIMENTS_DIR
+from trial.verbs.local import LocalTrain, train_local, trial_command
 
 pytestmark = [pytest.mark.slow, pytest.mark.training]
-REPO = Path(__file__).resolve().parents[2]
+
 SMALL = ["image_scale=[160, 160]", "global_batch_size=2", "log_interval=2", "num_workers=0"]
 
 

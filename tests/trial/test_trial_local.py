@@ -15,11 +15,11 @@ from pathlib import Path
 
 import pytest
 
+from common import REPO_ROOT as REPO
 from errors import ConfigError
-from trial.local import LOCAL_HPARAMS, LocalTrain, local_config
-from trial.run import latest_local_checkpoint, resume_checkpoint
-
-REPO = Path(__file__).resolve().parents[2]
+from trial.runtime.workdir import latest_local_checkpoint, resume_checkpoint
+from trial.settings.local_profile import LOCAL_HPARAMS
+from trial.verbs.local import LocalTrain, local_config
 
 
 @pytest.mark.parametrize(
@@ -86,7 +86,7 @@ time.sleep(60)
 """
 PARENT = """
 import sys
-from trial.launch import run_forwarding_signals
+from trial.runtime.ranks import run_forwarding_signals
 sys.exit(run_forwarding_signals([sys.executable, "-c", sys.argv[1], sys.argv[2]]))
 """
 

@@ -34,7 +34,7 @@ from nodes_helpers import (
     two_nodes,
 )
 
-from trial.nodes import leftovers, unavailable_reason
+from trial.testing.nodes import leftovers, unavailable_reason
 
 pytestmark = [
     pytest.mark.slow,
@@ -156,7 +156,7 @@ def test_two_nodes_rendezvous_shard_report_stage_per_node_and_validate_like_one_
 
 def download_checkpoint(config: dict, storage_id: str, target: Path) -> Path:
     """The checkpoint file from the emulator (what a node's rank downloads to resume)."""
-    from staging.gcs import get_client
+    from staging.stores.gcs import get_client
 
     prefix = config["checkpoint_storage"]["prefix"]
     blob = get_client().bucket(CHECKPOINT_BUCKET).blob(f"{prefix}/{storage_id}/checkpoint.pth")
@@ -183,11 +183,11 @@ def evaluate_one_rank(data: Path, checkpoint: Path, work: Path) -> tuple[dict, d
     from mmengine.runner import Runner
     from rank_probe import RankProbe
 
-    from trial.config import build_config, load_base_config
-    from trial.data import coco_dir_paths
-    from trial.experiment import trial_settings
-    from trial.hook import to_det_metrics
-    from trial.run import trusted_checkpoint_loading
+    from trial.engine.hook import to_det_metrics
+    from trial.runtime.data import coco_dir_paths
+    from trial.runtime.train import trusted_checkpoint_loading
+    from trial.settings.config import build_config, load_base_config
+    from trial.settings.hparams import trial_settings
 
     hparams = {**HPARAMS, "max_iters": 4}
     settings = trial_settings({}, hparams, data=coco_dir_paths(data), work_dir=str(work))

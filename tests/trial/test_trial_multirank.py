@@ -12,7 +12,6 @@ import json
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -21,9 +20,10 @@ import psutil
 import pytest
 import yaml
 
-from trial.experiment import EXPERIMENTS_DIR
-from trial.local import trial_command, trial_env
-from trial.run import read_metrics_log
+from trial.runtime.metrics_log import read_metrics_log
+from trial.runtime.ranks import torchrun_argv
+from trial.settings.hparams import EXPERIMENTS_DIR
+from trial.verbs.local import trial_command, trial_env
 
 pytestmark = [pytest.mark.slow, pytest.mark.training]
 HERE = Path(__file__).resolve().parent
@@ -83,8 +83,7 @@ def test_two_ranks_shard_the_data_report_once_and_validate_like_one_rank(tmp_pat
     exp = experiment(tmp_path, checkpoint=2, validation=2)
     work = tmp_path / "run"
     trial_args = command(exp, work, coco_sample, 4)[3:]  # drop `python -m trial`
-    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
-    ranks = [*launcher, "--nproc-per-node", "2", "--", str(HERE / "rank_probe.py"), *trial_args]
+    ranks = [*torchrun_argv(nproc=2), "--", str(HERE / "rank_probe.py"), *trial_args]
     subprocess.run(ranks, cwd=tmp_path, env=trial_env(), check=True, timeout=TIMEOUT)
 
     # Each step: the ranks train on different images that together make the global batch of 4.
@@ -154,12 +153,13 @@ def evaluate_one_rank(exp: Path, data: Path, checkpoint: Path, tmp_path: Path) -
     from mmengine.runner import Runner
     from rank_probe import RankProbe
 
-    import trial.metrics  # noqa: F401
-    from trial.config import build_config, load_base_config, parse_set_options, resolve_base
-    from trial.data import coco_dir_paths
-    from trial.experiment import load_experiment, local_hparams, trial_settings
-    from trial.hook import to_det_metrics
-    from trial.run import trusted_checkpoint_loading
+    import trial.engine.metrics  # noqa: F401
+    from trial.engine.hook import to_det_metrics
+    from trial.runtime.data import coco_dir_paths
+    from trial.runtime.train import trusted_checkpoint_loading
+    from trial.settings.config import build_config, load_base_config, resolve_base
+    from trial.settings.hparams import load_experiment, local_hparams, trial_settings
+    from trial.settings.overrides import parse_set_options
 
     config = load_experiment(exp)
     hparams = {**local_hparams(config["hyperparameters"]), **parse_set_options(HPARAMS)}

@@ -8,14 +8,14 @@ import ipaddress
 import pytest
 
 from errors import ConfigError
-from trial.distributed import (
+from trial.engine.distributed import (
     GLOO,
     apply_distributed,
     dist_timeout,
     route_interface,
     use_routed_interface,
 )
-from trial.nodes import SUBNETS, plan_network
+from trial.testing.nodes import SUBNETS, plan_network
 
 
 def test_plan_network_stays_in_the_benchmarking_range_with_short_unique_names():

@@ -5,18 +5,22 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
-from trial.launch import PREEMPT_REQUEST, preempt_request_file, ranks_command
-from trial.local import trial_command
-
-REPO = Path(__file__).resolve().parents[2]
+from common import REPO_ROOT as REPO
+from trial.runtime.ranks import PREEMPT_REQUEST, preempt_request_file, ranks_command
+from trial.verbs.local import trial_command
 
 
 def built_config():
-    from trial.config import DataPaths, TrainSettings, build_config, load_base_config, resolve_base
+    from trial.settings.config import (
+        DataPaths,
+        TrainSettings,
+        build_config,
+        load_base_config,
+        resolve_base,
+    )
 
     data = DataPaths("a.json", "b.json", "imgs/", "imgs/")
     settings = TrainSettings(
@@ -26,7 +30,7 @@ def built_config():
 
 
 def test_gloo_config_wraps_cpu_ddp_without_device_ids_and_collects_by_collectives():
-    from trial.distributed import apply_distributed
+    from trial.engine.distributed import apply_distributed
 
     cfg = built_config()
     apply_distributed(cfg, dist_backend="gloo")
@@ -38,7 +42,7 @@ def test_gloo_config_wraps_cpu_ddp_without_device_ids_and_collects_by_collective
 
 
 def test_nccl_config_keeps_mmengine_device_ids_and_handles_evaluator_lists():
-    from trial.distributed import apply_distributed
+    from trial.engine.distributed import apply_distributed
 
     cfg = built_config()
     cfg["val_evaluator"] = [dict(cfg["val_evaluator"]), dict(type="VOCMetric")]
@@ -70,7 +74,7 @@ def test_nproc_goes_to_the_trial_and_the_ranks_to_torchs_launcher(tmp_path):
 def test_rank_preemption_agrees_one_step_later_on_the_request_file_or_the_chief(tmp_path):
     import torch.distributed as dist
 
-    from trial.distributed import RankPreemption
+    from trial.engine.distributed import RankPreemption
 
     class Inner:  # what the trial wraps: the chief's preempt context (asked on rank 0 only)
         asked = False

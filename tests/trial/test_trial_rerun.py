@@ -16,11 +16,12 @@ from pathlib import Path
 import pytest
 from inputs_helpers import error_lines
 
-from trial.run import read_metrics_log
+from common import REPO_ROOT as REPO
+from trial.runtime.metrics_log import read_metrics_log
 
 pytestmark = [pytest.mark.slow, pytest.mark.training]
 
-REPO = Path(__file__).resolve().parents[2]
+
 FAST = ["image_scale=[128, 128]", "global_batch_size=2", "log_interval=1", "num_workers=0"]
 
 

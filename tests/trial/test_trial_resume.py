@@ -12,7 +12,6 @@ import itertools
 import json
 import pickle
 import random
-import socket
 import uuid
 
 import numpy as np
@@ -25,8 +24,9 @@ from mmengine.dataset import DefaultSampler, InfiniteSampler
 from resume_helpers import BATCH, count_loads, rank_main, read_ids, run
 from torch.utils.data import BatchSampler
 
-from trial.resume import resumable_loader_cfg
-from trial.samplers import (
+from common import free_port
+from trial.engine.resume import resumable_loader_cfg
+from trial.engine.samplers import (
     ReseedFromIndex,
     ResumableAspectRatioBatchSampler,
     ResumableDefaultSampler,
@@ -40,17 +40,11 @@ STRAIGHT_ITERS, RESUME_AT = 20, 10
 WORKERS, PREFETCH = 2, 2  # torch's default prefetch_factor: batches in flight per worker
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _train(world_size: int, **kwargs) -> None:
     if world_size == 1:
         run(**kwargs, rank=0)
     else:
-        mp.spawn(rank_main, args=(world_size, _free_port(), kwargs), nprocs=world_size, join=True)
+        mp.spawn(rank_main, args=(world_size, free_port(), kwargs), nprocs=world_size, join=True)
 
 
 @pytest.mark.slow
@@ -97,7 +91,7 @@ def test_resume_at_n_trains_on_the_same_images_per_rank_without_loading_skipped_
         first = read_ids(straight / "record", rank)
         second = read_ids(resumed / "record", rank)
         assert len(first) == STRAIGHT_ITERS and len(second) == STRAIGHT_ITERS - RESUME_AT
-        # same images in the same batches, and the same random flips (trial/samplers.py seeds)
+        # same images in the same batches, and the same random flips (trial/engine/samplers.py seeds)
         assert second == first[RESUME_AT:], f"rank {rank}"
         flips = {flipped for batch in first for _, flipped in batch}
         assert flips == {True, False}  # the flip is random, so the equality above means something

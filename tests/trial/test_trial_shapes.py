@@ -7,7 +7,7 @@ import json
 
 from pycocotools.coco import COCO
 
-from trial.shapes import COCO_ID_GAPS, SHAPES, ShapesSpec, make_shapes_coco
+from trial.runtime.shapes import COCO_ID_GAPS, SHAPES, ShapesSpec, make_shapes_coco
 
 
 def digest(root):

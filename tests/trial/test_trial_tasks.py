@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
+from common import REPO_ROOT as REPO
 
 
 def invoke(*args: str, cwd: Path) -> subprocess.CompletedProcess:

@@ -11,8 +11,8 @@ import math
 
 import pytest
 
-from trial.local import LocalTrain, train_local
-from trial.run import read_metrics_log
+from trial.runtime.metrics_log import read_metrics_log
+from trial.verbs.local import LocalTrain, train_local
 
 pytestmark = [pytest.mark.slow, pytest.mark.training]
 

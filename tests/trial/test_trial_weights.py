@@ -15,8 +15,8 @@ import pytest
 import torch
 from mmengine.hooks import Hook
 
-from trial.data import coco_dir_paths
-from trial.run import RunRequest, train
+from trial.runtime.data import coco_dir_paths
+from trial.runtime.train import RunRequest, train
 
 pytestmark = [pytest.mark.slow, pytest.mark.training]
 

@@ -8,7 +8,7 @@ checked with the master's two schema passes (sanity on submit; completeness afte
 cluster's checkpoint storage are merged in), plus the master's own create-experiment checks
 (``master.py``). tests/trial/test_trial_expconf_vectors.py runs Determined's own test vectors
 through it. With a reachable master its own verdict (``validateOnly``) is final; see
-trial/cluster.py.
+trial/verbs/cluster.py.
 
 Every violation is one line naming the field and what to do; deprecations come back as notices.
 """

@@ -9,7 +9,7 @@ workspace's and the cluster's checkpoint storage and the defaults, the completen
 ``max_time`` + ``time_metric``). Not modelled, because they need the cluster: templates, whether
 the project/workspace and resource pool exist, the pool's slots, the workspace's own checkpoint
 storage, task container defaults and config policies. The master's verdict (``validateOnly``,
-trial/cluster.py) is final.
+trial/verbs/cluster.py) is final.
 """
 
 from __future__ import annotations
