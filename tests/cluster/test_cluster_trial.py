@@ -35,6 +35,7 @@ def test_experiment_completes_with_metrics_checkpoint_and_export(
 
     logs = real_cluster.logs(trial.id)
     assert "startup-hook: staging data from" in logs
+    assert "is deprecated in Determined" not in logs  # the master's own defaults are not the user's
     checkpoints = real_cluster.sdk.get_experiment(exp_id).list_checkpoints()
     assert checkpoints, "no checkpoint registered"
     latest = max(checkpoints, key=lambda c: c.metadata.get("steps_completed", 0))

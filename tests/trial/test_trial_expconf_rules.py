@@ -13,6 +13,7 @@ from test_trial_experiments import _set
 
 from errors import ConfigError
 from trial.expconf import validate_experiment
+from trial.expconf.master import deprecations
 from trial.settings.hparams import EXPERIMENTS_DIR, load_experiment
 
 BASE = load_experiment(EXPERIMENTS_DIR / "retinanet.yaml")
@@ -350,6 +351,32 @@ def test_deprecated_sections_stay_notices():
     assert [n.split(" is deprecated")[0] for n in notices] == [
         "old.yaml: searcher.max_length",
         "old.yaml: optimizations",
+    ]
+
+
+# Excerpt of DET_EXPERIMENT_CONFIG in a trial on a real 0.38.1 master (tests/cluster), for an
+# experiment that set none of these fields: the master fills them in.
+MASTER_EXPANDED = {
+    "min_checkpoint_period": {"batches": 0},
+    "min_validation_period": {"batches": 0},
+    "scheduling_unit": 100,
+    "optimizations": {"aggregation_frequency": 1, "average_aggregated_gradients": True,
+                      "average_training_metrics": True, "gradient_compression": False,
+                      "grad_updates_size_file": None, "mixed_precision": "O0",
+                      "tensor_fusion_threshold": 64, "tensor_fusion_cycle_time": 1,
+                      "auto_tune_tensor_fusion": False},
+    "searcher": {"metric": "bbox_mAP", "name": "single", "smaller_is_better": False,
+                 "source_checkpoint_uuid": None, "source_trial_id": None},
+}  # fmt: skip
+
+
+def test_what_the_master_fills_in_is_not_a_deprecated_setting():
+    """A trial reads the master's expanded config: its defaults must not read as the user's."""
+    assert deprecations(MASTER_EXPANDED, source="experiment") == []
+    changed = {**MASTER_EXPANDED, "min_checkpoint_period": {"batches": 50}, "scheduling_unit": 10}
+    assert [n.split(" is deprecated")[0] for n in deprecations(changed, source="e")] == [
+        "e: min_checkpoint_period",
+        "e: scheduling_unit",
     ]
 
 

@@ -123,12 +123,35 @@ def _with_fix(problem: Problem) -> Problem:
     return Problem(problem.field, problem.message, fix)
 
 
+# What a 0.38.1 master writes into every trial's config (DET_EXPERIMENT_CONFIG) for these fields
+# when the experiment leaves them out, as seen in a real trial: a trial reading its own config
+# must not take them for the user's (the first real run warned of all three on every start).
+MASTER_FILLS = {
+    "min_validation_period": {"batches": 0},
+    "min_checkpoint_period": {"batches": 0},
+    "scheduling_unit": 100,
+    "searcher.stop_once": False,
+    "optimizations": {
+        "aggregation_frequency": 1,
+        "average_aggregated_gradients": True,
+        "average_training_metrics": True,
+        "gradient_compression": False,
+        "grad_updates_size_file": None,
+        "mixed_precision": "O0",
+        "tensor_fusion_threshold": 64,
+        "tensor_fusion_cycle_time": 1,
+        "auto_tune_tensor_fusion": False,
+    },
+}
+
+
 def deprecations(config: Mapping[str, Any], *, source: str) -> list[str]:
-    """One notice per deprecated field the experiment sets, naming what replaces it."""
+    """One notice per deprecated field the experiment sets, naming what replaces it (a value equal
+    to what the master fills in by itself is not the user's setting)."""
     return [
         f"{source}: {field} is deprecated in Determined {DETERMINED_VERSION}; set {new} instead"
         for field, new in DEPRECATED.items()
-        if _get(config, field) is not None
+        if _get(config, field) is not None and _get(config, field) != MASTER_FILLS.get(field)
     ]
 
 
