@@ -73,8 +73,12 @@ class TestDetCoreHook(RunnerTestCase):
         assert {"loss", "lr"} <= set(train[0][2])
         val = kinds(core.events, "val")
         assert [e[1] for e in val] == [6, 12]
-        # ToyMetric's key (prefix stripped) and Determined 0.38's time metrics, for ASHA
-        assert set(val[0][2]) == {"acc", "batches", "epochs"}
+        # ToyMetric's key (prefix stripped), Determined 0.38's time metrics and the mean training
+        # loss since the last validation, for ASHA
+        assert set(val[0][2]) == {"acc", "batches", "epochs", "train_loss"}
+        losses = runner.message_hub.log_scalars["train/loss"].data[0]  # one value per step
+        assert val[0][2]["train_loss"] == pytest.approx(losses[:6].mean())
+        assert val[1][2]["train_loss"] == pytest.approx(losses[6:12].mean())
         toy_epoch = len(runner.train_dataloader.dataset) / runner.train_dataloader.batch_size
         for kind in (train, val):
             assert all(e[2]["batches"] == e[1] for e in kind)

@@ -136,10 +136,26 @@ class DetCoreHook(Hook):
         det_metrics = to_det_metrics(metrics)
         if runner.rank != 0 or not det_metrics or steps == self._last_val_report:
             return
+        since = steps - max(self._last_val_report, 0)
         self._last_val_report = steps
+        extra = self.time_metrics(steps)
+        train_loss = self._mean_train_loss(runner, since)
+        if train_loss is not None:
+            extra["train_loss"] = train_loss
         self.core.train.report_validation_metrics(
-            steps_completed=steps, metrics={**det_metrics, **self.time_metrics(steps)}
+            steps_completed=steps, metrics={**det_metrics, **extra}
         )
+
+    @staticmethod
+    def _mean_train_loss(runner, window: int) -> float | None:
+        """Rank 0's mean training ``loss`` over the ``window`` steps since the last validation:
+        reported with the validation metrics so that a search may rank trials by it (ASHA's
+        metric must be a validation metric; early COCO mAP is 0 for every trial, a tie)."""
+        history = runner.message_hub.log_scalars.get("train/loss")
+        if history is None or window < 1 or not len(history.data[0]):
+            return None
+        value = float(history.mean(window))
+        return value if math.isfinite(value) else None
 
     def _save_and_upload(self, runner, steps: int) -> None:
         if steps == self._last_saved_step:

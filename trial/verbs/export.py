@@ -193,6 +193,13 @@ def _download(uuid: str, download_dir: Path, *, master: str | None) -> Source:
 
     try:
         checkpoint = client.Determined(master=url).get_checkpoint(uuid)
+        state = getattr(checkpoint.state, "value", str(checkpoint.state))
+        if state.endswith("DELETED") and not state.endswith("PARTIALLY_DELETED"):
+            raise ConfigError(
+                f"Determined checkpoint {uuid} at {url} was deleted by checkpoint GC (the "
+                "experiment's checkpoint_storage.save_* policy); export one it kept, e.g. "
+                "the experiment's best (det experiment list-checkpoints)"
+            )
         target = Path(checkpoint.download(str(download_dir / uuid)))
     except (
         api_errors.BadRequestException,
