@@ -8,8 +8,10 @@ master's bbox_mAP; the trial's log shows the startup hook staging the data."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
+import yaml
 from cluster_helpers import invoke
 
 pytestmark = [pytest.mark.slow, pytest.mark.cluster]
@@ -33,6 +35,13 @@ def test_experiment_completes_with_metrics_checkpoint_and_export(
     master_map = validation.metrics["bbox_mAP"]
     assert 0.0 <= master_map <= 1.0
 
+    exp = real_cluster.sdk.get_experiment(exp_id)
+    assert _progress(real_cluster, exp_id) == 1.0  # report_progress reached the master
+    code = Path(exp.download_code(str(tmp_path / "code")))  # what the master holds and ran
+    held = {str(p.relative_to(code)) for p in code.rglob("*") if p.is_file()}
+    assert {"startup-hook.sh", "trial/__main__.py", "errors.py", "common.py"} <= held
+    assert not any(f.startswith(("bench/", "trial/testing/", "staging/testing/")) for f in held)
+
     logs = real_cluster.logs(trial.id)
     assert "startup-hook: staging data from" in logs
     assert "is deprecated in Determined" not in logs  # the master's own defaults are not the user's
@@ -50,3 +59,29 @@ def test_experiment_completes_with_metrics_checkpoint_and_export(
     assert evaluated.returncode == 0, evaluated.stderr[-2000:]
     local_map = json.loads((tmp_path / "eval.json").read_text())["metrics"]["bbox_mAP"]
     assert local_map == pytest.approx(master_map, abs=0.001)
+
+
+def _progress(cluster, exp_id: int) -> float:
+    from determined.common.api import bindings
+
+    return bindings.get_GetExperiment(cluster.session, experimentId=exp_id).experiment.progress
+
+
+def test_the_masters_refusal_is_one_line_and_nothing_is_created(
+    real_cluster, cluster_data, tmp_path
+):
+    """Valid offline, refused by this master (a resource pool it does not have)."""
+    from determined.common.api import bindings
+
+    before = len(bindings.get_GetExperiments(real_cluster.session).experiments)
+    experiment = real_cluster.experiment(cluster_data, name="refused")
+    experiment["resources"]["resource_pool"] = "no-such-pool"
+    path = tmp_path / "refused.yaml"
+    path.write_text(yaml.safe_dump(experiment, sort_keys=False))
+    proc = invoke("train", "retinanet", "--cluster", "--master", real_cluster.master,
+                  "--experiment", str(path))  # fmt: skip
+    assert proc.returncode == 1
+    (line,) = proc.stderr.strip().splitlines()
+    assert line.startswith(f"error: the master at {real_cluster.master} refused the experiment: ")
+    assert "no-such-pool" in line
+    assert len(bindings.get_GetExperiments(real_cluster.session).experiments) == before

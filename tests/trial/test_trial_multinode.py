@@ -5,7 +5,9 @@ info; on each, ``hooks/startup-hook.sh`` stages the ``data:`` section from the G
 ``python3 -m determined.launch.torch_distributed python3 -m trial`` starts its ranks, which meet
 over the network (torch's rendezvous at the chief node's address; gloo). Checkpoints go through
 Determined's ``gcs`` storage into the emulator: no filesystem is shared. The master is a
-stand-in (``master_standin.py``; no Determined master can run here). See ``nodes_helpers.py``.
+stand-in (``master_standin.py``, NOT Determined; each test's name says so): the single-node path
+runs on a real 0.38.1 master in tests/cluster/; two nodes of the real cluster is the next step.
+See ``nodes_helpers.py``.
 
 Three trainings prove it, each as small as the point it makes (a 0.3 M-parameter RetinaNet on
 the real COCO sample): 2 nodes x 1 slot with a late second node (rendezvous, sharding,
@@ -98,7 +100,7 @@ def wait_until(predicate, alloc: Allocation, what: str, timeout: float = TIMEOUT
         time.sleep(0.2)
 
 
-def test_two_nodes_rendezvous_shard_report_stage_per_node_and_validate_like_one_rank(
+def test_two_nodes_rendezvous_shard_report_stage_per_node_and_validate_like_one_rank_master_standin(
     cluster, tmp_path, coco_sample
 ):
     hparams = {**HPARAMS, "max_iters": 4, "val_interval": 4, "checkpoint_interval": 4}
@@ -213,7 +215,9 @@ def last_steps(cluster: Cluster, slots: int) -> dict[int, int]:
     }
 
 
-def test_two_nodes_two_slots_preempted_by_the_master_stop_at_one_step_then_resume(cluster):
+def test_two_nodes_two_slots_preempted_by_the_master_stop_at_one_step_then_resume_master_standin(
+    cluster,
+):
     hparams = {**HPARAMS, "max_iters": 8, "val_interval": 8, "checkpoint_interval": 8}
     config = experiment(hparams, slots_per_trial=4, prefix=f"run-{uuid.uuid4().hex[:6]}")
     # The master preempts once rank 0 reported its first training metrics (step 2).
@@ -249,7 +253,9 @@ def test_two_nodes_two_slots_preempted_by_the_master_stop_at_one_step_then_resum
     assert fetched == {n.address for n in cluster.nodes}
 
 
-def test_node_faults_fail_the_allocation_in_bounded_time_and_the_next_one_resumes(cluster):
+def test_node_faults_fail_the_allocation_in_bounded_time_and_the_next_one_resumes_master_standin(
+    cluster,
+):
     hparams = {
         **HPARAMS,
         "max_iters": 20,
