@@ -436,7 +436,7 @@ def bench(c, what, runs=None, scale=0.0):
 @task(
     positional=["action"],
     help={
-        "action": "up | down | status",
+        "action": "up | down | status | build (only build master and agent)",
         "agents": "up: number of agents (default 1)",
         "slots": "up: CPU slots per agent (default 2)",
         "master_port": "up: the master's port on 127.0.0.1 (default 8080)",

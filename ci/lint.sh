@@ -11,4 +11,6 @@ hadolint images/Dockerfile
 mapfile -t scripts < <(git ls-files '*.sh' .ci/run)
 shellcheck "${scripts[@]}"
 bash ci/actionlint.sh
+unformatted="$(gofmt -l devcluster/go)"
+[ -z "$unformatted" ] || { echo "gofmt: $unformatted" >&2; exit 1; }
 echo "lint ok"

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The project's test command (README "Quickstart B"; .ci/run and the GitHub workflow call it):
 # setup -> system tools -> lint -> unit tests -> unit tests in a fresh clone (no ../shared) ->
-# integration tests -> smoke, each stage timed.
+# integration tests -> smoke -> the trial on a real Determined cluster here, each stage timed.
 #   ci/test.sh            everything
 #   ci/test.sh unit lint  only the named stages (setup always runs first)
 set -euo pipefail
@@ -11,7 +11,7 @@ cd "$ROOT"
 VENV="${VENV:-$ROOT/.venv}"
 export PATH="$VENV/bin:$PATH"
 STAGES=("$@")
-[ ${#STAGES[@]} -eq 0 ] && STAGES=(system lint unit fresh-clone integration smoke)
+[ ${#STAGES[@]} -eq 0 ] && STAGES=(system lint unit fresh-clone integration smoke cluster)
 declare -a TIMES=()
 
 stage() {  # stage NAME COMMAND...: run, time, and record it
@@ -38,8 +38,9 @@ for s in "${STAGES[@]}"; do
     lint) stage lint bash ci/lint.sh ;;
     unit) stage unit python -m pytest -m "not slow" -q ;;
     fresh-clone) stage fresh-clone bash ci/fresh-clone.sh ;;
-    integration) stage integration python -m pytest -m slow -q ;;
+    integration) stage integration python -m pytest -m "slow and not cluster" -q ;;
     smoke) stage smoke invoke smoke && stage smoke-warm invoke smoke --expect-warm ;;
-    *) echo "unknown stage '$s'; choose from: system lint unit fresh-clone integration smoke" >&2; exit 2 ;;
+    cluster) stage cluster bash ci/cluster.sh ;;
+    *) echo "unknown stage '$s'; choose from: system lint unit fresh-clone integration smoke cluster" >&2; exit 2 ;;
   esac
 done

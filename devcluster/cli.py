@@ -5,11 +5,11 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from devcluster import cluster
-from devcluster.spec import ADMIN_USER, ClusterSpec, default_state_dir
+from devcluster import binaries, cluster
+from devcluster.spec import ADMIN_USER, DETERMINED_VERSION, ClusterSpec, default_state_dir
 from errors import ConfigError
 
-ACTIONS = ("up", "down", "status")
+ACTIONS = ("up", "down", "status", "build")
 
 
 def run(
@@ -24,6 +24,11 @@ def run(
     """Carry out ``action``; returns the exit code (0, or 1 for ``status`` of a cluster not up)."""
     if action not in ACTIONS:
         raise ConfigError(f"unknown action {action!r}; choose one of: {', '.join(ACTIONS)}")
+    if action == "build":
+        seconds = binaries.ensure_built(_say)
+        done = f"built in {seconds:.0f} s" if seconds else "already built"
+        _say(f"Determined {DETERMINED_VERSION} master and agent {done}: {binaries.install_dir()}")
+        return 0
     folder = Path(state_dir).expanduser().resolve() if state_dir else default_state_dir()
     if action == "down":
         if not cluster.down(folder, log=_say):
