@@ -44,7 +44,16 @@ set -euo pipefail
 mount -t overlay overlay -o "lowerdir=/run,upperdir=$RUN_DIR/upper,workdir=$RUN_DIR/work" /run
 mkdir -p /run/determined/info
 mount --bind "$INFO_DIR" /run/determined/info
+# The node's own /tmp hides the host's, and with it a checkout or virtualenv that lives there (a
+# fresh clone under /tmp): hold those aside in the node's private /run, then put them back.
+IFS=: read -r -a keep <<<"$KEEP_VISIBLE"
+for path in "${keep[@]}"; do
+  if [[ "$path" == /tmp/* ]]; then mkdir -p "/run/keep$path"; mount --bind "$path" "/run/keep$path"; fi
+done
 mount --bind "$NODE_TMP" /tmp
+for path in "${keep[@]}"; do
+  if [[ "$path" == /tmp/* ]]; then mkdir -p "$path"; mount --bind "/run/keep$path" "$path"; fi
+done
 sleep "$START_DELAY"
 mkdir -p /tmp/home "/tmp/$DET_ALLOCATION_ID"
 cd "/tmp/$DET_ALLOCATION_ID"
@@ -155,6 +164,7 @@ class Cluster:
             "C10D_PORT": str(C10D_PORT),
             ENV: self.gcs.url,
             "REPO": str(REPO),
+            "KEEP_VISIBLE": os.pathsep.join((str(REPO), sys.prefix)),  # code the node runs
         }
 
 
