@@ -89,6 +89,10 @@ def _run_cluster():
         preempt_mode=_preempt_mode(det, distributed),
         tensorboard_mode=_tensorboard_mode(det, distributed),
     ) as core_context:
+        if distributed is None or distributed.get_rank() == 0:  # the one that asks the master
+            from trial.engine.searcher_stop import SearcherStop, master_trial_state
+
+            core_context.preempt = SearcherStop(core_context.preempt, master_trial_state(info))
         if distributed is not None:
             from trial.engine.distributed import RankPreemption, dist_timeout
 

@@ -37,6 +37,7 @@ def test_asha_completes_stopped_trials_complete_and_the_best_exports(
             "divisor": 4,
             "max_concurrent_trials": 2,
         },
+        reproducibility={"experiment_seed": 5},  # the same four learning rates every run
     )
     del experiment["hyperparameters"]["max_iters"]  # ASHA's max_time is the length
     exp_id = real_cluster.submit(experiment, tmp_path)
@@ -48,6 +49,10 @@ def test_asha_completes_stopped_trials_complete_and_the_best_exports(
         max(m.steps_completed for m in real_cluster.metrics(t.id, "training")) for t in trials
     )
     assert lengths[-1] == 16 and lengths[0] < 16  # the searcher stopped some trials early
+    for trial in trials:  # ... and they heard it (the 0.38.1 master does not tell them)
+        done = max(m.steps_completed for m in real_cluster.metrics(trial.id, "training"))
+        stopped = "the searcher stopped this trial" in real_cluster.logs(trial.id)
+        assert stopped == (done < 16), (trial.id, done)
     best = real_cluster.sdk.get_experiment(exp_id).top_checkpoint()
     out = tmp_path / "best"
     exported = invoke("export", best.uuid, "--out", str(out), "--master", real_cluster.master)
