@@ -230,6 +230,24 @@ def test_numbers_of_the_other_verbs(tmp_path, args, message):
     assert_one_line(invoke(*args, cwd=tmp_path), message)
 
 
+OUT_CASES = {
+    # an output path that is (or lies below) a file: named as a file, not "not empty" or a
+    # FileExistsError traceback (issue 29, C7)
+    "export-out-a-file": (["export", "w", "--out", "afile"], "--out {tmp}/afile is a file, not a directory"),
+    "export-out-below-a-file": (["export", "w", "--out", "afile/x"], "--out {tmp}/afile/x: {tmp}/afile is a file"),
+    "predict-out-a-file": (["predict", "w", "x.jpg", "--out", "afile"], "--out {tmp}/afile is a file, not a directory"),
+    "eval-out-below-a-file": (["eval", "w", "--data", "COCO", "--out", "afile/m.json"], "--out {tmp}/afile/m.json: {tmp}/afile is a file"),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize(("args", "message"), OUT_CASES.values(), ids=OUT_CASES.keys())
+def test_an_output_path_at_or_below_a_file_says_so(tmp_path, coco_sample, args, message):
+    (tmp_path / "afile").write_text("")
+    args = [str(coco_sample) if a == "COCO" else a for a in args]
+    assert_one_line(invoke(*args, cwd=tmp_path), message.format(tmp=tmp_path))
+    assert (tmp_path / "afile").read_text() == ""
+
+
 def test_ctrl_c_is_one_line_and_exit_130():
     from invoke import Exit
 

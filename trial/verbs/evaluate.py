@@ -16,6 +16,7 @@ from common import atomic_file
 from errors import ConfigError
 from trial.verbs import artifact
 from trial.verbs.export import pick_device, resolve_model
+from trial.verbs.options import file_option
 
 
 def evaluate_model(
@@ -29,9 +30,7 @@ def evaluate_model(
 ) -> dict:
     """Evaluate MODEL on ``data``'s split; writes and returns ``{..., "metrics": {...}}``."""
     ann, images = coco_split(data, split)
-    out_path = Path(out or f"eval_{split}.json").expanduser().resolve()
-    if out_path.is_dir():
-        raise ConfigError(f"--out {out_path} is a directory; pass a .json file path")
+    out_path = file_option(out or f"eval_{split}.json", "--out")
     if out_path.exists():  # like export and predict: never overwrite a result
         raise ConfigError(f"--out {out_path} already exists; pick a new file or delete it first")
     device = pick_device(device)

@@ -105,10 +105,24 @@ def directory_option(path: str | Path, option: str) -> Path:
     resolved = Path(path).expanduser().resolve()
     if resolved.exists() and not resolved.is_dir():
         raise ConfigError(f"{option} {resolved} is a file, not a directory; pick a directory")
+    _check_parents(resolved, option, "a directory")
+    return resolved
+
+
+def file_option(path: str | Path, option: str) -> Path:
+    """An absolute path for an output file of ``option``: not a directory, and no folder on the
+    way to it is a file."""
+    resolved = Path(path).expanduser().resolve()
+    if resolved.is_dir():
+        raise ConfigError(f"{option} {resolved} is a directory; pass a file path")
+    _check_parents(resolved, option, "a file path in a directory")
+    return resolved
+
+
+def _check_parents(resolved: Path, option: str, pick: str) -> None:
     for parent in resolved.parents:
         if parent.exists() and not parent.is_dir():
-            raise ConfigError(f"{option} {resolved}: {parent} is a file; pick a directory")
-    return resolved
+            raise ConfigError(f"{option} {resolved}: {parent} is a file; pick {pick}")
 
 
 def check_mode_options(
