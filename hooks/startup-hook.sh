@@ -12,7 +12,8 @@
 #   3. /run/determined/info/trial.json (key "config"), which Determined writes early in every
 #      trial container (TrialInfo._to_file; DEFAULT_TRIAL_INFO_PATH). Override with
 #      $MMDET_DET_TRIAL_INFO.
-# No config, or a config without data.source: nothing to stage, exit 0.
+# No config, or a config without a data: section: nothing to stage, exit 0. A data: section is
+# checked whole (an unknown field such as `sourc:` fails the workload in one line).
 #
 # When the experiment stages pretrained weights (data.weights_mirror / data.stage_weights), the
 # trial names them: `python -m trial.settings.pretrained` writes the list for the trial's hyperparameters,

@@ -119,7 +119,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--if-configured",
         action="store_true",
-        help="exit 0 quietly when the experiment config has no data.source (hook)",
+        help="exit 0 quietly when the experiment config has no data: section (hook)",
     )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     return p
@@ -147,9 +147,9 @@ def _run(args: argparse.Namespace) -> int:
 
     doc = load_experiment_doc(args.experiment_config) if args.experiment_config else None
     base = data_section(doc) if doc is not None else None
-    if args.if_configured and not (base and base.get("source")):
+    if args.if_configured and not base:  # a data: section is checked whole, typos included
         print(
-            f"staging: no data.source in {args.experiment_config}; nothing to stage",
+            f"staging: no data: section in {args.experiment_config}; nothing to stage",
             file=sys.stderr,
         )
         return 0

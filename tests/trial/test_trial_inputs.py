@@ -105,6 +105,35 @@ def test_cluster_dry_run_checks_what_a_local_run_checks(tmp_path, args, message)
     assert_one_line(proc, message)
 
 
+DATA_SECTION_CASES = {
+    # what the startup hook would refuse on the cluster, refused by the offline check (issue 29, W5)
+    "subset-negative": ({"subset": -1}, "data.subset=-1 must be null or a positive number of images"),
+    "unknown-split": ({"splits": ["test"]}, "data.splits has unknown split 'test'; allowed: train, val"),
+    "typo": ({"sourc": "gs://b/coco"}, "data.sourc is not a known field; allowed: "),
+    "no-section": (None, "data must be a mapping with source/cache/dest, got None"),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("change", "message"), DATA_SECTION_CASES.values(), ids=DATA_SECTION_CASES.keys()
+)
+def test_cluster_dry_run_checks_the_data_section_as_the_startup_hook_does(
+    tmp_path, change, message
+):
+    import yaml
+
+    experiment = yaml.safe_load((REPO / "experiments" / "retinanet.yaml").read_text())
+    if change is None:
+        del experiment["data"]
+    else:
+        experiment["data"].update(change)
+    path = tmp_path / "exp.yaml"
+    path.write_text(yaml.safe_dump(experiment))
+    proc = invoke("train", "retinanet", "--cluster", "--dry-run", "--registry", "ghcr.io/acme",
+                  "--experiment", str(path), cwd=tmp_path)  # fmt: skip
+    assert_one_line(proc, message)
+
+
 def test_cluster_dry_run_carries_hparam_set_max_iters_and_the_built_image(tmp_path):
     proc = invoke(
         "train", "retinanet", "--cluster", "--dry-run", "--registry", "ghcr.io/acme",

@@ -25,6 +25,7 @@ import yaml
 
 from common import REPO_ROOT
 from errors import ConfigError, TrainingError, one_line
+from staging import DataSpec
 from trial.expconf import validate_experiment
 from trial.settings.config import resolve_base
 from trial.settings.hparams import (
@@ -92,6 +93,7 @@ def plan_submission(
     experiment["hyperparameters"] = layer(merged, overrides)  # the trial reads --set from here
     experiment = _project_images(experiment, registry=registry, local=_local_master(master))
     notices = validate_experiment(experiment, source=str(path or f"experiment for {model}"))
+    DataSpec.from_dict(experiment.get("data"))  # what the startup hook and the trial read
     checked_config(
         experiment,
         local_hparams(merged),
