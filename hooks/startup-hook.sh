@@ -39,7 +39,7 @@ scratch="$(mktemp -d)"
 trap 'rm -rf "$scratch"' EXIT
 
 stage() {
-    echo "startup-hook: staging data from $1" >&2
+    echo "startup-hook: staging data from ${1/#env:/\$}" >&2
     local args=(--if-configured --experiment-config "$1")
     if [[ -d "$context_dir/trial" ]]; then
         "$python" -m trial.settings.pretrained --experiment-config "$1" --out "$scratch/checkpoints.json"
@@ -53,8 +53,7 @@ stage() {
 if [[ -n "${MMDET_DET_EXPERIMENT_CONFIG:-}" ]]; then
     stage "$MMDET_DET_EXPERIMENT_CONFIG"
 elif [[ -n "${DET_EXPERIMENT_CONFIG:-}" ]]; then
-    printf '%s' "$DET_EXPERIMENT_CONFIG" >"$scratch/experiment.json"
-    stage "$scratch/experiment.json"
+    stage "env:DET_EXPERIMENT_CONFIG"  # read from the variable: errors name it, not a temp file
 elif [[ -f "$trial_info" ]]; then
     stage "$trial_info"
 else

@@ -27,7 +27,8 @@ OPTION_HELP = {
     "(data.weights_mirror; implies --stage-weights)",
     "stage_weights": "also stage the pretrained checkpoints the experiment's model loads "
     "(data.stage_weights)",
-    "experiment_config": "read the data: section from this experiment YAML ('-' = stdin)",
+    "experiment_config": "read the data: section from this experiment YAML ('-' = stdin, "
+    "env:NAME = the variable NAME)",
     "checkpoints": "JSON list of the checkpoints the trial loads, for --stage-weights (written "
     "by `python -m trial.settings.pretrained`; the startup hook passes it)",
 }
@@ -65,7 +66,7 @@ def build_spec(
     """DataSpec from an optional experiment config (or its loaded ``base``) plus options
     (numbers may come as command-line strings: ``--subset abc`` is one ConfigError).
     ``checkpoints``: the trial's checkpoint list, when one was handed over."""
-    from staging.spec import DataSpec, load_data_section
+    from staging.spec import DataSpec, config_label, load_data_section
 
     options = {k: _cli_int(k, v) if k in INT_OPTIONS else v for k, v in options.items()}
 
@@ -73,7 +74,8 @@ def build_spec(
         base = load_data_section(experiment_config)
         if base is None and not options.get("source"):
             raise ConfigError(
-                f"{experiment_config} has no data: section; add data.source/cache/dest"
+                f"{config_label(experiment_config)} has no data: section; add "
+                "data.source/cache/dest"
             )
     spec = DataSpec.from_dict(merge_options(base, **options))
     if spec.weights_enabled and not experiment_config and checkpoints is None:
@@ -141,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from staging.spec import data_section, load_experiment_doc
+    from staging.spec import config_label, data_section, load_experiment_doc
     from staging.stage import stage_coco
     from staging.weights import stage_weights
 
@@ -149,7 +151,8 @@ def _run(args: argparse.Namespace) -> int:
     base = data_section(doc) if doc is not None else None
     if args.if_configured and not base:  # a data: section is checked whole, typos included
         print(
-            f"staging: no data: section in {args.experiment_config}; nothing to stage",
+            f"staging: no data: section in {config_label(args.experiment_config)}; nothing to "
+            "stage",
             file=sys.stderr,
         )
         return 0
