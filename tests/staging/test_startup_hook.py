@@ -94,8 +94,10 @@ def test_hook_names_the_variable_that_holds_a_bad_config(context_dir, tmp_path, 
     deleted (issue 29, C5): the error names the variable."""
     done = _run_hook(context_dir, DET_EXPERIMENT_CONFIG=value)
     assert done.returncode == 1, done.stderr
-    assert done.stderr.strip().splitlines()[-1].startswith(
-        f"error: experiment config $DET_EXPERIMENT_CONFIG {message}"
+    assert (
+        done.stderr.strip()
+        .splitlines()[-1]
+        .startswith(f"error: experiment config $DET_EXPERIMENT_CONFIG {message}")
     )
     assert "/tmp" not in done.stderr and "experiment.json" not in done.stderr, done.stderr
 
