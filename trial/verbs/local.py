@@ -37,6 +37,9 @@ from trial.ui.console import LOG_FILE, quiet_library_warnings, summary
 from trial.verbs.options import directory_option
 
 
+RUNS_DIR = "work_dirs"  # the one place inside the repository for runs (the default; git ignores it)
+
+
 @dataclass(frozen=True)
 class LocalTrain:
     """One local training request, as the task received it."""
@@ -181,12 +184,18 @@ def _work_dir(request: LocalTrain) -> Path:
         work_dir = directory_option(request.work_dir, "--work-dir")
     else:
         work_dir = directory_option(
-            Path.cwd() / "work_dirs" / Path(request.model).stem.replace("mmdet::", ""),
+            Path.cwd() / RUNS_DIR / Path(request.model).stem.replace("mmdet::", ""),
             "--work-dir",
         )
     if work_dir == REPO_ROOT or work_dir in REPO_ROOT.parents:
         raise ConfigError(
             f"--work-dir {work_dir} would hold the repository; pick an empty directory"
+        )
+    if REPO_ROOT in work_dir.parents and work_dir.relative_to(REPO_ROOT).parts[0] != RUNS_DIR:
+        raise ConfigError(
+            f"--work-dir {work_dir} lies inside the repository "
+            f"({work_dir.relative_to(REPO_ROOT).parts[0]}/): a run there writes into its "
+            f"source; pick a directory outside it, or {RUNS_DIR}/NAME (git ignores it)"
         )
     return work_dir
 
