@@ -70,6 +70,21 @@ TRAIN_CASES = {
         "--data, --nproc only go with a local run (drop --cluster)",
     ),
     "local-with-registry": (["--registry", "ghcr.io/acme"], "--registry only goes with --cluster"),
+    # issue 29: a value that another flag overrides is checked all the same (W8), a default
+    # that does not fit says how to set it (C8), and MODEL is the one model that runs (W4)
+    "hparam-length-hidden-by-max-iters": (
+        ["--max-iters", "2", "--hparam", "max_iters=abc"],
+        "hyperparameters.max_iters must be a positive whole number of batches, got 'abc'",
+    ),
+    "nproc-vs-default-batch": (
+        ["--nproc", "3"],
+        "global_batch_size 8 must be a positive multiple of the 3 slots; pass e.g. --hparam "
+        "global_batch_size=9",
+    ),
+    "hparam-model-contradicts-model": (
+        ["--hparam", "model=gfl"],
+        "--hparam model=gfl contradicts MODEL retinanet: MODEL is the model that trains",
+    ),
 }
 
 
@@ -90,6 +105,8 @@ CLUSTER_CASES = {
     ),
     "hparam-typo": (["--hparam", "max_iter=5"], "unknown hyperparameter 'max_iter'; did you mean 'max_iters'?"),
     "max-iters-0": (["--max-iters", "0"], "--max-iters '0' must be a positive whole number"),
+    "hparam-length-hidden-by-max-iters": (["--max-iters", "2", "--hparam", "max_iters=abc"], "hyperparameters.max_iters must be a positive whole number of batches, got 'abc'"),
+    "hparam-model-contradicts-model": (["--hparam", "model=gfl"], "--hparam model=gfl contradicts MODEL retinanet"),
     "no-registry": (
         [],
         "environment.image.cuda 'mmdet-determined:mmdet3.3.0-mmcv2.1.0-torch2.1.2-cu121-py3.10' "
@@ -132,6 +149,43 @@ def test_cluster_dry_run_checks_the_data_section_as_the_startup_hook_does(
     proc = invoke("train", "retinanet", "--cluster", "--dry-run", "--registry", "ghcr.io/acme",
                   "--experiment", str(path), cwd=tmp_path)  # fmt: skip
     assert_one_line(proc, message)
+
+
+EXPERIMENT_CASES = {
+    # the experiment's own hyperparameters are checked even where the CPU profile replaces
+    # them locally (issue 29, W6)
+    "hparam-typo-under-the-profile": (
+        {"optim_wrapper.optimizer.lrr": 0.1},
+        "did you mean 'optim_wrapper.optimizer.lr'?",
+    ),
+    "bad-length-under-max-iters": (
+        {"max_iters": "abc"},
+        "hyperparameters.max_iters must be a positive whole number",
+    ),
+    # MODEL and the experiment's model disagree: one truth, both ways (issue 29, C6)
+    "model-contradicts-experiment": (
+        {"model": "gfl"},
+        "MODEL retinanet contradicts hyperparameters.model 'gfl' of ",
+    ),
+}
+
+
+@pytest.mark.parametrize("cluster", [False, True], ids=["local", "cluster"])
+@pytest.mark.parametrize(
+    ("change", "message"), EXPERIMENT_CASES.values(), ids=EXPERIMENT_CASES.keys()
+)
+def test_the_experiments_own_hyperparameters_are_checked(tmp_path, cluster, change, message):
+    import yaml
+
+    experiment = yaml.safe_load((REPO / "experiments" / "retinanet.yaml").read_text())
+    experiment["hyperparameters"].update(change)
+    path = tmp_path / "exp.yaml"
+    path.write_text(yaml.safe_dump(experiment))
+    mode = ["--cluster", "--dry-run", "--registry", "r.io"] if cluster else ["--work-dir", "w"]
+    proc = invoke("train", "retinanet", "--experiment", str(path), "--max-iters", "2", *mode,
+                  cwd=tmp_path)  # fmt: skip
+    assert_one_line(proc, message)
+    assert not (tmp_path / "w").exists()
 
 
 def test_cluster_dry_run_carries_hparam_set_max_iters_and_the_built_image(tmp_path):
