@@ -12,6 +12,7 @@ from pathlib import Path
 
 from invoke import Exit, task
 
+from common import quiet_library_warnings
 from errors import ProjectError
 
 
@@ -22,7 +23,9 @@ def user_errors(interrupted: str = "interrupted (Ctrl-C)") -> Iterator[None]:
 
     A reader that stopped early (``invoke ... | head -2``) ends the verb quietly with exit 0:
     stdout is flushed here, while a closed pipe can still be caught, and then pointed at
-    /dev/null so that the interpreter's own flush at exit finds nothing to complain about."""
+    /dev/null so that the interpreter's own flush at exit finds nothing to complain about.
+    Library notices nobody running a verb can act on are hidden (common.LIBRARY_NOISE)."""
+    quiet_library_warnings()
     try:
         yield
         sys.stdout.flush()

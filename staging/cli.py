@@ -5,9 +5,9 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-import warnings
 from typing import Any
 
+from common import quiet_library_warnings
 from errors import ConfigError, ProjectError
 
 OPTION_HELP = {
@@ -130,8 +130,7 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Parse, stage, print the summary line; ProjectError -> one line on stderr, exit 1."""
     args = _parser().parse_args(argv)
-    # google-api-core warns on import that it will drop this Python one day: not the user's error
-    warnings.filterwarnings("ignore", category=FutureWarning, module=r"google\.api_core")
+    quiet_library_warnings()  # e.g. google-api-core's notice that it will drop this Python one day
     logging.basicConfig(level=logging.INFO, format="staging: %(message)s", stream=sys.stderr)
     for chatty in ("botocore", "boto3", "s3transfer", "urllib3"):  # "Found credentials in ..."
         logging.getLogger(chatty).setLevel(logging.WARNING)

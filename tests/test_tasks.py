@@ -98,3 +98,64 @@ def test_a_reader_that_stops_early_ends_the_verb_quietly(tmp_path, coco_sample, 
         os.close(write)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "BrokenPipe" not in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+
+
+# What libraries print that nobody running a verb can act on (issue 29, C4).
+NOISE = (
+    "UserWarning", "DeprecationWarning", "FutureWarning", "pkg_resources", "OMP_NUM_THREADS",
+    "out of bounds", "Loads checkpoint", "loading annotations into memory", "Preparing files",
+)  # fmt: skip
+
+
+def assert_quiet(proc: subprocess.CompletedProcess) -> None:
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    output = proc.stdout + proc.stderr
+    assert [n for n in NOISE if n in output] == [], output[-3000:]
+
+
+@pytest.fixture(scope="module")
+def untrained_export(tmp_path_factory, coco_sample) -> Path:
+    """An export of an untrained RetinaNet whose every box is kept (score_thr 0): random boxes,
+    many of them past the image border."""
+    import json as json_
+    import warnings
+
+    import torch
+    from mmdet.registry import MODELS
+    from mmengine.config import Config
+    from mmengine.registry import DefaultScope
+
+    from trial.verbs.artifact import standalone_config
+    from trial.verbs.local import LocalTrain, local_config
+
+    out = tmp_path_factory.mktemp("export")
+    cfg = local_config(LocalTrain(model="retinanet", work_dir=str(out / "w"), data=str(coco_sample),
+                                  sets=["model.test_cfg.score_thr=0.0"]))  # fmt: skip
+    doc = json_.loads((coco_sample / "annotations" / "instances_val2017.json").read_text())
+    classes = [c["name"] for c in sorted(doc["categories"], key=lambda c: c["id"])]
+    palette = [(220, 20, 60)] * len(classes)
+    Config(standalone_config(cfg, classes=classes, palette=palette)).dump(str(out / "config.py"))
+    with warnings.catch_warnings(), DefaultScope.overwrite_default_scope("mmdet"):
+        warnings.simplefilter("ignore")
+        model = MODELS.build(cfg.model)
+    meta = {"dataset_meta": {"classes": classes, "palette": palette}}
+    torch.save({"state_dict": model.state_dict(), "meta": meta}, out / "model.pth")
+    return out
+
+
+def test_predict_and_eval_print_their_results_not_library_notices(
+    tmp_path, coco_sample, untrained_export
+):
+    images = coco_sample / "val2017"
+    predict = invoke("predict", str(untrained_export), str(images), "--out", "p", "--score-thr",
+                     "0", cwd=tmp_path)  # fmt: skip
+    assert_quiet(predict)
+    assert " detections on " in predict.stdout
+    evaluate = invoke("eval", str(untrained_export), "--data", str(coco_sample), cwd=tmp_path)
+    assert_quiet(evaluate)
+    assert "bbox_mAP" in evaluate.stdout
+
+
+def test_a_cluster_dry_run_prints_the_experiment_not_library_notices(tmp_path):
+    assert_quiet(invoke("train", "retinanet", "--cluster", "--dry-run", "--registry", "r.io",
+                        cwd=tmp_path))  # fmt: skip

@@ -5,6 +5,8 @@ loopback stand-in that answers the two REST calls submission makes and records t
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -12,7 +14,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 import yaml
 
-from common import free_port
+from common import REPO_ROOT, free_port
 from errors import ConfigError, TrainingError
 from trial.verbs.cluster import plan_submission, submit
 
@@ -162,6 +164,23 @@ def test_submit_asks_the_master_to_validate_then_creates_master_standin(master_s
     assert sent["searcher"]["max_time"] == 90000
     names = {f["path"] for f in posts[1]["body"]["modelDefinition"]}
     assert {"startup-hook.sh", "trial/__main__.py", "errors.py"} <= names
+
+
+def test_submitting_prints_the_experiment_id_and_no_library_chatter_master_standin(
+    master_standin, tmp_path
+):
+    """`invoke train --cluster` printed setuptools' pkg_resources warnings and Determined's
+    "Preparing files to send to master..." (issue 29, C4)."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "invoke", "-r", str(REPO_ROOT), "train", "retinanet", "--cluster",
+         "--master", master_standin.url, "--registry", REGISTRY],
+        cwd=tmp_path, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.strip().splitlines() == [
+        f"Created experiment 42: {master_standin.url}/det/experiments/42"
+    ]
+    assert proc.stderr == ""
 
 
 def test_the_masters_refusal_is_one_line_and_nothing_is_created_master_standin(master_standin):

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import yaml
 
-from common import REPO_ROOT
+from common import REPO_ROOT, quiet_prints
 from errors import ConfigError, TrainingError, one_line
 from staging import DataSpec
 from trial.expconf import validate_experiment
@@ -129,10 +129,10 @@ def submit(model: str, *, dry_run: bool = False, **kwargs) -> str:
         from determined.common.api import authentication, bindings
         from determined.common.context import read_v1_context
 
+        with quiet_prints():  # "Preparing files to send to master... 1.2MB and 97 files"
+            definition = read_v1_context(sub.context_dir)
         request = bindings.v1CreateExperimentRequest(
-            activate=True,
-            config=sub.config_text,
-            modelDefinition=read_v1_context(sub.context_dir),
+            activate=True, config=sub.config_text, modelDefinition=definition
         )
         try:
             session = authentication.login_with_cache(sub.master)

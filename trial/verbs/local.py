@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from common import REPO_ROOT
+from common import REPO_ROOT, quiet_library_warnings
 from errors import TrainingError
 from trial.runtime.ranks import run_forwarding_signals
 from trial.runtime.workdir import (
@@ -28,7 +28,7 @@ from trial.runtime.workdir import (
     set_aside,
     settle_aside,
 )
-from trial.ui.console import LOG_FILE, quiet_library_warnings, summary
+from trial.ui.console import LOG_FILE, summary
 from trial.verbs.localplan import LocalPlan, LocalTrain, plan_local
 
 __all__ = ["LocalTrain", "local_config", "result_line", "train_local", "trial_command"]
