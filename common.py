@@ -8,7 +8,9 @@
 - ``atomic_file(path)`` / ``write_atomic(path, data)`` / ``atomic_dir(path)``: a file or folder
   that appears complete or not at all (a unique temp beside it, renamed into place; a file
   optionally made durable first);
-- ``file_sha256(path)``: a file's sha256, read in chunks.
+- ``file_sha256(path)``: a file's sha256, read in chunks;
+- ``quiet_library_warnings()`` / ``quiet_prints()``: hide the libraries' notices and chatter that
+  nobody running a verb can act on.
 
 Stdlib only and importing nothing of the project, so images/, staging/, trial/, the benchmarks,
 ci/ and the tests can all use it (ci/gpucheck.py runs before any wheel is installed).
@@ -18,15 +20,25 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import io
 import os
 import shutil
 import socket
 import uuid
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
 
 REPO_ROOT = Path(__file__).resolve().parent
+# (message regex, category, module regex) of library warnings nobody running a verb can act on:
+# setuptools' notice on importing mmengine/mmcv, google-api-core's Python support notice,
+# mmengine's drawing of a box that leaves the image (predictions of an untrained model).
+LIBRARY_NOISE = (
+    ("pkg_resources is deprecated", UserWarning, ""),
+    ("", FutureWarning, r"google\.api_core"),
+    (r"Warning: The \w+ is out of bounds", UserWarning, ""),
+)
 CACHE_ENV = "MMDET_DET_CACHE"
 LOOPBACK = "127.0.0.1"
 INCOMPLETE = ".incomplete"
@@ -129,3 +141,16 @@ def _default_perms() -> int:
     current = os.umask(0)
     os.umask(current)
     return 0o666 & ~current
+
+
+def quiet_library_warnings() -> None:
+    """Hide LIBRARY_NOISE in this process (every verb does; a local run's log keeps them)."""
+    for message, category, module in LIBRARY_NOISE:
+        warnings.filterwarnings("ignore", message=message, category=category, module=module)
+
+
+def quiet_prints() -> contextlib.AbstractContextManager:
+    """A block whose ``print``s go nowhere: libraries that print their progress instead of
+    logging it (mmengine's "Loads checkpoint by ...", pycocotools' "loading annotations into
+    memory...", Determined's "Preparing files to send to master...")."""
+    return contextlib.redirect_stdout(io.StringIO())

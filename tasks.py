@@ -4,25 +4,40 @@ turn a ProjectError into one line on stderr and exit 1. Heavy imports stay insid
 
 from __future__ import annotations
 
+import os
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 from invoke import Exit, task
 
+from common import quiet_library_warnings
 from errors import ProjectError
 
 
 @contextmanager
 def user_errors(interrupted: str = "interrupted (Ctrl-C)") -> Iterator[None]:
     """Turn a ProjectError into a one-line message and exit code 1 (no traceback); Ctrl-C into
-    one line saying ``interrupted`` and exit code 130 (invoke alone exits 1 without a word)."""
+    one line saying ``interrupted`` and exit code 130 (invoke alone exits 1 without a word).
+
+    A reader that stopped early (``invoke ... | head -2``) ends the verb quietly with exit 0:
+    stdout is flushed here, while a closed pipe can still be caught, and then pointed at
+    /dev/null so that the interpreter's own flush at exit finds nothing to complain about.
+    Library notices nobody running a verb can act on are hidden (common.LIBRARY_NOISE)."""
+    quiet_library_warnings()
     try:
         yield
+        sys.stdout.flush()
     except ProjectError as err:
         raise Exit(f"error: {err}", code=err.exit_code) from None
     except KeyboardInterrupt:
         raise Exit(f"error: {interrupted}", code=130) from None
+    except BrokenPipeError:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+        raise Exit(code=0) from None
 
 
 # --- images (owner: images/) -------------------------------------------------------------------
@@ -408,10 +423,11 @@ BENCHES = {
     help={
         "what": f"which benchmark: {', '.join(BENCHES)}",
         "runs": "repetitions per side (median; default: the benchmark's own)",
-        "scale": "startup only: size of the generated COCO set (1 = train2017; 0.05 for a quick check)",
+        "scale": "startup only: size of the generated COCO set, a positive number (1 = "
+        "train2017, the default; 0.05 for a quick check)",
     },
 )
-def bench(c, what, runs=None, scale=0.0):
+def bench(c, what, runs=None, scale=None):
     """Run a side-by-side benchmark and print ratios (results go into docs/benchmarks.md).
 
     Each benchmark module exposes ``main(runs: int) -> None``; runs=0 keeps its own default.
@@ -422,12 +438,14 @@ def bench(c, what, runs=None, scale=0.0):
         raise Exit(
             f"error: unknown benchmark {what!r}; choose one of: {', '.join(BENCHES)}", code=1
         )
-    if scale and what != "startup":
+    if scale is not None and what != "startup":
         raise Exit("error: --scale applies to the startup benchmark only", code=1)
-    options = {"scale": scale} if scale else {}
     with user_errors():
-        from trial.verbs.options import optional_whole_number
+        from trial.verbs.options import optional_whole_number, positive_number
 
+        options = (
+            {} if scale is None else {"scale": positive_number(scale, "--scale", example="0.05")}
+        )
         count = optional_whole_number(runs, "--runs", what="repetitions per side") or 0
         importlib.import_module(BENCHES[what]).main(runs=count, **options)
 
@@ -445,7 +463,7 @@ def bench(c, what, runs=None, scale=0.0):
         "/var/lib/mmdet-determined/cluster as root, ~/.local/state/mmdet-determined/cluster)",
     },
 )
-def cluster(c, action, agents=1, slots=2, master_port=8080, db_port=5433, state_dir=None):
+def cluster(c, action, agents="1", slots="2", master_port="8080", db_port="5433", state_dir=None):
     """A real Determined 0.38.1 cluster on this machine: PostgreSQL, the master, CPU agents on podman.
 
     `up` builds master and agent from Determined's Go module the first time (cached), starts
@@ -455,8 +473,14 @@ def cluster(c, action, agents=1, slots=2, master_port=8080, db_port=5433, state_
     """
     with user_errors():
         from devcluster.cli import run
+        from trial.verbs.options import whole_number
 
-        code = run(action, agents=int(agents), slots=int(slots), master_port=int(master_port),
-                   db_port=int(db_port), state_dir=state_dir)  # fmt: skip
+        numbers = {
+            name: whole_number(value, f"--{name.replace('_', '-')}", maximum=maximum)
+            for name, value, maximum in (("agents", agents, None), ("slots", slots, None),
+                                         ("master_port", master_port, 65535),
+                                         ("db_port", db_port, 65535))
+        }  # fmt: skip
+        code = run(action, state_dir=state_dir, **numbers)
     if code:
         raise Exit(code=code)

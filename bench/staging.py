@@ -24,7 +24,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import warnings
 from collections.abc import Callable
 from pathlib import Path
 
@@ -32,7 +31,7 @@ from bench.harness import goal, median_of, report
 from bench.staging_net import bench_latency, bench_read_through, serial_download
 from bench.staging_s3 import bench_s3
 from bench.staging_util import busy, stage_seconds, write_image_tree
-from common import REPO_ROOT
+from common import REPO_ROOT, quiet_library_warnings
 from staging.paths import human_bytes
 
 BENCH = "staging"
@@ -48,8 +47,7 @@ def main(runs: int = 0, only: str = "") -> None:
     """Run the comparisons and print one line each; ``only``: one part (warm, disk, gcs,
     latency, read, s3), e.g. ``python -c 'from bench.staging import main; main(3, "s3")'``."""
     runs = runs or DEFAULT_RUNS
-    # google-api-core warns on import that it will drop this Python one day: not a result
-    warnings.filterwarnings("ignore", category=FutureWarning, module=r"google\.api_core")
+    quiet_library_warnings()  # e.g. google-api-core's notice that it will drop this Python
     load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
     print(
         f"staging benchmark: median of {runs} runs per side; {os.cpu_count()} CPUs, "

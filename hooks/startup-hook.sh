@@ -12,7 +12,8 @@
 #   3. /run/determined/info/trial.json (key "config"), which Determined writes early in every
 #      trial container (TrialInfo._to_file; DEFAULT_TRIAL_INFO_PATH). Override with
 #      $MMDET_DET_TRIAL_INFO.
-# No config, or a config without data.source: nothing to stage, exit 0.
+# No config, or a config without a data: section: nothing to stage, exit 0. A data: section is
+# checked whole (an unknown field such as `sourc:` fails the workload in one line).
 #
 # When the experiment stages pretrained weights (data.weights_mirror / data.stage_weights), the
 # trial names them: `python -m trial.settings.pretrained` writes the list for the trial's hyperparameters,
@@ -38,7 +39,7 @@ scratch="$(mktemp -d)"
 trap 'rm -rf "$scratch"' EXIT
 
 stage() {
-    echo "startup-hook: staging data from $1" >&2
+    echo "startup-hook: staging data from ${1/#env:/\$}" >&2
     local args=(--if-configured --experiment-config "$1")
     if [[ -d "$context_dir/trial" ]]; then
         "$python" -m trial.settings.pretrained --experiment-config "$1" --out "$scratch/checkpoints.json"
@@ -52,8 +53,7 @@ stage() {
 if [[ -n "${MMDET_DET_EXPERIMENT_CONFIG:-}" ]]; then
     stage "$MMDET_DET_EXPERIMENT_CONFIG"
 elif [[ -n "${DET_EXPERIMENT_CONFIG:-}" ]]; then
-    printf '%s' "$DET_EXPERIMENT_CONFIG" >"$scratch/experiment.json"
-    stage "$scratch/experiment.json"
+    stage "env:DET_EXPERIMENT_CONFIG"  # read from the variable: errors name it, not a temp file
 elif [[ -f "$trial_info" ]]; then
     stage "$trial_info"
 else

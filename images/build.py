@@ -138,7 +138,7 @@ def _execute(one: plan.BuildPlan, *, echo: Callable[[str], None]) -> None:
             "ci/install-system.sh for buildah) or pick another --builder"
         )
     if one.builder == plan.DOCKER:
-        _check_docker_daemon()
+        check_docker_daemon()
     if one.builder == plan.BUILDAH:
         base = one.spec.base_image
         if base == buildah.DEBIAN_BASE and buildah.ensure_debian_base(base):
@@ -160,8 +160,9 @@ def _execute(one: plan.BuildPlan, *, echo: Callable[[str], None]) -> None:
     echo(f"[build-image] {one.spec.key}: built {one.readable_ref} and {one.content_ref}")
 
 
-def _check_docker_daemon() -> None:
-    """``docker info`` answers, or one line with the CLI's own reason (no daemon, no permission)."""
+def check_docker_daemon() -> None:
+    """``docker info`` answers, or one line with the CLI's own reason (no daemon, no permission);
+    build-image and test-image ask it before they run docker."""
     proc = subprocess.run(
         ["docker", "info", "--format", "{{.ServerVersion}}"],
         capture_output=True, text=True, check=False,
@@ -170,7 +171,7 @@ def _check_docker_daemon() -> None:
         reason = one_line(proc.stderr or proc.stdout or f"exit code {proc.returncode}")[:300]
         raise BuildError(
             f"--builder docker: docker cannot reach its daemon ({reason}); start Docker or set "
-            "DOCKER_HOST, or build with --builder buildah (no daemon needed)"
+            "DOCKER_HOST, or use --builder buildah (no daemon needed)"
         )
 
 

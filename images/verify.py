@@ -15,6 +15,7 @@ from pathlib import Path
 
 from errors import BuildError
 from images import buildah, cudacheck, plan
+from images.build import check_docker_daemon
 
 SMOKE = ("python", "/opt/mmdet-determined/smoke_check.py")
 LABEL_PREFIX = "io.mmdet-determined."
@@ -83,6 +84,7 @@ def _check_arches(ref: str, ctr: str, arch_list: str) -> str:
 def _test_docker(ref: str) -> str:
     if shutil.which("docker") is None:
         raise BuildError("docker not found on PATH; use --builder buildah")
+    check_docker_daemon()
     gpu = (
         shutil.which("nvidia-smi") is not None
         and subprocess.run(["nvidia-smi", "-L"], capture_output=True, check=False).returncode == 0
@@ -94,9 +96,12 @@ def _test_docker(ref: str) -> str:
 
 
 def _result(ref: str, proc: subprocess.CompletedProcess) -> str:
+    """The checks' output, or one BuildError naming the line that says what failed: a FAIL or
+    an error, else the last line that is not a tool's usage hint ("Run 'docker run --help'")."""
     out = (proc.stdout or "") + (proc.stderr or "")
     if proc.returncode != 0:
-        failed = [line for line in out.splitlines() if "FAIL" in line or "Error" in line]
-        detail = (failed or out.strip().splitlines() or ["no output"])[-1]
+        lines = [line for line in out.splitlines() if line.strip() and "--help" not in line]
+        failed = [line for line in lines if "FAIL" in line or "Error" in line]
+        detail = (failed or lines or ["no output"])[-1]
         raise BuildError(f"smoke checks failed in {ref}: {detail}")
     return out

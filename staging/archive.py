@@ -12,14 +12,39 @@ import os
 import shutil
 import uuid
 import zipfile
+from collections.abc import Sequence
 from pathlib import Path
 
 from errors import CorruptDataError, StagingError
-from staging.cache import READ_ONLY, check_space, write_atomic
+from staging.cache import READ_ONLY, Cache, Fetched, check_space, write_atomic
 from staging.coco import SPLITS_IN_ARCHIVE, ann_relpath, check_coco_file
-from staging.paths import INCOMPLETE, check_relpath
+from staging.paths import INCOMPLETE, check_relpath, derived_path
+from staging.plan import ARCHIVE_KIND, Transfer
 
 MARKER = ".complete"
+
+
+def annotation_files(
+    cache: Cache, plan: Sequence[Transfer], done: Sequence[Fetched], splits: Sequence[str]
+) -> dict[str, tuple[Path, str]]:
+    """split -> (annotation JSON path in the cache, label); extracts the archive when needed."""
+    if plan and plan[0].kind == ARCHIVE_KIND:
+        zip_t, zip_f = plan[0], done[0]
+        final_dir = derived_path(
+            cache.root, f"archive|{zip_t.info.url}|{zip_t.info.ident}", "extracted"
+        )
+        with cache.locked(final_dir):
+            extract_annotations(zip_f.path, final_dir, label=zip_t.info.url)
+        out = {}
+        for split in splits:
+            path = archive_member(final_dir, split)
+            if path is None:
+                raise StagingError(
+                    f"{zip_t.info.url} has no {ann_relpath(split)}; check data.splits"
+                )
+            out[split] = (path, f"{zip_t.info.url}:{ann_relpath(split)}")
+        return out
+    return {t.split: (f.path, t.info.url) for t, f in zip(plan, done, strict=True)}
 
 
 def extract_annotations(zip_path: Path, final_dir: Path, *, label: str) -> Path:

@@ -5,9 +5,9 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-import warnings
 from typing import Any
 
+from common import quiet_library_warnings
 from errors import ConfigError, ProjectError
 
 OPTION_HELP = {
@@ -27,7 +27,8 @@ OPTION_HELP = {
     "(data.weights_mirror; implies --stage-weights)",
     "stage_weights": "also stage the pretrained checkpoints the experiment's model loads "
     "(data.stage_weights)",
-    "experiment_config": "read the data: section from this experiment YAML ('-' = stdin)",
+    "experiment_config": "read the data: section from this experiment YAML ('-' = stdin, "
+    "env:NAME = the variable NAME)",
     "checkpoints": "JSON list of the checkpoints the trial loads, for --stage-weights (written "
     "by `python -m trial.settings.pretrained`; the startup hook passes it)",
 }
@@ -65,7 +66,7 @@ def build_spec(
     """DataSpec from an optional experiment config (or its loaded ``base``) plus options
     (numbers may come as command-line strings: ``--subset abc`` is one ConfigError).
     ``checkpoints``: the trial's checkpoint list, when one was handed over."""
-    from staging.spec import DataSpec, load_data_section
+    from staging.spec import DataSpec, config_label, load_data_section
 
     options = {k: _cli_int(k, v) if k in INT_OPTIONS else v for k, v in options.items()}
 
@@ -73,7 +74,8 @@ def build_spec(
         base = load_data_section(experiment_config)
         if base is None and not options.get("source"):
             raise ConfigError(
-                f"{experiment_config} has no data: section; add data.source/cache/dest"
+                f"{config_label(experiment_config)} has no data: section; add "
+                "data.source/cache/dest"
             )
     spec = DataSpec.from_dict(merge_options(base, **options))
     if spec.weights_enabled and not experiment_config and checkpoints is None:
@@ -119,7 +121,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--if-configured",
         action="store_true",
-        help="exit 0 quietly when the experiment config has no data.source (hook)",
+        help="exit 0 quietly when the experiment config has no data: section (hook)",
     )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     return p
@@ -128,8 +130,7 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Parse, stage, print the summary line; ProjectError -> one line on stderr, exit 1."""
     args = _parser().parse_args(argv)
-    # google-api-core warns on import that it will drop this Python one day: not the user's error
-    warnings.filterwarnings("ignore", category=FutureWarning, module=r"google\.api_core")
+    quiet_library_warnings()  # e.g. google-api-core's notice that it will drop this Python one day
     logging.basicConfig(level=logging.INFO, format="staging: %(message)s", stream=sys.stderr)
     for chatty in ("botocore", "boto3", "s3transfer", "urllib3"):  # "Found credentials in ..."
         logging.getLogger(chatty).setLevel(logging.WARNING)
@@ -141,15 +142,16 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from staging.spec import data_section, load_experiment_doc
+    from staging.spec import config_label, data_section, load_experiment_doc
     from staging.stage import stage_coco
     from staging.weights import stage_weights
 
     doc = load_experiment_doc(args.experiment_config) if args.experiment_config else None
     base = data_section(doc) if doc is not None else None
-    if args.if_configured and not (base and base.get("source")):
+    if args.if_configured and not base:  # a data: section is checked whole, typos included
         print(
-            f"staging: no data.source in {args.experiment_config}; nothing to stage",
+            f"staging: no data: section in {config_label(args.experiment_config)}; nothing to "
+            "stage",
             file=sys.stderr,
         )
         return 0

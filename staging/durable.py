@@ -125,6 +125,11 @@ def _fsync(path: Path) -> None:
         os.close(fd)
 
 
+class NotCommitted(Exception):
+    """A held file that was not committed because ``Committer.discard()`` was called (another
+    file of its group failed)."""
+
+
 class Committer:
     """Group commit for a run of downloads (see the module docstring); use as a context manager.
 
@@ -132,11 +137,17 @@ class Committer:
     flush, ``finish()`` runs (rename into place; its value is the Future's result); if the flush
     or ``finish`` fails, ``abort()`` runs (delete the temp file) and the Future holds the error.
     ``release()`` (the object's lock) always runs last.
+
+    ``hold=True`` makes a group all-or-nothing: nothing is committed before the block ends, and
+    then everything is, unless ``discard()`` was called: then every file is aborted and its
+    Future holds NotCommitted.
     """
 
-    def __init__(self, *, max_pending: int = MAX_PENDING) -> None:
+    def __init__(self, *, max_pending: int = MAX_PENDING, hold: bool = False) -> None:
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
         self._slots = threading.BoundedSemaphore(max_pending)
+        self._hold = hold
+        self._discarded = False
         self._thread = threading.Thread(target=self._run, name="staging-commit", daemon=True)
         self._thread.start()
 
@@ -144,8 +155,14 @@ class Committer:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        if exc[0] is not None:
+            self._discarded = True  # the group did not finish: commit none of it
         self._queue.put(None)
         self._thread.join()
+
+    def discard(self) -> None:
+        """Held files are aborted instead of committed when the block ends."""
+        self._discarded = True
 
     def submit(
         self, path: Path, *, finish: Callable[[], Any], abort: Callable[[], None],
@@ -157,22 +174,29 @@ class Committer:
         return fut
 
     def _run(self) -> None:
+        held: list = []
         while True:
             batch = [self._queue.get()]
             with contextlib.suppress(queue.Empty):
                 while True:
                     batch.append(self._queue.get_nowait())
             items = [b for b in batch if b is not None]
-            if items:
+            if self._hold:
+                held += items
+            elif items:
                 self._commit(items)
             if len(items) < len(batch):
+                if held:
+                    self._commit(held, discard=self._discarded)
                 return
 
-    def _commit(self, items: list) -> None:
+    def _commit(self, items: list, *, discard: bool = False) -> None:
         try:
+            if discard:
+                raise NotCommitted("not committed: another file of its group failed")
             make_durable_many(item[0] for item in items)
             flushed: BaseException | None = None
-        except OSError as err:
+        except (OSError, NotCommitted) as err:
             flushed = err
         for _path, finish, abort, release, fut in items:
             try:

@@ -6,6 +6,7 @@ Cheap to import (no GCS, no mmengine): the trial imports it on every rank.
 from __future__ import annotations
 
 import json
+import os
 import sys
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -144,21 +145,43 @@ def data_section(doc: dict[str, Any]) -> dict[str, Any] | None:
 
 
 def load_experiment_doc(path: str) -> dict[str, Any]:
-    """The experiment YAML/JSON at ``path`` (``-``: stdin), or a Determined ``trial.json``
-    (``config`` holds the experiment config there, ``hparams`` the trial's hyperparameters)."""
+    """The experiment YAML/JSON at ``path`` (``-``: stdin; ``env:NAME``: the environment
+    variable NAME, e.g. Determined's ``DET_EXPERIMENT_CONFIG``), or a Determined ``trial.json``
+    (``config`` holds the experiment config there, ``hparams`` the trial's hyperparameters).
+    Errors name the file, or ``$NAME`` for a variable."""
     import yaml
 
+    label = config_label(path)
     try:
-        text = sys.stdin.read() if path == "-" else Path(path).read_text()
+        text = _read_config_text(path, label)
         doc = yaml.safe_load(text) if text.strip() else {}
     except OSError as err:
         raise ConfigError(f"cannot read experiment config {path}: {err.strerror}") from err
     except yaml.YAMLError as err:
         line = str(err).splitlines()[0]
-        raise ConfigError(f"experiment config {path} is not valid YAML: {line}") from err
+        raise ConfigError(f"experiment config {label} is not valid YAML: {line}") from err
     if not isinstance(doc, dict):
-        raise ConfigError(f"experiment config {path} must be a mapping, got {type(doc).__name__}")
+        raise ConfigError(f"experiment config {label} must be a mapping, got {type(doc).__name__}")
     return doc
+
+
+ENV_PREFIX = "env:"
+
+
+def config_label(path: str) -> str:
+    """How messages name an ``--experiment-config``: the file, or ``$NAME`` for ``env:NAME``."""
+    return f"${path[len(ENV_PREFIX) :]}" if path.startswith(ENV_PREFIX) else path
+
+
+def _read_config_text(path: str, label: str) -> str:
+    if path == "-":
+        return sys.stdin.read()
+    if path.startswith(ENV_PREFIX):
+        text = os.environ.get(path[len(ENV_PREFIX) :])
+        if text is None:
+            raise ConfigError(f"experiment config {label} is not set")
+        return text
+    return Path(path).read_text()
 
 
 def _check_split(split: str) -> None:

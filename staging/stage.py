@@ -17,7 +17,7 @@ from pathlib import Path
 
 from errors import ProjectError, StagingError
 from staging import coco
-from staging.archive import archive_member, extract_annotations
+from staging.archive import annotation_files
 from staging.backend import write_index
 from staging.cache import (
     Cache,
@@ -28,12 +28,13 @@ from staging.cache import (
     recorded_crc32c,
     write_atomic,
 )
-from staging.durable import Committer
+from staging.durable import Committer, NotCommitted
 from staging.paths import derived_path, human_bytes, parse_source
 from staging.plan import ARCHIVE_KIND, Transfer, describe, plan_annotations, plan_images
 from staging.spec import DataSpec
 from staging.stores.sources import Source, open_source
 from staging.view import Entry, build_view, check_dest
+from staging.writers import removed_on_error
 
 MANIFEST_VERSION = 1
 
@@ -74,11 +75,18 @@ def stage_coco(
         listings = {s: f.result() for s, f in img_listings.items()}
     if dry_run:
         return _dry_run(spec, ann_plan, listings, source, out=out, t0=t0)
+    with removed_on_error(cache.root):  # a cache this run creates is gone again on an error
+        return _stage(spec, cache, source, ann_plan, listings, progress=progress, t0=t0)
+
+
+def _stage(spec, cache, source, ann_plan, listings, *, progress, t0) -> StageResult:
     check_cache_dir(cache.root)
     check_space(cache.root, _missing_bytes(ann_plan))
     run = _Runner(cache, source, spec, progress=progress)
-    ann_done = run.all(ann_plan, validate=_validator)
-    ann_files = _annotation_files(cache, ann_plan, ann_done, spec.splits)
+    # the annotation files are one group: all of them are cached, or none (a bad one, or one
+    # naming an image the source lacks, leaves the cache as it was)
+    ann_done = run.all(ann_plan, validate=_validator(spec, source, listings), group=True)
+    ann_files = annotation_files(cache, ann_plan, ann_done, spec.splits)
     if spec.subset:
         ann_files = {
             s: (_subset_file(cache, spec, s, p, label), label)
@@ -127,10 +135,24 @@ def _plan_images(
     return plan if spec.with_images else []
 
 
-def _validator(t: Transfer) -> Callable[[Path], None] | None:
-    if t.kind == ARCHIVE_KIND:
-        return None
-    return lambda p: coco.check_coco_file(p, label=t.info.url)
+def _validator(spec: DataSpec, source: Source, listings: dict) -> Callable:
+    """The check of an annotation file's temp copy: valid COCO, and (where staging reads the
+    images through the listing) every image it names, or its subset names, in the listing."""
+
+    def for_transfer(t: Transfer) -> Callable[[Path], None] | None:
+        if t.kind == ARCHIVE_KIND:
+            return None
+
+        def check(path: Path) -> None:
+            doc = coco.check_coco_file(path, label=t.info.url)
+            if spec.with_images or spec.is_gs:  # what _plan_images checks, before caching
+                chosen = coco.subset_doc(doc, spec.subset, seed=spec.seed) if spec.subset else doc
+                plan_images(source.ref, listings[t.split], t.split, cache_root=Path(spec.cache),
+                            wanted=coco.image_files(chosen), ann_label=t.info.url)  # fmt: skip
+
+        return check
+
+    return for_transfer
 
 
 def _image_listing(source: Source, spec: DataSpec, split: str) -> list:
@@ -159,7 +181,7 @@ class _Runner:
     def __init__(self, cache: Cache, source: Source, spec: DataSpec, *, progress: bool) -> None:
         self.cache, self.source, self.spec, self.progress = cache, source, spec, progress
 
-    def all(self, transfers: Sequence[Transfer], *, validate=None) -> list[Fetched]:
+    def all(self, transfers: Sequence[Transfer], *, validate=None, group=False) -> list[Fetched]:
         results = run_transfers(
             transfers,
             cache=self.cache,
@@ -168,8 +190,10 @@ class _Runner:
             verify=self.spec.verify,
             validate=validate,
             progress=self.progress,
+            group=group,
         )
         errors = [r for r in results if isinstance(r, BaseException)]
+        errors = [e for e in errors if not isinstance(e, NotCommitted)] or errors
         if errors:
             first = errors[0]
             more = f" (+{len(errors) - 1} more objects failed)" if len(errors) > 1 else ""
@@ -188,8 +212,12 @@ def run_transfers(
     verify: bool = False,
     validate: Callable[[Transfer], Callable[[Path], None] | None] | None = None,
     progress: bool = False,
+    group: bool = False,
 ) -> list[Fetched | BaseException]:
-    """Fetch every transfer (hits by a metadata check only); one result or exception per input."""
+    """Fetch every transfer (hits by a metadata check only); one result or exception per input.
+
+    ``group``: all-or-nothing; when one fetch fails, none of this call's downloads is cached
+    (each is NotCommitted)."""
     results: list[Fetched | BaseException | None] = [None] * len(transfers)
     todo = []
     for i, t in enumerate(transfers):
@@ -202,7 +230,7 @@ def run_transfers(
     handed: dict[int, Future] = {}  # downloads whose flush + rename the committer finishes
     with (
         _progress_bar(total, enabled=progress) as on_bytes,
-        Committer() as committer,
+        Committer(hold=group) as committer,
         ThreadPoolExecutor(workers) as pool,
     ):
         futures = {
@@ -219,6 +247,8 @@ def run_transfers(
                 handed[i] = result.future
             else:
                 results[i] = result
+        if any(isinstance(r, BaseException) for r in results):
+            committer.discard()  # a group's commit waits for the end of the block: none of it
     for i, fut in handed.items():  # the committer has finished them all on leaving the block
         err = fut.exception()
         results[i] = err if err is not None else fut.result()
@@ -239,29 +269,6 @@ def _progress_bar(total: int, *, enabled: bool) -> Iterator[Callable[[int], None
                 bar.update(n)
 
         yield on_bytes
-
-
-def _annotation_files(
-    cache: Cache, plan: Sequence[Transfer], done: Sequence[Fetched], splits: Sequence[str]
-) -> dict[str, tuple[Path, str]]:
-    """split -> (annotation JSON path in the cache, label); extracts the archive when needed."""
-    if plan and plan[0].kind == ARCHIVE_KIND:
-        zip_t, zip_f = plan[0], done[0]
-        final_dir = derived_path(
-            cache.root, f"archive|{zip_t.info.url}|{zip_t.info.ident}", "extracted"
-        )
-        with cache.locked(final_dir):
-            extract_annotations(zip_f.path, final_dir, label=zip_t.info.url)
-        out = {}
-        for split in splits:
-            path = archive_member(final_dir, split)
-            if path is None:
-                raise StagingError(
-                    f"{zip_t.info.url} has no {coco.ann_relpath(split)}; check data.splits"
-                )
-            out[split] = (path, f"{zip_t.info.url}:{coco.ann_relpath(split)}")
-        return out
-    return {t.split: (f.path, t.info.url) for t, f in zip(plan, done, strict=True)}
 
 
 def _subset_file(cache: Cache, spec: DataSpec, split: str, ann: Path, label: str) -> Path:

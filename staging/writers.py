@@ -32,7 +32,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from errors import StagingError
-from staging.paths import INCOMPLETE
+from staging.paths import INCOMPLETE, LOCKS_DIR
 
 log = logging.getLogger(__name__)
 
@@ -249,6 +249,31 @@ def rmdir_empty(path: Path, *, stop: Path) -> None:
             _made_dirs.discard(path)
             path.rmdir()
             path = path.parent
+
+
+@contextlib.contextmanager
+def removed_on_error(root: Path) -> Iterator[None]:
+    """A cache root this block creates is removed again when the block fails: its lock file and
+    its empty folders (a file that another process put there meanwhile keeps it, and the root)."""
+    created = not root.exists()
+    try:
+        yield
+    except BaseException:
+        if created and root.is_dir():
+            _remove_made(root)
+        raise
+
+
+def _remove_made(root: Path) -> None:
+    fd = _fds.pop(root / LOCKS_DIR, None)
+    if fd is not None:
+        os.close(fd)  # no lock is held any more: the block that took them has ended
+    with contextlib.suppress(FileNotFoundError):
+        (root / LOCKS_DIR / RECORDS_FILE).unlink()
+    for folder in sorted((Path(w[0]) for w in os.walk(root)), key=lambda p: -len(p.parts)):
+        _made_dirs.discard(folder)
+        with contextlib.suppress(OSError):
+            folder.rmdir()
 
 
 def forget_dir(path: Path) -> None:

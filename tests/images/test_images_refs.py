@@ -104,5 +104,5 @@ def test_build_with_docker_and_no_daemon_says_why_docker_cli_standin(tmp_path):
     assert proc.stderr.strip().splitlines()[-1] == (
         "error: --builder docker: docker cannot reach its daemon (Cannot connect to the Docker "
         "daemon at unix:///var/run/docker.sock. Is the docker daemon running?); start Docker or "
-        "set DOCKER_HOST, or build with --builder buildah (no daemon needed)"
+        "set DOCKER_HOST, or use --builder buildah (no daemon needed)"
     )

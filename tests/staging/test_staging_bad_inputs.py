@@ -129,6 +129,7 @@ def test_with_images_and_an_image_the_json_names_missing_from_the_source(warm_ca
     """Found while staging, not at the trial's first validation (issue 17, item 6)."""
     src = write_coco(tmp_path / "src", splits=("val",))
     (src / "val2017" / "000000000002.jpg").unlink()
+    before = snapshot(warm_cache)
     done = run_staging("--source", str(src), "--cache", str(warm_cache), "--dest",
                        str(tmp_path / "dest"), "--splits", "val", "--with-images")  # fmt: skip
     lines = done.stderr.strip().splitlines()
@@ -136,6 +137,29 @@ def test_with_images_and_an_image_the_json_names_missing_from_the_source(warm_ca
     assert "name image '000000000002.jpg', but " in lines[0]
     assert f"{src}/val2017/000000000002.jpg does not exist; upload it or fix the JSON" in lines[0]
     assert incomplete_files(warm_cache) == [] and not (tmp_path / "dest").exists()
+    assert snapshot(warm_cache) == before  # the JSON was not cached either (issue 29, W10)
+
+
+def _truncated_train_source(tmp_path):
+    src = write_coco(tmp_path / "src")
+    train = src / "annotations" / "instances_train2017.json"
+    train.write_text(train.read_text()[:100])
+    return src
+
+
+def test_one_bad_annotation_file_caches_none_of_them(warm_cache, tmp_path):
+    """The val JSON is fine, the train JSON truncated: the val JSON was cached all the same
+    (issue 29, W10). The annotation files are committed together or not at all."""
+    _fails_cleanly(warm_cache, str(_truncated_train_source(tmp_path)),
+                   expect="instances_train2017.json is not valid JSON")  # fmt: skip
+
+
+def test_a_failed_first_stage_leaves_no_cache_behind(tmp_path):
+    cache = tmp_path / "new" / "cache"
+    done = run_staging("--source", str(_truncated_train_source(tmp_path)), "--cache", str(cache),
+                       "--dest", str(tmp_path / "dest"))  # fmt: skip
+    assert done.returncode == 1 and "is not valid JSON" in done.stderr, done.stderr
+    assert not cache.exists() and not (tmp_path / "dest").exists()
 
 
 @pytest.mark.parametrize("kind", ["file", "below-a-file"])

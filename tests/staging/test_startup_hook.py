@@ -84,6 +84,41 @@ def test_hook_without_data_section_is_a_no_op(context_dir, tmp_path):
     assert "nothing to stage" in _run_hook(context_dir).stderr
 
 
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [('{"data": {"source": ', "is not valid YAML"), ("[1, 2]", "must be a mapping, got list")],
+    ids=["not-yaml", "not-a-mapping"],
+)
+def test_hook_names_the_variable_that_holds_a_bad_config(context_dir, tmp_path, value, message):
+    """A malformed $DET_EXPERIMENT_CONFIG was reported as a temp file the hook had already
+    deleted (issue 29, C5): the error names the variable."""
+    done = _run_hook(context_dir, DET_EXPERIMENT_CONFIG=value)
+    assert done.returncode == 1, done.stderr
+    assert (
+        done.stderr.strip()
+        .splitlines()[-1]
+        .startswith(f"error: experiment config $DET_EXPERIMENT_CONFIG {message}")
+    )
+    assert "/tmp" not in done.stderr and "experiment.json" not in done.stderr, done.stderr
+
+
+def test_hook_refuses_a_data_section_it_cannot_read(context_dir, tmp_path):
+    """A typo (``sourc:``) left no data.source: the hook staged nothing and exited 0, and the
+    trial failed later. Unknown fields are refused as `stage-coco --experiment-config` refuses
+    them (issue 29, W5)."""
+    exp = tmp_path / "experiment.yaml"
+    data = {"sourc": "gs://b/coco", "cache": str(tmp_path / "c"), "dest": str(tmp_path / "d")}
+    exp.write_text(yaml.safe_dump({"name": "typo", "data": data}))
+    done = _run_hook(context_dir, MMDET_DET_EXPERIMENT_CONFIG=str(exp))
+    assert done.returncode == 1, done.stderr
+    assert (
+        done.stderr.strip()
+        .splitlines()[-1]
+        .startswith("error: data.sourc is not a known field; allowed: ")
+    )
+    assert not (tmp_path / "c").exists()
+
+
 def test_hook_fails_the_workload_on_a_bad_source(emulator, context_dir, tmp_path):
     exp = tmp_path / "experiment.yaml"
     exp.write_text(yaml.safe_dump(_experiment(tmp_path, source="gs://missing-bucket/coco")))

@@ -170,3 +170,47 @@ def test_flatten_hparams_handles_nested_and_dotted_names():
         "optim_wrapper.optimizer.lr": 0.02,
         "model_cfg.bbox_head.num_classes": 3,
     }
+
+
+def lr_per_iteration(param_scheduler, max_iters: int, *, lr: float = 1e-3) -> list[float]:
+    """The lr of each training iteration under ``param_scheduler``, as mmengine's Runner steps
+    iteration-based schedulers (after every iteration)."""
+    import torch
+    from mmengine.optim import OptimWrapper
+    from mmengine.registry import PARAM_SCHEDULERS
+
+    optimizer = OptimWrapper(torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=lr))
+    scheds = [
+        PARAM_SCHEDULERS.build(dict(s), default_args={"optimizer": optimizer})
+        for s in param_scheduler
+    ]
+    seen = []
+    for _ in range(max_iters):
+        seen.append(optimizer.param_groups[0]["lr"])
+        for sched in scheds:
+            sched.step()
+    return seen
+
+
+EPOCH_WARMUP = [
+    dict(type="LinearLR", start_factor=0.001, by_epoch=True, begin=0, end=1),
+    dict(type="MultiStepLR", begin=0, end=12, by_epoch=True, milestones=[8, 11], gamma=0.1),
+]
+
+
+@pytest.mark.parametrize("max_iters", [1, 2, 3, 4, 6, 9, 10, 20, 400])
+@pytest.mark.parametrize("warmup", ["iterations", "epochs"])
+def test_a_short_run_trains_at_the_configured_lr_after_a_warmup_inside_it(
+    retinanet, max_iters, warmup
+):
+    """A warmup (500 iterations, or 1 of 12 epochs) squeezed into a short run was cut to end=1:
+    LinearLR then never left its first factor, and the whole run trained at 0.001x the lr
+    (issue 29, W9). The warmup must fit inside the run and reach the configured lr."""
+    base = retinanet.copy()
+    if warmup == "epochs":
+        base["param_scheduler"] = EPOCH_WARMUP
+    cfg = build_config(base, settings(max_iters=max_iters, val_interval=max_iters))
+    lrs = lr_per_iteration(cfg.param_scheduler, max_iters)
+    assert max(lrs) == pytest.approx(1e-3), lrs  # the configured lr is reached ...
+    first_full = lrs.index(max(lrs))
+    assert first_full <= max(1, max_iters // 2), lrs  # ... within the first half of the run

@@ -70,6 +70,21 @@ TRAIN_CASES = {
         "--data, --nproc only go with a local run (drop --cluster)",
     ),
     "local-with-registry": (["--registry", "ghcr.io/acme"], "--registry only goes with --cluster"),
+    # issue 29: a value that another flag overrides is checked all the same (W8), a default
+    # that does not fit says how to set it (C8), and MODEL is the one model that runs (W4)
+    "hparam-length-hidden-by-max-iters": (
+        ["--max-iters", "2", "--hparam", "max_iters=abc"],
+        "hyperparameters.max_iters must be a positive whole number of batches, got 'abc'",
+    ),
+    "nproc-vs-default-batch": (
+        ["--nproc", "3"],
+        "global_batch_size 8 must be a positive multiple of the 3 slots; pass e.g. --hparam "
+        "global_batch_size=9",
+    ),
+    "hparam-model-contradicts-model": (
+        ["--hparam", "model=gfl"],
+        "--hparam model=gfl contradicts MODEL retinanet: MODEL is the model that trains",
+    ),
 }
 
 
@@ -90,6 +105,8 @@ CLUSTER_CASES = {
     ),
     "hparam-typo": (["--hparam", "max_iter=5"], "unknown hyperparameter 'max_iter'; did you mean 'max_iters'?"),
     "max-iters-0": (["--max-iters", "0"], "--max-iters '0' must be a positive whole number"),
+    "hparam-length-hidden-by-max-iters": (["--max-iters", "2", "--hparam", "max_iters=abc"], "hyperparameters.max_iters must be a positive whole number of batches, got 'abc'"),
+    "hparam-model-contradicts-model": (["--hparam", "model=gfl"], "--hparam model=gfl contradicts MODEL retinanet"),
     "no-registry": (
         [],
         "environment.image.cuda 'mmdet-determined:mmdet3.3.0-mmcv2.1.0-torch2.1.2-cu121-py3.10' "
@@ -103,6 +120,72 @@ def test_cluster_dry_run_checks_what_a_local_run_checks(tmp_path, args, message)
     registry = ["--registry", "ghcr.io/acme"] if args else []  # the no-registry case has none
     proc = invoke("train", "retinanet", "--cluster", "--dry-run", *registry, *args, cwd=tmp_path)
     assert_one_line(proc, message)
+
+
+DATA_SECTION_CASES = {
+    # what the startup hook would refuse on the cluster, refused by the offline check (issue 29, W5)
+    "subset-negative": ({"subset": -1}, "data.subset=-1 must be null or a positive number of images"),
+    "unknown-split": ({"splits": ["test"]}, "data.splits has unknown split 'test'; allowed: train, val"),
+    "typo": ({"sourc": "gs://b/coco"}, "data.sourc is not a known field; allowed: "),
+    "no-section": (None, "data must be a mapping with source/cache/dest, got None"),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("change", "message"), DATA_SECTION_CASES.values(), ids=DATA_SECTION_CASES.keys()
+)
+def test_cluster_dry_run_checks_the_data_section_as_the_startup_hook_does(
+    tmp_path, change, message
+):
+    import yaml
+
+    experiment = yaml.safe_load((REPO / "experiments" / "retinanet.yaml").read_text())
+    if change is None:
+        del experiment["data"]
+    else:
+        experiment["data"].update(change)
+    path = tmp_path / "exp.yaml"
+    path.write_text(yaml.safe_dump(experiment))
+    proc = invoke("train", "retinanet", "--cluster", "--dry-run", "--registry", "ghcr.io/acme",
+                  "--experiment", str(path), cwd=tmp_path)  # fmt: skip
+    assert_one_line(proc, message)
+
+
+EXPERIMENT_CASES = {
+    # the experiment's own hyperparameters are checked even where the CPU profile replaces
+    # them locally (issue 29, W6)
+    "hparam-typo-under-the-profile": (
+        {"optim_wrapper.optimizer.lrr": 0.1},
+        "did you mean 'optim_wrapper.optimizer.lr'?",
+    ),
+    "bad-length-under-max-iters": (
+        {"max_iters": "abc"},
+        "hyperparameters.max_iters must be a positive whole number",
+    ),
+    # MODEL and the experiment's model disagree: one truth, both ways (issue 29, C6)
+    "model-contradicts-experiment": (
+        {"model": "gfl"},
+        "MODEL retinanet contradicts hyperparameters.model 'gfl' of ",
+    ),
+}
+
+
+@pytest.mark.parametrize("cluster", [False, True], ids=["local", "cluster"])
+@pytest.mark.parametrize(
+    ("change", "message"), EXPERIMENT_CASES.values(), ids=EXPERIMENT_CASES.keys()
+)
+def test_the_experiments_own_hyperparameters_are_checked(tmp_path, cluster, change, message):
+    import yaml
+
+    experiment = yaml.safe_load((REPO / "experiments" / "retinanet.yaml").read_text())
+    experiment["hyperparameters"].update(change)
+    path = tmp_path / "exp.yaml"
+    path.write_text(yaml.safe_dump(experiment))
+    mode = ["--cluster", "--dry-run", "--registry", "r.io"] if cluster else ["--work-dir", "w"]
+    proc = invoke("train", "retinanet", "--experiment", str(path), "--max-iters", "2", *mode,
+                  cwd=tmp_path)  # fmt: skip
+    assert_one_line(proc, message)
+    assert not (tmp_path / "w").exists()
 
 
 def test_cluster_dry_run_carries_hparam_set_max_iters_and_the_built_image(tmp_path):
@@ -228,6 +311,24 @@ OTHER_CASES = {
 @pytest.mark.parametrize(("args", "message"), OTHER_CASES.values(), ids=OTHER_CASES.keys())
 def test_numbers_of_the_other_verbs(tmp_path, args, message):
     assert_one_line(invoke(*args, cwd=tmp_path), message)
+
+
+OUT_CASES = {
+    # an output path that is (or lies below) a file: named as a file, not "not empty" or a
+    # FileExistsError traceback (issue 29, C7)
+    "export-out-a-file": (["export", "w", "--out", "afile"], "--out {tmp}/afile is a file, not a directory"),
+    "export-out-below-a-file": (["export", "w", "--out", "afile/x"], "--out {tmp}/afile/x: {tmp}/afile is a file"),
+    "predict-out-a-file": (["predict", "w", "x.jpg", "--out", "afile"], "--out {tmp}/afile is a file, not a directory"),
+    "eval-out-below-a-file": (["eval", "w", "--data", "COCO", "--out", "afile/m.json"], "--out {tmp}/afile/m.json: {tmp}/afile is a file"),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize(("args", "message"), OUT_CASES.values(), ids=OUT_CASES.keys())
+def test_an_output_path_at_or_below_a_file_says_so(tmp_path, coco_sample, args, message):
+    (tmp_path / "afile").write_text("")
+    args = [str(coco_sample) if a == "COCO" else a for a in args]
+    assert_one_line(invoke(*args, cwd=tmp_path), message.format(tmp=tmp_path))
+    assert (tmp_path / "afile").read_text() == ""
 
 
 def test_ctrl_c_is_one_line_and_exit_130():

@@ -45,6 +45,22 @@ def test_a_whole_optimizer_from_set_replaces_the_profiles(tmp_path):
     assert dict(cfg.optim_wrapper.optimizer) == {"type": "SGD", "lr": 0.02, "momentum": 0.9}
 
 
+@pytest.mark.parametrize("inside", ["trial", "trial/run", "docs/w", ".", ".."])
+def test_no_work_dir_inside_the_repository_or_above_it(inside):
+    """`--work-dir trial` from the repository root wrote the run into the trial/ package; only
+    the root and its parents were refused (issue 29, W1)."""
+    with pytest.raises(
+        ConfigError, match=r"^--work-dir .* (lies inside|would hold) the repository"
+    ):
+        local_config(LocalTrain(model="retinanet", work_dir=str(REPO / inside)))
+    assert not (REPO / "trial" / "run").exists()
+
+
+def test_work_dirs_is_the_repositorys_one_place_for_runs():
+    """The default work dir from the repository root is ./work_dirs/MODEL (git ignores it)."""
+    local_config(LocalTrain(model="retinanet", work_dir=str(REPO / "work_dirs" / "retinanet-w1")))
+
+
 def fake_checkpoint(storage: Path, name: str, steps: int, *, payload: bytes = b"x" * 4096) -> Path:
     folder = storage / name
     folder.mkdir(parents=True)

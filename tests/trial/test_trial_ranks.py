@@ -133,3 +133,18 @@ def test_trial_refuses_nproc_0(tmp_path):
     proc = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 1
     assert proc.stderr.strip() == "error: --nproc 0 must be at least 1"
+
+
+def test_the_launcher_gets_omp_num_threads_so_it_prints_no_banner(monkeypatch, tmp_path):
+    """torch's launcher sets OMP_NUM_THREADS=1 for every rank when it is unset, and says so in a
+    banner on the terminal of every `--nproc 2` run (issue 29, C4): the trial sets it itself."""
+    from trial.runtime import ranks
+
+    seen: dict = {}
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setattr(ranks, "run_forwarding_signals", lambda _cmd, **kw: seen.update(kw) or 0)
+    assert ranks.run_ranks(["--local"], nproc=2, work_dir=tmp_path) == 0
+    assert seen["env"]["OMP_NUM_THREADS"] == "1"
+    monkeypatch.setenv("OMP_NUM_THREADS", "4")  # a user's own setting wins
+    ranks.run_ranks(["--local"], nproc=2, work_dir=tmp_path)
+    assert seen["env"]["OMP_NUM_THREADS"] == "4"

@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 from inputs_helpers import error_lines
 
 from common import REPO_ROOT as REPO
@@ -94,3 +95,33 @@ def test_one_run_per_work_dir(tmp_path, coco_sample):
     )
     info = json.loads((tmp_path / "export" / "export.json").read_text())
     assert info["source"]["checkpoint"] == new and info["validation"]["batches"] == 1
+
+
+def test_a_short_run_trains_at_the_configured_lr_and_resuming_it_changes_nothing(
+    tmp_path, coco_sample
+):
+    """A 4-iteration run trained at 0.001x its lr throughout (the warmup never left its first
+    step: metrics.jsonl showed lr 5e-07 against 5e-04), recorded max_iters 200, and `--resume`
+    of it trained "4 iterations" again (issue 29, W9, W11, W3)."""
+    from trial.settings.local_profile import LOCAL_HPARAMS
+
+    work = tmp_path / "w"
+    hparams = [arg for item in FAST for arg in ("--hparam", item)]
+    base = ["train", "retinanet", "--data", str(coco_sample), "--work-dir", str(work), *hparams]
+    first = invoke(*base, "--max-iters", "4", cwd=tmp_path)
+    assert first.returncode == 0, first.stderr[-3000:]
+    configured = LOCAL_HPARAMS["optim_wrapper.optimizer"]["lr"]
+    lrs = [r["metrics"]["lr"] for r in read_metrics_log(work / "metrics.jsonl")
+           if r["group"] == "training"]  # fmt: skip
+    assert len(lrs) == 4 and max(lrs) == pytest.approx(configured), lrs
+    recorded = yaml.safe_load((work / "experiment.yaml").read_text())
+    assert recorded["hyperparameters"]["max_iters"] == 4
+
+    before = files(work)
+    again = invoke(*base, "--resume", cwd=tmp_path)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert again.stdout.strip().splitlines()[-1] == (
+        f"retinanet: already at iteration 4 of 4 in {work}; nothing to do (a larger --max-iters "
+        "trains further)"
+    )
+    assert files(work) == before

@@ -70,7 +70,8 @@ def run_ranks(trial_args: Sequence[str], *, nproc: int, work_dir: str | Path) ->
         return run_forwarding_signals(
             ranks_command(trial_args, nproc=nproc),
             relay=lambda proc: _SignalRelay(proc, request),
-            env={**free_det_ports(), **os.environ},
+            # OMP_NUM_THREADS: what torch's launcher sets for each rank anyway, minus its banner
+            env={**free_det_ports(), "OMP_NUM_THREADS": "1", **os.environ},
             preexec_fn=_die_with_parent,
         )
     finally:

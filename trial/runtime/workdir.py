@@ -2,9 +2,13 @@
 checkpoint), and the checks before another run starts.
 
 A work directory holds one run's truth: its checkpoints, ``metrics.jsonl``, ``result.json``,
-curves and TensorBoard events. Starting a second run over them would mix two runs (``invoke
+curves and TensorBoard events, and the record of what it trains (``experiment.yaml``: the
+experiment with every option applied; ``launch.json``: the local data and ranks), which
+``--resume`` continues from. Starting a second run over them would mix two runs (``invoke
 export`` would take the older run's newest checkpoint, ``metrics.jsonl`` would append), so a new
-run there needs ``--resume`` (continue it, same model) or ``--fresh`` (delete it first).
+run there needs ``--resume`` (continue it, same model) or ``--fresh`` (replace it: the previous run
+is set aside and deleted only once the new one has a checkpoint; a new run that fails before that
+gives it back).
 """
 
 from __future__ import annotations
@@ -13,17 +17,26 @@ import json
 import logging
 import shutil
 import zipfile
+from dataclasses import dataclass
 from pathlib import Path
 
+import yaml
+
+from common import write_atomic
 from errors import ConfigError
 
 logger = logging.getLogger("trial")
 
 CHECKPOINTS = "checkpoints"
-# Everything a local run writes into its work directory (experiment.yaml is rewritten each start).
+EXPERIMENT_FILE = "experiment.yaml"
+LAUNCH_FILE = "launch.json"
+FAILED_LOG = "failed-run.log"  # the log of a --fresh run that failed and gave the old run back
+ASIDE = ".previous-run"  # where --fresh keeps the previous run until the new one has a checkpoint
+# Everything a local run writes into its work directory.
 RUN_OUTPUTS = (
     CHECKPOINTS, "metrics.jsonl", "result.json", "curves.png", "tensorboard", "run",
-    "preempt.request", "train.log", "train-rank*.log", "predictions.png",
+    "preempt.request", "train.log", "train-rank*.log", "predictions.png", EXPERIMENT_FILE,
+    LAUNCH_FILE, FAILED_LOG,
 )  # fmt: skip
 # (names are glob patterns; train*.log and predictions.png are trial/ui/console.py's)
 MARKS = (CHECKPOINTS, "metrics.jsonl", "result.json")  # present: a run happened here
@@ -54,12 +67,99 @@ def check_start(work_dir: Path, *, resume: bool, fresh: bool) -> None:
 
 
 def clear_run(work_dir: Path) -> None:
-    """Delete what a previous run left in ``work_dir`` (``--fresh``); other files stay."""
-    for path in (p for name in RUN_OUTPUTS for p in Path(work_dir).glob(name)):
+    """Delete what a run left in ``work_dir``; other files stay."""
+    for path in _outputs(work_dir):
         if path.is_dir() and not path.is_symlink():
             shutil.rmtree(path)
         elif path.exists() or path.is_symlink():
             path.unlink()
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """What a local run in a work directory trains: the experiment, its data and ranks."""
+
+    experiment: dict
+    data: str | None
+    nproc: int
+
+
+def record_run(work_dir: Path, record: RunRecord) -> None:
+    """Write ``experiment.yaml`` and ``launch.json`` (each atomically) before the run starts."""
+    write_atomic(work_dir / EXPERIMENT_FILE, yaml.safe_dump(record.experiment, sort_keys=False))
+    launch = {"data": record.data, "nproc": record.nproc}
+    write_atomic(work_dir / LAUNCH_FILE, json.dumps(launch, indent=2) + "\n")
+
+
+def recorded_run(work_dir: Path) -> RunRecord | None:
+    """The record a previous run left in ``work_dir`` (None without ``experiment.yaml``)."""
+    path, launch_path = Path(work_dir) / EXPERIMENT_FILE, Path(work_dir) / LAUNCH_FILE
+    if not path.exists():
+        return None
+    try:
+        experiment = yaml.safe_load(path.read_text())
+        launch = json.loads(launch_path.read_text()) if launch_path.exists() else {}
+    except (OSError, ValueError, yaml.YAMLError) as err:
+        raise ConfigError(
+            f"--resume: cannot read {path.name} or {launch_path.name} in {work_dir} ({err}); "
+            "fix or delete them (the run is then resumed with today's options)"
+        ) from None
+    if not isinstance(experiment, dict) or not isinstance(launch, dict):
+        return None
+    return RunRecord(experiment, launch.get("data"), int(launch.get("nproc") or 1))
+
+
+def set_aside(work_dir: Path) -> Path | None:
+    """``--fresh``: move the previous run out of the way into ``<work-dir>/.previous-run``."""
+    found = _outputs(work_dir)
+    if not found:
+        return None
+    aside = Path(work_dir) / ASIDE
+    shutil.rmtree(aside, ignore_errors=True)
+    aside.mkdir()
+    for path in found:
+        path.rename(aside / path.name)
+    return aside
+
+
+def settle_aside(work_dir: Path, *, keep_new: bool) -> None:
+    """After a ``--fresh`` run: delete the previous run (``keep_new``), or give it back and keep
+    the new run's log as ``failed-run.log``."""
+    work_dir = Path(work_dir)
+    aside = work_dir / ASIDE
+    if not aside.is_dir():
+        return
+    if keep_new:
+        shutil.rmtree(aside)
+        return
+    log, kept = work_dir / "train.log", work_dir / f"{ASIDE}.log"
+    if log.exists():
+        log.rename(kept)  # a name clear_run leaves alone
+    clear_run(work_dir)
+    for path in aside.iterdir():
+        path.rename(work_dir / path.name)
+    aside.rmdir()
+    if kept.exists():
+        kept.rename(work_dir / FAILED_LOG)
+
+
+def has_checkpoint(work_dir: Path) -> bool:
+    """Whether the run in ``work_dir`` wrote a checkpoint (it can be resumed)."""
+    storage = Path(work_dir) / CHECKPOINTS
+    return storage.is_dir() and any(storage.iterdir())
+
+
+def checkpoint_steps(storage_dir: Path, storage_id: str) -> int:
+    """``steps_completed`` of a local checkpoint (0 when its metadata does not say)."""
+    try:
+        meta = json.loads((Path(storage_dir) / storage_id / "metadata.json").read_text())
+        return int(meta.get("steps_completed", 0))
+    except (OSError, ValueError, TypeError, AttributeError):
+        return 0
+
+
+def _outputs(work_dir: Path) -> list[Path]:
+    return [p for name in RUN_OUTPUTS for p in Path(work_dir).glob(name)]
 
 
 def check_resume_model(storage_dir: Path, storage_id: str, model: str) -> None:

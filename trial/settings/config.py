@@ -158,10 +158,11 @@ def _apply_schedule(cfg: Any, settings: TrainSettings) -> None:
         max_iters=settings.max_iters,
         val_interval=settings.val_interval,
     )
-    cfg["param_scheduler"] = [
+    rescaled = [
         _rescale_scheduler(s, max_epochs=max_epochs, max_iters=settings.max_iters)
         for s in _as_list(cfg.get("param_scheduler"))
     ]
+    cfg["param_scheduler"] = [s for s in rescaled if s is not None]
     loader = cfg["train_dataloader"]
     loader["sampler"] = dict(type="InfiniteSampler", shuffle=True)
     if settings.batch_size:
@@ -172,8 +173,14 @@ def _apply_schedule(cfg: Any, settings: TrainSettings) -> None:
             cfg[name]["persistent_workers"] = settings.num_workers > 0
 
 
-def _rescale_scheduler(sched: dict, *, max_epochs: int | None, max_iters: int) -> dict:
-    sched = dict(sched)
+def _rescale_scheduler(sched: dict, *, max_epochs: int | None, max_iters: int) -> dict | None:
+    """``sched`` on the run's iterations; None when a warmup has no room in a short run.
+
+    A scheduler squeezed into fewer than two iterations (a 500-iteration warmup in a 4-iteration
+    run, one of 12 epochs in 10 iterations) would never leave its first step: LinearLR holds its
+    start factor (0.001) for the whole run. It gets two iterations, the fewest that reach the
+    configured lr, and is dropped where those would take more than half the run."""
+    sched, squeezed = dict(sched), False
     if sched.get("by_epoch", True) and max_epochs:
         scale = max_iters / max_epochs
         for key in SCHEDULER_LENGTH_KEYS:
@@ -183,7 +190,12 @@ def _rescale_scheduler(sched: dict, *, max_epochs: int | None, max_iters: int) -
             sched["milestones"] = [max(1, round(m * scale)) for m in sched["milestones"]]
         sched["by_epoch"] = False
     elif sched.get("end", 0) >= max_iters:  # a warmup longer than a short run: keep it a warmup
-        sched["end"] = max(1, max_iters // 5)
+        sched["end"], squeezed = sched.get("begin", 0) + max(2, max_iters // 5), True
+    begin = sched.get("begin", 0)
+    if "end" in sched and sched["end"] - begin < 2:
+        sched["end"], squeezed = begin + 2, True
+    if squeezed and sched["end"] - begin > max_iters // 2:
+        return None  # no room for a warmup: a short run trains at the configured lr
     return sched
 
 

@@ -18,7 +18,7 @@ import yaml
 
 from common import REPO_ROOT
 from errors import ConfigError, one_line
-from trial.settings.config import DataPaths, TrainSettings
+from trial.settings.config import DataPaths, TrainSettings, resolve_base
 from trial.settings.overrides import flatten_hparams, layer
 
 EXPERIMENTS_DIR = REPO_ROOT / "experiments"
@@ -140,17 +140,40 @@ def trial_settings(
     """Everything the config builder needs, from the experiment config and its hyperparameters."""
     if max_iters is not None:
         _positive_int(max_iters, "--max-iters")
+    check_trial_hparams(hparams)  # each value, also one that --max-iters replaces
     length = max_iters or training_length(experiment, hparams)
     val_interval = min(length, interval(experiment, hparams, "val_interval", length))
     ckpt_interval = interval(experiment, hparams, "checkpoint_interval", val_interval)
     global_batch = hparams.get("global_batch_size")
-    if global_batch is not None and (
-        _positive_int(global_batch, "hyperparameters.global_batch_size", "images") % world_size
-    ):
-        raise ConfigError(
-            f"hyperparameters.global_batch_size {global_batch} must be a positive multiple of the "
-            f"{world_size} slots"
-        )
+    if global_batch is not None and global_batch % world_size:
+        raise ConfigError(_batch_message(global_batch, world_size))
+    scale = hparams.get("image_scale")
+    return TrainSettings(
+        data=data,
+        work_dir=work_dir,
+        max_iters=length,
+        val_interval=val_interval,
+        checkpoint_interval=min(ckpt_interval, length),
+        batch_size=int(global_batch) // world_size if global_batch else None,
+        num_workers=hparams.get("num_workers"),
+        image_scale=tuple(scale) if scale else None,
+        log_interval=min(int(hparams.get("log_interval", 50)), length),
+        pretrained=bool(hparams.get("pretrained", True)),
+        launcher=launcher,
+        overrides=layer(
+            flatten_hparams(hparams, reserved=RESERVED_HPARAMS), dict(extra_overrides or {})
+        ),
+    )
+
+
+def check_trial_hparams(hparams: Mapping[str, Any]) -> None:
+    """The trial's own hyperparameters present in ``hparams``, each on its own: one layer of them
+    (the experiment's, ``--hparam``'s) is checked even where another layer replaces a value."""
+    for name in ("max_iters", *DEPRECATED_PERIODS):
+        if hparams.get(name) is not None:
+            _positive_int(hparams[name], f"hyperparameters.{name}")
+    if hparams.get("global_batch_size") is not None:
+        _positive_int(hparams["global_batch_size"], "hyperparameters.global_batch_size", "images")
     if hparams.get("num_workers") is not None and hparams["num_workers"] != 0:
         _positive_int(hparams["num_workers"], "hyperparameters.num_workers", "")
     if hparams.get("log_interval") is not None:  # mmengine's LoggerHook refuses 0
@@ -168,22 +191,50 @@ def trial_settings(
         raise ConfigError(
             f"hyperparameters.image_scale must be [width, height] in pixels, got {scale!r}"
         )
-    return TrainSettings(
-        data=data,
-        work_dir=work_dir,
-        max_iters=length,
-        val_interval=val_interval,
-        checkpoint_interval=min(ckpt_interval, length),
-        batch_size=int(global_batch) // world_size if global_batch else None,
-        num_workers=hparams.get("num_workers"),
-        image_scale=tuple(scale) if scale else None,
-        log_interval=min(int(hparams.get("log_interval", 50)), length),
-        pretrained=bool(hparams.get("pretrained", True)),
-        launcher=launcher,
-        overrides=layer(
-            flatten_hparams(hparams, reserved=RESERVED_HPARAMS), dict(extra_overrides or {})
-        ),
+
+
+def _batch_message(global_batch: int, slots: int) -> str:
+    """What to do when the slots do not divide the global batch: the next multiple to pass."""
+    fits = -(-global_batch // slots) * slots
+    return (
+        f"hyperparameters.global_batch_size {global_batch} must be a positive multiple of the "
+        f"{slots} slots; pass e.g. --hparam global_batch_size={fits} (or set it in the "
+        "experiment), or use a number of slots that divides it (--nproc locally, "
+        "resources.slots_per_trial on a cluster)"
     )
+
+
+def experiment_for_run(
+    model: str, *, experiment: str | None = None, config: str | None = None
+) -> tuple[dict, str]:
+    """The experiment a run of MODEL trains and the one model it trains, the same locally and
+    with ``--cluster``: ``config`` (a --config file) when given; else the own
+    ``hyperparameters.model`` of experiments/MODEL.yaml (``retinanet-asha`` trains retinanet) or
+    of ``--experiment`` (which must agree with MODEL); else MODEL (an ``mmdet::`` config) on the
+    retinanet experiment as a template. An experiment used for another model is named after it.
+    """
+    path = Path(experiment) if experiment else experiment_for_model(model)
+    doc = load_experiment(path or EXPERIMENTS_DIR / "retinanet.yaml")
+    own = (doc.get("hyperparameters") or {}).get("model")
+    if config:
+        chosen = config
+    elif path is None:
+        chosen = resolve_base(model)
+    else:
+        if experiment and own and not same_model(own, model):
+            raise ConfigError(
+                f"MODEL {model} contradicts hyperparameters.model {own!r} of {path}: pass {own} "
+                "as MODEL, or change the experiment's model"
+            )
+        chosen = own or model
+    if chosen != own:
+        doc["name"] = Path(chosen.replace("mmdet::", "")).stem
+    return doc, chosen
+
+
+def same_model(a: str, b: str) -> bool:
+    """Whether two model references name the same config (``retinanet`` and its mmdet:: path)."""
+    return a == b or resolve_base(a) == resolve_base(b)
 
 
 def model_ref(hparams: Mapping[str, Any]) -> str:

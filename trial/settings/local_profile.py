@@ -23,13 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from errors import ConfigError
-from trial.settings.config import resolve_base
-from trial.settings.hparams import (
-    EXPERIMENTS_DIR,
-    experiment_for_model,
-    load_experiment,
-    local_hparams,
-)
+from trial.settings.hparams import experiment_for_run, local_hparams
 from trial.settings.overrides import layer
 
 # The CPU profile of every local run, applied on top of the experiment's hyperparameters.
@@ -77,10 +71,12 @@ def local_experiment(
     experiment: str | None = None,
     config: str | None = None,
     data: str | None = None,
-) -> dict:
-    """The experiment a local run trains: the bundled one for ``model`` (or ``experiment``, or
-    retinanet's as a template) with the local profile over its hyperparameters."""
-    path = Path(experiment) if experiment else experiment_for_model(model)
+) -> tuple[dict, dict]:
+    """The experiment a local run trains, with the local profile over its hyperparameters, and
+    those hyperparameters as the experiment gives them (to be checked as a cluster would: the
+    profile replaces some of them). The model is chosen as for ``--cluster``
+    (hparams.experiment_for_run)."""
+    ref = None
     if config:
         config_file = Path(config).expanduser().resolve()
         if not config_file.is_file():
@@ -88,17 +84,14 @@ def local_experiment(
                 f"--config {config_file} does not exist; pass an mmdet 3.x config .py file"
             )
         ref = str(config_file)
-    else:
-        ref = resolve_base(model) if path is None else model
-    doc = load_experiment(path or EXPERIMENTS_DIR / "retinanet.yaml")
-    hparams = local_hparams(doc.get("hyperparameters") or {})
-    shapes = {} if data or config or experiment else shapes_hparams(model)
+    doc, chosen = experiment_for_run(model, experiment=experiment, config=ref)
+    own = {**local_hparams(doc.get("hyperparameters") or {}), "model": chosen}
+    shapes = {} if data or config or experiment else shapes_hparams(chosen)
     # The profile replaces what it names (and what lies below it); explicit --set/--hparam are
     # applied over it later, so they always win.
     profile = {
         **layer(LOCAL_HPARAMS, shapes),
         "max_iters": SHAPES_MAX_ITERS if shapes else DEFAULT_MAX_ITERS,
-        "model": ref,
     }
-    doc["hyperparameters"] = layer(hparams, profile)
-    return doc
+    doc["hyperparameters"] = layer(own, profile)
+    return doc, own

@@ -62,7 +62,11 @@ def experiment_checkpoints(doc: dict[str, Any] | str | None) -> list[str]:
 def main(argv: list[str] | None = None) -> int:
     """Write the list when the experiment stages weights; ProjectError -> one line, exit 1."""
     p = argparse.ArgumentParser(prog="python -m trial.settings.pretrained", description=__doc__)
-    p.add_argument("--experiment-config", required=True, help="experiment YAML or trial.json")
+    p.add_argument(
+        "--experiment-config",
+        required=True,
+        help="experiment YAML or trial.json (env:NAME: the variable NAME)",
+    )
     p.add_argument("--out", required=True, help="where to write the JSON list")
     args = p.parse_args(argv)
     try:

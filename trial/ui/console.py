@@ -16,7 +16,6 @@ import logging
 import os
 import sys
 import traceback
-import warnings
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import IO, Any
@@ -143,11 +142,6 @@ def captured_output(log_path: str | Path, *, console: bool = True) -> Iterator[C
         for fd in saved:
             os.close(fd)
         terminal.close()
-
-
-def quiet_library_warnings() -> None:
-    """Hide setuptools' pkg_resources notice, which importing mmengine/mmcv prints twice."""
-    warnings.filterwarnings("ignore", message="pkg_resources is deprecated", category=UserWarning)
 
 
 def local_session(work_dir: str | Path, *, verbose: bool) -> contextlib.AbstractContextManager:

@@ -23,18 +23,19 @@ from pathlib import Path
 
 import yaml
 
-from common import REPO_ROOT
+from common import REPO_ROOT, quiet_prints
 from errors import ConfigError, TrainingError, one_line
+from staging import DataSpec
 from trial.expconf import validate_experiment
-from trial.settings.config import resolve_base
-from trial.settings.hparams import (
-    EXPERIMENTS_DIR,
-    experiment_for_model,
-    load_experiment,
-    local_hparams,
-)
+from trial.settings.hparams import experiment_for_model, experiment_for_run, local_hparams
 from trial.settings.overrides import layer
-from trial.settings.preflight import checked_config, command_line_overrides, slots
+from trial.settings.preflight import (
+    check_layer,
+    checked_config,
+    command_line_overrides,
+    model_base,
+    slots,
+)
 
 CONTEXT_PACKAGES = ("trial", "staging")
 CONTEXT_FILES = ("errors.py", "common.py")
@@ -79,25 +80,25 @@ def plan_submission(
     ``--hparam``, ``--set`` and ``--max-iters`` land in the experiment's hyperparameters, and the
     trial's own checks (trial/settings/preflight.py, the same as a local run's) run on them first."""
     path = Path(experiment_path) if experiment_path else experiment_for_model(model)
-    experiment = load_experiment(path or EXPERIMENTS_DIR / "retinanet.yaml")
-    merged, overrides = command_line_overrides(
-        dict(experiment.get("hyperparameters") or {}), sets=sets, hparam_items=hparams
-    )
-    if config:
-        merged["model"] = _copy_config(config, context_dir)
-    elif path is None:
-        merged["model"] = resolve_base(model)
+    config_ref = _copy_config(config, context_dir) if config else None
+    experiment, chosen = experiment_for_run(model, experiment=experiment_path, config=config_ref)
+    own = {**(experiment.get("hyperparameters") or {}), "model": chosen}
+    model_file = str(Path(config).expanduser().resolve()) if config else None
+    base = model_base(model_file or chosen)
+    check_layer(local_hparams(own), base)  # also what --hparam or --max-iters replaces
+    merged, overrides = command_line_overrides(own, sets=sets, hparam_items=hparams, model=chosen)
     if max_iters is not None:
         merged["max_iters"] = max_iters
     experiment["hyperparameters"] = layer(merged, overrides)  # the trial reads --set from here
     experiment = _project_images(experiment, registry=registry, local=_local_master(master))
     notices = validate_experiment(experiment, source=str(path or f"experiment for {model}"))
-    checked_config(
+    DataSpec.from_dict(experiment.get("data"))  # what the startup hook and the trial read
+    checked_config(  # as the trial reads them: --set is among the hyperparameters
         experiment,
-        local_hparams(merged),
-        overrides=overrides,
+        local_hparams(experiment["hyperparameters"]),
         world_size=slots(experiment),
-        model_file=str(Path(config).expanduser().resolve()) if config else None,
+        model_file=model_file,
+        base=base,
     )
     assemble_context(context_dir)
     return Submission(experiment, context_dir, master_url(master), notices)
@@ -128,10 +129,10 @@ def submit(model: str, *, dry_run: bool = False, **kwargs) -> str:
         from determined.common.api import authentication, bindings
         from determined.common.context import read_v1_context
 
+        with quiet_prints():  # "Preparing files to send to master... 1.2MB and 97 files"
+            definition = read_v1_context(sub.context_dir)
         request = bindings.v1CreateExperimentRequest(
-            activate=True,
-            config=sub.config_text,
-            modelDefinition=read_v1_context(sub.context_dir),
+            activate=True, config=sub.config_text, modelDefinition=definition
         )
         try:
             session = authentication.login_with_cache(sub.master)

@@ -12,10 +12,11 @@ import copy
 import json
 from pathlib import Path
 
-from common import atomic_file
+from common import atomic_file, quiet_prints
 from errors import ConfigError
 from trial.verbs import artifact
 from trial.verbs.export import pick_device, resolve_model
+from trial.verbs.options import file_option
 
 
 def evaluate_model(
@@ -29,9 +30,7 @@ def evaluate_model(
 ) -> dict:
     """Evaluate MODEL on ``data``'s split; writes and returns ``{..., "metrics": {...}}``."""
     ann, images = coco_split(data, split)
-    out_path = Path(out or f"eval_{split}.json").expanduser().resolve()
-    if out_path.is_dir():
-        raise ConfigError(f"--out {out_path} is a directory; pass a .json file path")
+    out_path = file_option(out or f"eval_{split}.json", "--out")
     if out_path.exists():  # like export and predict: never overwrite a result
         raise ConfigError(f"--out {out_path} already exists; pick a new file or delete it first")
     device = pick_device(device)
@@ -95,11 +94,12 @@ def _evaluate(export_dir: Path, ann: Path, images: Path, *, device: str) -> tupl
     from trial.engine.hook import to_det_metrics
 
     cfg = Config.fromfile(str(export_dir / artifact.CONFIG_FILE))
-    model = init_detector(cfg, str(export_dir / artifact.WEIGHTS_FILE), device=device)
     dataset_cfg = copy.deepcopy(cfg.test_dataloader.dataset)
     dataset_cfg.update(data_root="", ann_file=str(ann), data_prefix=dict(img=f"{images}/"))
-    dataset = DATASETS.build(dataset_cfg)
-    evaluator = Evaluator(_trial_metric(cfg.test_evaluator, ann))
+    with quiet_prints():  # "Loads checkpoint by ...", pycocotools' "loading annotations ..."
+        model = init_detector(cfg, str(export_dir / artifact.WEIGHTS_FILE), device=device)
+        dataset = DATASETS.build(dataset_cfg)
+        evaluator = Evaluator(_trial_metric(cfg.test_evaluator, ann))
     evaluator.dataset_meta = dataset.metainfo
     loader = torch.utils.data.DataLoader(
         dataset, batch_size=1, shuffle=False, collate_fn=pseudo_collate, num_workers=0

@@ -13,94 +13,104 @@ import os
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from common import REPO_ROOT, atomic_file
-from errors import ConfigError, TrainingError
-from trial.runtime.data import resolve_data
+from common import REPO_ROOT, quiet_library_warnings
+from errors import TrainingError
 from trial.runtime.ranks import run_forwarding_signals
 from trial.runtime.workdir import (
-    CHECKPOINTS,
-    check_resume_model,
-    check_start,
-    clear_run,
-    resume_checkpoint,
+    EXPERIMENT_FILE,
+    FAILED_LOG,
+    RunRecord,
+    has_checkpoint,
+    record_run,
+    set_aside,
+    settle_aside,
 )
-from trial.settings.hparams import model_ref
-from trial.settings.local_profile import local_experiment
-from trial.settings.preflight import checked_config, command_line_overrides
-from trial.ui.console import LOG_FILE, quiet_library_warnings, summary
-from trial.verbs.options import directory_option
+from trial.ui.console import LOG_FILE, summary
+from trial.verbs.localplan import LocalPlan, LocalTrain, plan_local
 
-
-@dataclass(frozen=True)
-class LocalTrain:
-    """One local training request, as the task received it."""
-
-    model: str
-    data: str | None = None
-    max_iters: int | None = None
-    work_dir: str | None = None
-    config: str | None = None
-    sets: Sequence[str] = ()
-    hparams: Sequence[str] = ()
-    resume: bool = False
-    experiment: str | None = None
-    nproc: int = 1
-    verbose: bool = False
-    fresh: bool = False
+__all__ = ["LocalTrain", "local_config", "result_line", "train_local", "trial_command"]
 
 
 def train_local(request: LocalTrain) -> dict[str, Any]:
     """Check the request, run the trial in a child process, return its result.json (plus the
-    ``model``, ``work_dir`` and wall-clock ``seconds`` the summary shows)."""
-    if request.nproc < 1:
-        raise ConfigError(f"--nproc {request.nproc} must be at least 1")
+    ``model``, ``work_dir`` and wall-clock ``seconds`` the summary shows). A ``--resume`` of a
+    finished run trains nothing and changes nothing: its result has ``nothing_to_do``."""
     if not request.verbose:
         quiet_library_warnings()
-    work_dir = _work_dir(request)
-    experiment = _experiment(request)
-    _preflight(experiment, request, work_dir)  # before anything in the work dir changes
-    if request.fresh:
-        clear_run(work_dir)
-    exp_path = work_dir / "experiment.yaml"
-    with atomic_file(exp_path) as f:
-        f.write(yaml.safe_dump(experiment, sort_keys=False))
-    command = trial_command(
-        exp_path,
-        work_dir,
-        data=request.data,
-        max_iters=request.max_iters,
-        sets=request.sets,
-        hparams=request.hparams,
-        resume=request.resume,
-        checked_data=True,  # _preflight just validated the annotation JSON
-        nproc=request.nproc,
-        verbose=request.verbose,
-    )
-    run_dir = work_dir / "run"
-    run_dir.mkdir(exist_ok=True)
+    plan = plan_local(request)  # before anything in the work dir changes
+    for notice in plan.notices:
+        print(f"warning: {notice}", file=sys.stderr, flush=True)
+    shown = {"model": model_label(plan.model), "work_dir": str(plan.work_dir)}
+    if plan.finished:
+        return {
+            **shown,
+            "nothing_to_do": True,
+            "steps": plan.resumed_at,
+            "max_iters": plan.max_iters,
+        }
     started = time.monotonic()
-    code = run_forwarding_signals(command, cwd=run_dir, env=trial_env())
+    code, kept_previous = _run(plan, request)
     if code != 0:
-        log = run_dir if request.verbose else work_dir / LOG_FILE
-        raise TrainingError(f"local trial exited with code {code}; see {log}", exit_code=code)
-    result = json.loads((work_dir / "result.json").read_text())
-    model = Path(request.config).name if request.config else request.model
-    return {
-        **result,
-        "model": model,
-        "work_dir": str(work_dir),
-        "seconds": time.monotonic() - started,
-    }
+        raise TrainingError(_failure(plan, request, code, kept_previous), exit_code=code)
+    result = json.loads((plan.work_dir / "result.json").read_text())
+    return {**result, **shown, "seconds": time.monotonic() - started}
+
+
+def _run(plan: LocalPlan, request: LocalTrain) -> tuple[int, bool]:
+    """Record the run, start the trial, wait for it: (exit code, whether the previous run was
+    given back). ``--fresh``: the previous run is set aside and deleted once the new one has a
+    checkpoint; a new run that fails before that gives it back."""
+    work_dir = plan.work_dir
+    if request.fresh:
+        set_aside(work_dir)
+    code, keep_new = 1, True
+    try:
+        record_run(work_dir, RunRecord(plan.experiment, plan.data, request.nproc))
+        command = trial_command(
+            work_dir / EXPERIMENT_FILE,
+            work_dir,
+            data=plan.data,
+            resume=request.resume,
+            checked_data=True,  # plan_local just validated the annotation JSON
+            nproc=request.nproc,
+            verbose=request.verbose,
+        )
+        (work_dir / "run").mkdir(exist_ok=True)
+        code = run_forwarding_signals(command, cwd=work_dir / "run", env=trial_env())
+    finally:
+        keep_new = code == 0 or has_checkpoint(work_dir)
+        if request.fresh:
+            settle_aside(work_dir, keep_new=keep_new)
+    return code, request.fresh and not keep_new
+
+
+def _failure(plan: LocalPlan, request: LocalTrain, code: int, kept_previous: bool) -> str:
+    work_dir = plan.work_dir
+    if kept_previous:
+        log = work_dir / FAILED_LOG if not request.verbose else "the output above"
+        return (
+            f"local trial exited with code {code} before its first checkpoint; the previous run "
+            f"in {work_dir} is kept (--fresh replaces it only then); see {log}"
+        )
+    log = work_dir / "run" if request.verbose else work_dir / LOG_FILE
+    return f"local trial exited with code {code}; see {log}"
+
+
+def model_label(model: str) -> str:
+    """How the summary names a model: a config file by its name, anything else as given."""
+    return Path(model).name if model.endswith(".py") and "::" not in model else model
 
 
 def result_line(result: dict[str, Any]) -> str:
     """What ``invoke train`` ends with: model, iterations, time, mAP, where the results are."""
+    if result.get("nothing_to_do"):
+        return (
+            f"{result['model']}: already at iteration {result['steps']} of {result['max_iters']} "
+            f"in {result['work_dir']}; nothing to do (a larger --max-iters trains further)"
+        )
     return summary(
         result, model=result["model"], work_dir=result["work_dir"], seconds=result["seconds"]
     )
@@ -144,51 +154,7 @@ def trial_command(
 
 def local_config(request: LocalTrain) -> Any:
     """The mmengine config a local run of ``request`` trains with (checks everything; no training)."""
-    return _preflight(_experiment(request), request, _work_dir(request))
-
-
-def _experiment(request: LocalTrain) -> dict:
-    """The experiment this run trains, with the local profile (trial/settings/local_profile.py)."""
-    return local_experiment(
-        request.model, experiment=request.experiment, config=request.config, data=request.data
-    )
-
-
-def _preflight(experiment: dict, request: LocalTrain, work_dir: Path) -> Any:
-    """Build the exact config once in-process: bad model names, --set keys and data fail here,
-    as does a start over a previous run (trial/runtime/workdir.py). The same checks as --cluster's."""
-    check_start(work_dir, resume=request.resume, fresh=request.fresh)
-    hparams, overrides = command_line_overrides(
-        experiment["hyperparameters"], sets=request.sets, hparam_items=request.hparams
-    )
-    cfg = checked_config(
-        experiment,
-        hparams,
-        overrides=overrides,
-        data=resolve_data(request.data, experiment),
-        work_dir=str(work_dir / "run"),
-        max_iters=request.max_iters,
-        world_size=request.nproc,
-    )
-    if request.resume:
-        storage = work_dir / CHECKPOINTS
-        check_resume_model(storage, resume_checkpoint(storage), model_ref(hparams))
-    return cfg
-
-
-def _work_dir(request: LocalTrain) -> Path:
-    if request.work_dir:
-        work_dir = directory_option(request.work_dir, "--work-dir")
-    else:
-        work_dir = directory_option(
-            Path.cwd() / "work_dirs" / Path(request.model).stem.replace("mmdet::", ""),
-            "--work-dir",
-        )
-    if work_dir == REPO_ROOT or work_dir in REPO_ROOT.parents:
-        raise ConfigError(
-            f"--work-dir {work_dir} would hold the repository; pick an empty directory"
-        )
-    return work_dir
+    return plan_local(request).config
 
 
 def trial_env() -> dict[str, str]:

@@ -14,15 +14,24 @@ from typing import Any
 from errors import ConfigError
 
 
-def whole_number(value: Any, option: str, *, minimum: int = 1, what: str = "") -> int:
-    """``value`` (text or int) as an int >= ``minimum``; one line naming ``option`` otherwise."""
+def whole_number(
+    value: Any, option: str, *, minimum: int = 1, maximum: int | None = None, what: str = ""
+) -> int:
+    """``value`` (text or int) as an int in [``minimum``, ``maximum``]; one line naming
+    ``option`` otherwise."""
     text = str(value).strip()
     try:
         number = int(text)
     except ValueError:
         number = None
-    if number is None or isinstance(value, bool) or number < minimum:
+    if (
+        number is None
+        or isinstance(value, bool)
+        or number < minimum
+        or (maximum is not None and number > maximum)
+    ):
         kind = "a positive whole number" if minimum == 1 else f"a whole number >= {minimum}"
+        kind += f" up to {maximum}" if maximum is not None else ""
         raise ConfigError(f"{option} {text!r} must be {kind}{f' ({what})' if what else ''}")
     return number
 
@@ -32,6 +41,19 @@ def optional_whole_number(
 ) -> int | None:
     """Like ``whole_number``; None (option not given) stays None."""
     return None if value is None else whole_number(value, option, minimum=minimum, what=what)
+
+
+def positive_number(value: Any, option: str, *, example: str = "1") -> float:
+    """``value`` (text or number) as a finite float > 0; one line naming ``option`` otherwise."""
+    try:
+        number = float(str(value).strip())
+    except ValueError:
+        number = math.nan
+    if not 0.0 < number < math.inf:  # NaN fails too
+        raise ConfigError(
+            f"{option} {str(value).strip()!r} must be a positive number, e.g. {option} {example}"
+        )
+    return number
 
 
 def fraction(value: Any, option: str) -> float:
@@ -83,10 +105,24 @@ def directory_option(path: str | Path, option: str) -> Path:
     resolved = Path(path).expanduser().resolve()
     if resolved.exists() and not resolved.is_dir():
         raise ConfigError(f"{option} {resolved} is a file, not a directory; pick a directory")
+    _check_parents(resolved, option, "a directory")
+    return resolved
+
+
+def file_option(path: str | Path, option: str) -> Path:
+    """An absolute path for an output file of ``option``: not a directory, and no folder on the
+    way to it is a file."""
+    resolved = Path(path).expanduser().resolve()
+    if resolved.is_dir():
+        raise ConfigError(f"{option} {resolved} is a directory; pass a file path")
+    _check_parents(resolved, option, "a file path in a directory")
+    return resolved
+
+
+def _check_parents(resolved: Path, option: str, pick: str) -> None:
     for parent in resolved.parents:
         if parent.exists() and not parent.is_dir():
-            raise ConfigError(f"{option} {resolved}: {parent} is a file; pick a directory")
-    return resolved
+            raise ConfigError(f"{option} {resolved}: {parent} is a file; pick {pick}")
 
 
 def check_mode_options(

@@ -13,12 +13,14 @@ from pathlib import Path
 
 import common
 from errors import ConfigError
+from trial.verbs.options import directory_option
 
 
 def check_new_dir(out: str | Path, *, option: str = "--out") -> Path:
-    """``out`` as an absolute path; an error if it exists and is not an empty directory."""
-    path = Path(out).expanduser().resolve()
-    if path.exists() and (not path.is_dir() or any(path.iterdir())):
+    """``out`` as an absolute path; an error if it is (or lies below) a file, or is a directory
+    that is not empty."""
+    path = directory_option(out, option)
+    if path.exists() and any(path.iterdir()):
         raise ConfigError(f"{option} {path} already exists and is not empty; pick a new directory")
     return path
 

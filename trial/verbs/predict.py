@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from common import quiet_prints
 from errors import ConfigError
 from trial.verbs import artifact
 from trial.verbs.export import pick_device, resolve_model
@@ -81,11 +82,12 @@ def _predict(
     from mmdet.apis import inference_detector, init_detector
     from tqdm import tqdm
 
-    model = init_detector(
-        str(export_dir / artifact.CONFIG_FILE),
-        str(export_dir / artifact.WEIGHTS_FILE),
-        device=device,
-    )
+    with quiet_prints():  # mmengine's "Loads checkpoint by local backend from path: ..."
+        model = init_detector(
+            str(export_dir / artifact.CONFIG_FILE),
+            str(export_dir / artifact.WEIGHTS_FILE),
+            device=device,
+        )
     categories = _categories(export_dir, model.dataset_meta["classes"])
     visualizer = _visualizer(model.dataset_meta)
     images, results = [], []
