@@ -127,7 +127,12 @@ class Cluster:
         proc = invoke("train", "retinanet", "--cluster", "--master", self.master,
                       "--experiment", str(path), *extra)  # fmt: skip
         assert proc.returncode == 0, proc.stderr[-3000:] + proc.stdout[-1000:]
-        found = re.search(r"Created experiment (\d+)", proc.stdout)
+        # One line and no library chatter (pkg_resources, "Preparing files to send to master").
+        assert proc.stderr == "", proc.stderr[-3000:]
+        (line,) = proc.stdout.strip().splitlines()
+        found = re.fullmatch(
+            rf"Created experiment (\d+): {re.escape(self.master)}/det/experiments/\1", line
+        )
         assert found, proc.stdout
         return int(found.group(1))
 
