@@ -412,6 +412,7 @@ def smoke(c, models="retinanet,maskrcnn,gfl", iters="4", expect_warm=False):
 # --- benchmarks ---------------------------------------------------------------------------------
 BENCHES = {
     "trial": "bench.trial",
+    "cluster": "bench.cluster",
     "staging": "bench.staging",
     "images": "bench.images",
     "resume": "bench.resume",

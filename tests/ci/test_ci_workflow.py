@@ -26,7 +26,7 @@ def test_dot_ci_run_calls_the_readme_test_command():
 def test_workflow_jobs_run_ci_test_sh_stages():
     jobs = yaml.safe_load(WORKFLOW.read_text())["jobs"]
     used = set()
-    for name in ("lint", "unit", "integration", "smoke"):
+    for name in ("lint", "unit", "integration", "smoke", "cluster"):
         runs = [s["run"] for s in jobs[name]["steps"] if "run" in s]
         calls = [r for r in runs if "ci/test.sh" in r]
         assert calls, f"job {name} does not call ci/test.sh"
