@@ -227,6 +227,11 @@ def run_transfers(
             todo.append(i)
     total = sum(transfers[i].info.size for i in todo)
     workers = max(1, min(max_workers, len(todo)))
+    if group:  # each object's lock is held until the whole group commits: two stagers taking
+        # the locks in different orders would each wait for the other, so take them one at a
+        # time, in the order every process shares
+        todo.sort(key=lambda i: str(transfers[i].final))
+        workers = 1
     handed: dict[int, Future] = {}  # downloads whose flush + rename the committer finishes
     with (
         _progress_bar(total, enabled=progress) as on_bytes,
