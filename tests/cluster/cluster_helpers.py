@@ -19,7 +19,8 @@ from images.matrix import expand_matrix, load_matrix, select
 from images.plan import repository
 
 INVOKE = [sys.executable, "-m", "invoke"]
-DATA_MOUNT = "/mnt/coco-source"
+LOCAL_EXPERIMENT = REPO / "experiments" / "retinanet-local.yaml"
+DATA_MOUNT = "/mnt/coco-source"  # where it mounts the data and the node cache
 CACHE_MOUNT = "/mnt/node-cache"
 
 
@@ -75,48 +76,24 @@ class Cluster:
         hparams: dict | None = None,
         **top: Any,
     ) -> dict:
-        """A small RetinaNet experiment on the project's cpu image: data from ``data`` (bind-mounted
-        read-only) staged by the startup hook into the node cache; R18, 128 px, batch 2 per slot."""
-        experiment = {
-            "name": name,
-            "entrypoint": "python3 -m determined.launch.torch_distributed python3 -m trial",
-            # One image for every device type: a checkpoint GC task has no slots and runs the
-            # `cuda` image, Determined's default when only `cpu` is named (seen on the real master).
-            "environment": {"image": f"{repository(None)}:{cpu_tag()}"},
-            "resources": {"slots_per_trial": slots, "shm_size": 1 << 30},
-            "bind_mounts": [
-                {"host_path": str(data), "container_path": DATA_MOUNT, "read_only": True},
-                {"host_path": str(self.node_cache), "container_path": CACHE_MOUNT},
-            ],
-            "searcher": {"name": "single", "metric": "bbox_mAP", "smaller_is_better": False},
-            "max_restarts": 0,
-            "hyperparameters": {
-                "model": "retinanet",
-                "max_iters": max_iters,
-                "val_interval": max_iters,
-                "checkpoint_interval": 4,
-                "global_batch_size": 2 * slots,
-                "pretrained": False,
-                "image_scale": [128, 128],
-                "num_workers": 1,
-                "log_interval": 1,
-                "model.backbone.depth": 18,
-                "model.neck.in_channels": [64, 128, 256, 512],
-                # a mapping whose key is "type" reads as a hyperparameter spec: wrap it in a const
-                "optim_wrapper.optimizer": {
-                    "type": "const",
-                    "val": {"type": "AdamW", "lr": 0.0005, "weight_decay": 0.0001},
-                },
-                **(hparams or {}),
-            },
-            "data": {
-                "source": DATA_MOUNT,
-                "cache": f"{CACHE_MOUNT}/coco",
-                "dest": "/tmp/coco",
-                "splits": ["train", "val"],
-                "with_images": True,
-            },
-        }
+        """experiments/retinanet-local.yaml (what README's cluster section submits), shortened: data
+        from ``data`` (bind-mounted read-only), this cluster's node cache, ``max_iters`` batches of 2
+        per slot, a checkpoint every 4, metrics every batch, no restarts."""
+        experiment = yaml.safe_load(LOCAL_EXPERIMENT.read_text())
+        sources = {m["container_path"]: m for m in experiment["bind_mounts"]}
+        sources[DATA_MOUNT]["host_path"] = str(data)
+        sources[CACHE_MOUNT]["host_path"] = str(self.node_cache)
+        experiment["name"] = name
+        experiment["resources"]["slots_per_trial"] = slots
+        experiment["max_restarts"] = 0
+        experiment["hyperparameters"].update(
+            max_iters=max_iters,
+            val_interval=max_iters,
+            checkpoint_interval=4,
+            global_batch_size=2 * slots,
+            log_interval=1,
+            **(hparams or {}),
+        )
         experiment.update(top)
         return experiment
 

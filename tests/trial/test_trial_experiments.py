@@ -14,6 +14,8 @@ from trial.expconf import validate_experiment
 from trial.settings.hparams import EXPERIMENTS_DIR, load_experiment, training_length
 
 EXPERIMENTS = sorted(EXPERIMENTS_DIR.glob("*.yaml"))
+LOCAL = EXPERIMENTS_DIR / "retinanet-local.yaml"  # for `invoke cluster up`; tests/cluster runs it
+COCO_1X = [p for p in EXPERIMENTS if p != LOCAL]
 
 
 def bundled(name: str = "retinanet") -> dict:
@@ -24,7 +26,7 @@ def test_the_bundled_experiments_are_there():
     assert {p.stem for p in EXPERIMENTS} >= {"retinanet", "maskrcnn", "gfl", "retinanet-asha"}
 
 
-@pytest.mark.parametrize("path", EXPERIMENTS, ids=lambda p: p.name)
+@pytest.mark.parametrize("path", COCO_1X, ids=lambda p: p.name)
 def test_bundled_experiment_is_valid_for_determined_038_without_deprecations(path: Path):
     experiment = load_experiment(path)
     assert validate_experiment(experiment, source=str(path)) == []
@@ -179,5 +181,19 @@ def test_experiment_image_is_a_variant_of_the_image_matrix(path: Path):
     from images.matrix import expand_matrix, load_matrix
 
     tags = {spec.readable_tag for spec in expand_matrix(load_matrix())}
-    image = load_experiment(path)["environment"]["image"]["cuda"]
+    image = load_experiment(path)["environment"]["image"]
+    image = image if isinstance(image, str) else image["cuda"]
     assert image.split(":", 1)[1] in tags
+
+
+def test_the_local_cluster_experiment_runs_this_machines_cpu_image_and_disks():
+    from images.matrix import expand_matrix, load_matrix, select
+
+    experiment = load_experiment(LOCAL)
+    assert validate_experiment(experiment, source=str(LOCAL)) == []
+    (cpu,) = select(expand_matrix(load_matrix()), ["cpu"])
+    assert experiment["environment"]["image"] == f"mmdet-determined:{cpu.readable_tag}"
+    mounts = {m["container_path"]: m for m in experiment["bind_mounts"]}
+    assert mounts[experiment["data"]["source"]]["read_only"] is True
+    assert any(experiment["data"]["cache"].startswith(f"{path}/") for path in mounts)
+    assert experiment["resources"]["slots_per_trial"] == 1
