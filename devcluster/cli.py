@@ -65,5 +65,5 @@ def _print_report(report: dict, *, first: bool) -> None:
         print(f"export DET_PASS={report['password']}")
         if first:
             _say('use it: eval "$(invoke cluster status)" sets the three above; then `det '
-                 "experiment list`, or invoke train retinanet --cluster; stop it: invoke cluster "
+                 "experiment list`, or invoke train retinanet-local --cluster; stop it: invoke cluster "
                  "down")  # fmt: skip

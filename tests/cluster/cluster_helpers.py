@@ -87,12 +87,14 @@ class Cluster:
         experiment["resources"]["slots_per_trial"] = slots
         experiment["max_restarts"] = 0
         experiment["hyperparameters"].update(
-            max_iters=max_iters,
-            val_interval=max_iters,
-            checkpoint_interval=4,
-            global_batch_size=2 * slots,
-            log_interval=1,
-            **(hparams or {}),
+            {
+                "max_iters": max_iters,
+                "val_interval": max_iters,
+                "checkpoint_interval": 4,
+                "global_batch_size": 2 * slots,
+                "log_interval": 1,
+                **(hparams or {}),
+            }
         )
         experiment.update(top)
         return experiment
