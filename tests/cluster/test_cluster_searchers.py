@@ -14,9 +14,15 @@ def test_asha_completes_stopped_trials_complete_and_the_best_exports(
     real_cluster, cluster_data, tmp_path
 ):
     """Determined 0.38 ASHA: max_time + time_metric, the trial reports ``batches`` with its
-    validation metrics; trials the searcher stops are preempted and end COMPLETED, never ERROR.
-    The metric is ``train_loss`` (the mean training loss the trial reports with each validation):
-    after a few CPU batches every trial's mAP is 0, a tie that ASHA promotes."""
+    validation metrics; trials the searcher stops end COMPLETED, never ERROR, and stop early
+    (the 0.38.1 master only marks them: the trial's SearcherStop reads it).
+
+    The searcher's decisions are made predictable: one bracket (every trial may be stopped at
+    the first rung, 4 of 16 batches), one trial at a time, and the metric (``train_loss``, which
+    the trial reports with each validation) scaled by a sampled classification-loss weight of
+    1, 10, 100 or 1000. A trial continues past the rung only if it is the best so far, so one
+    whose weight is above an earlier trial's must stop; below every earlier one, it must not."""
+    weight = "model.bbox_head.loss_cls.loss_weight"
     experiment = real_cluster.experiment(
         cluster_data,
         name="asha",
@@ -24,7 +30,7 @@ def test_asha_completes_stopped_trials_complete_and_the_best_exports(
         hparams={
             "val_interval": 4,
             "checkpoint_interval": 4,
-            "optim_wrapper.optimizer.lr": {"type": "log", "minval": -6, "maxval": -2, "base": 10},
+            weight: {"type": "categorical", "vals": [1.0, 10.0, 100.0, 1000.0]},
         },
         searcher={
             "name": "adaptive_asha",
@@ -34,25 +40,34 @@ def test_asha_completes_stopped_trials_complete_and_the_best_exports(
             "max_time": 16,
             "time_metric": "batches",
             "max_rungs": 2,
+            "bracket_rungs": [2],
             "divisor": 4,
-            "max_concurrent_trials": 2,
+            "max_concurrent_trials": 1,
         },
-        reproducibility={"experiment_seed": 5},  # the same four learning rates every run
+        reproducibility={"experiment_seed": 5},  # the same four weights every run
     )
     del experiment["hyperparameters"]["max_iters"]  # ASHA's max_time is the length
     exp_id = real_cluster.submit(experiment, tmp_path)
     assert real_cluster.wait_state(exp_id, {"COMPLETED"}, timeout=1500) == "COMPLETED"
-    trials = real_cluster.trials(exp_id)
+    trials = sorted(real_cluster.trials(exp_id), key=lambda t: t.id)  # in the order they ran
     assert len(trials) == 4
     assert {t.state.value.replace("STATE_", "") for t in trials} == {"COMPLETED"}
-    lengths = sorted(
-        max(m.steps_completed for m in real_cluster.metrics(t.id, "training")) for t in trials
-    )
-    assert lengths[-1] == 16 and lengths[0] < 16  # the searcher stopped some trials early
-    for trial in trials:  # ... and they heard it (the 0.38.1 master does not tell them)
+    must_stop, must_not = [], []
+    for k, trial in enumerate(trials):
+        earlier = [t.hparams[weight] for t in trials[:k]]
+        if earlier and trial.hparams[weight] > min(earlier):
+            must_stop.append(trial)
+        elif not earlier or trial.hparams[weight] < min(earlier):
+            must_not.append(trial)  # (equal weights: the losses decide)
+    assert must_stop, [t.hparams[weight] for t in trials]  # the seed gives the searcher work
+    for trial in trials:
         done = max(m.steps_completed for m in real_cluster.metrics(trial.id, "training"))
         stopped = "the searcher stopped this trial" in real_cluster.logs(trial.id)
-        assert stopped == (done < 16), (trial.id, done)
+        weights = [t.hparams[weight] for t in trials]
+        if trial in must_stop:
+            assert stopped and done < 16, (trial.id, done, weights)
+        if trial in must_not:
+            assert not stopped and done == 16, (trial.id, done, weights)
     best = real_cluster.sdk.get_experiment(exp_id).top_checkpoint()
     out = tmp_path / "best"
     exported = invoke("export", best.uuid, "--out", str(out), "--master", real_cluster.master)

@@ -1,8 +1,13 @@
 """SearcherStop: the searcher's decision reaches the trial (the 0.38.1 master does not send it;
-tests/cluster's ASHA test shows it on a real master). Here the master's answer and the clock are
-stand-ins, to test the throttle and the answers without waiting."""
+tests/cluster's ASHA test shows it on a real master). Here the master's answer is a function, to
+test the watcher and its answers without a master."""
 
 from __future__ import annotations
+
+import threading
+import time
+
+import pytest
 
 from trial.engine.searcher_stop import SearcherStop
 
@@ -11,6 +16,7 @@ class Inner:
     def __init__(self) -> None:
         self.preempt = False
         self.acked = 0
+        self.closed = False
 
     def should_preempt(self, auto_ack: bool = True) -> bool:
         return self.preempt
@@ -18,49 +24,72 @@ class Inner:
     def acknowledge_preemption_signal(self) -> None:
         self.acked += 1
 
+    def close(self) -> None:
+        self.closed = True
 
-def test_asks_the_master_at_most_every_interval_and_stops_once_the_searcher_decided():
-    now, asked, state = [0.0], [], ["STATE_RUNNING"]
+
+def _until(predicate, timeout: float = 5.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.005)
+    return False
+
+
+def test_stops_once_the_searcher_decided_and_then_asks_no_more():
+    state, asked = ["STATE_RUNNING"], []
+    decided = threading.Event()
 
     def trial_state() -> str:
-        asked.append(now[0])
+        asked.append(state[0])
+        if len(asked) == 3:
+            state[0] = "STATE_STOPPING_COMPLETED"
+            decided.set()
         return state[0]
 
-    stop = SearcherStop(Inner(), trial_state, interval_s=10, clock=lambda: now[0])
-    for t in (1, 5, 9.9):
-        now[0] = t
-        assert not stop.should_preempt()
-    assert asked == []  # every step asks; the master is asked only every 10 s
-    now[0] = 10
-    assert not stop.should_preempt() and asked == [10]
-    state[0] = "STATE_STOPPING_COMPLETED"
-    now[0] = 15
-    assert not stop.should_preempt() and asked == [10]
-    now[0] = 20
-    assert stop.should_preempt() and stop.stopped
-    now[0] = 40
-    assert stop.should_preempt() and asked == [10, 20]  # decided: no more questions
+    inner = Inner()
+    stop = SearcherStop(inner, trial_state, interval_s=0.01)
+    assert not stop.should_preempt()  # a step never waits for the master's answer
+    assert decided.wait(5) and _until(lambda: stop.should_preempt())
+    assert stop.stopped
+    seen = len(asked)
+    time.sleep(0.1)
+    assert len(asked) == seen  # decided: no more questions
+    stop.close()
+    assert inner.closed
 
 
 def test_a_preemption_still_wins_and_a_master_that_does_not_answer_stops_nothing():
-    inner = Inner()
+    inner, calls = Inner(), []
 
     def unreachable() -> str:
+        calls.append(1)
         raise ConnectionError("master away")
 
-    stop = SearcherStop(inner, unreachable, interval_s=0)
-    assert not stop.should_preempt()  # one warning, training goes on
+    stop = SearcherStop(inner, unreachable, interval_s=0.01)
+    assert _until(lambda: len(calls) >= 3)  # warnings, and the watcher goes on asking
+    assert not stop.should_preempt()
     inner.preempt = True
     assert stop.should_preempt()
     stop.acknowledge_preemption_signal()  # the rest of core.preempt passes through
     assert inner.acked == 1
+    stop.close()
 
 
-def test_canceled_or_paused_is_not_a_searcher_stop():
-    for state in (
-        "STATE_STOPPING_CANCELED",
-        "STATE_PAUSED",
-        "STATE_ACTIVE",
-        "STATE_STOPPING_ERROR",
-    ):
-        assert not SearcherStop(Inner(), lambda s=state: s, interval_s=0).should_preempt()
+@pytest.mark.parametrize(
+    "state", ["STATE_STOPPING_CANCELED", "STATE_PAUSED", "STATE_ACTIVE", "STATE_STOPPING_ERROR"]
+)
+def test_canceled_or_paused_is_not_a_searcher_stop(state):
+    calls = []
+    stop = SearcherStop(Inner(), lambda: calls.append(state) or state, interval_s=0.01)
+    assert _until(lambda: len(calls) >= 3)
+    assert not stop.should_preempt() and not stop.stopped
+    stop.close()
+
+
+def test_close_ends_the_watcher_without_waiting_for_an_interval():
+    stop = SearcherStop(Inner(), lambda: "STATE_RUNNING", interval_s=3600)
+    started = time.monotonic()
+    stop.close()
+    assert time.monotonic() - started < 1.0
