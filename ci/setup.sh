@@ -2,7 +2,7 @@
 # One idempotent setup for users, CI and images-on-this-machine:
 #   a virtualenv with torch, mmcv 2.1.0 compiled *with ops*, mmdet/mmengine/determined and this project.
 # torch comes from PyPI (on Linux x86_64 that is a CUDA build with NVIDIA's wheels, ~4 GB; it runs on
-# CPU too). mmcv gets its CPU ops (~11 min on 2 cores), and its CUDA ops as well when there is a GPU
+# CPU too). mmcv gets its CPU ops (~19 min on 2 cores), and its CUDA ops as well when there is a GPU
 # to build for: TORCH_CUDA_ARCH_LIST set, or a GPU visible to torch (then "8.0 9.0+PTX"); FORCE_CUDA=1,
 # ~30 min on 2 idle cores. A CPU machine with PyPI's CUDA torch gets the CPU ops only.
 # The wheel is stripped and cached under $MMDET_DET_CACHE/wheels/<key>/, the key made by
@@ -90,7 +90,7 @@ fi
 key="$(project images.mmcvbuild key --mmcv "$MMCV_VERSION" --arch-list "${CUDA_OPS:+$ARCH_LIST}")"
 wheel_dir="$CACHE/wheels/$key"
 if ! ls "$wheel_dir"/mmcv-"$MMCV_VERSION"-*.whl >/dev/null 2>&1; then
-  log "building mmcv $MMCV_VERSION with ops for $key (CPU ops ~11 min, CUDA ~30 min on 2 idle cores; cached afterwards)"
+  log "building mmcv $MMCV_VERSION with ops for $key (CPU ops ~19 min, CUDA ~30 min on 2 cores; cached afterwards)"
   # One build folder per key, kept when a build is interrupted (Ctrl-C, a stopped CI job, a
   # killed session): the next setup re-runs ninja in it, which compiles only the units not yet
   # done, so a 30-minute CUDA compile is never started over. flock: one build per key at a time.
