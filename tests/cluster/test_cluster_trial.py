@@ -50,10 +50,14 @@ def test_experiment_completes_with_metrics_checkpoint_and_export(
     latest = max(checkpoints, key=lambda c: c.metadata.get("steps_completed", 0))
     assert latest.metadata["steps_completed"] == MAX_ITERS
 
-    out = tmp_path / "export"
+    out = tmp_path / "exported" / "export"
     exported = invoke("export", latest.uuid, "--out", str(out), "--master", real_cluster.master)
     assert exported.returncode == 0, exported.stderr[-2000:]
     assert (out / "model.pth").is_file() and (out / "config.py").is_file()
+    info = json.loads((out / "export.json").read_text())
+    assert info["source"]["checkpoint"] == latest.uuid and info["iterations"] == MAX_ITERS
+    assert info["validation"]["bbox_mAP"] == pytest.approx(master_map)  # what the master recorded
+    assert [p.name for p in out.parent.iterdir()] == ["export"]  # the download was temporary
     evaluated = invoke("eval", str(out), "--data", str(cluster_data), "--split", "val",
                        "--out", str(tmp_path / "eval.json"))  # fmt: skip
     assert evaluated.returncode == 0, evaluated.stderr[-2000:]
