@@ -53,7 +53,7 @@ test_refs.__test__ = False  # a helper, not a test
 def cpu_build(tmp_path_factory):
     """Build the cpu variant once for this module; yield (readable ref, content ref, output)."""
     buildah.require_buildah()
-    spec = select(expand_matrix(load_matrix(MATRIX_PATH)), ["cpu"])[0]
+    spec = cpu_spec()
     wheels = wheelhouse.find_wheels(spec, "auto")
     if not any(w.name.startswith("mmcv-") for w in wheels):
         pytest.fail(f"no cached mmcv wheel under {cache_root()}; run ci/setup.sh first")
@@ -98,12 +98,17 @@ def test_build_used_the_wheelhouse_and_the_secret(cpu_build):
     assert "[smoke] passed: variant cpu" in output  # the build-time checks ran
 
 
+def cpu_spec():
+    return select(expand_matrix(load_matrix(MATRIX_PATH)), ["cpu"])[0]
+
+
 def test_invoke_test_image_passes(cpu_build):
     readable = cpu_build[0]
     proc = invoke("test-image", readable)
     assert proc.returncode == 0, proc.stdout + proc.stderr
+    spec = cpu_spec()  # PyPI's torch: 2.13.0+cu130, a CUDA build that runs on CPU
     for check in (
-        "versions python 3.11, torch torch==2.13.0+cpu, mmcv 2.1.0, mmdet 3.3.0",
+        f"versions python 3.11, torch torch=={spec.torch_version}, mmcv 2.1.0, mmdet 3.3.0",
         "mmcv.ops compiled: nms and RoIAlign on CPU",
         "determined.core, mmdet.models, pycocotools",
         "pip check clean",
@@ -117,7 +122,7 @@ def test_labels_and_environment(cpu_build):
     labels = config["Labels"]
     assert labels["io.mmdet-determined.variant"] == "cpu"
     assert labels["io.mmdet-determined.content-hash"] == content.rsplit("-", 1)[1]
-    assert labels["io.mmdet-determined.torch"] == "torch==2.13.0+cpu"
+    assert labels["io.mmdet-determined.torch"] == cpu_spec().torch_pin  # torch==2.13.0
     assert labels["org.opencontainers.image.revision"] not in ("", "unknown")
     assert "PIP_CONSTRAINT=/opt/mmdet-determined/constraints.txt" in config["Env"]
 
