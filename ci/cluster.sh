@@ -16,4 +16,4 @@ step() {  # step NAME COMMAND...: run and print its time
 
 step "cpu image" invoke build-image --variant cpu --wheelhouse auto
 step "master and agent binaries" python -m devcluster build
-step "tests on the real cluster" python -m pytest -m cluster -q -p no:cacheprovider
+step "tests on the real cluster" python -m pytest -m cluster -q -p no:cacheprovider --durations=10

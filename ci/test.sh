@@ -38,7 +38,7 @@ for s in "${STAGES[@]}"; do
     lint) stage lint bash ci/lint.sh ;;
     unit) stage unit python -m pytest -m "not slow" -q ;;
     fresh-clone) stage fresh-clone bash ci/fresh-clone.sh ;;
-    integration) stage integration python -m pytest -m "slow and not cluster" -q ;;
+    integration) stage integration python -m pytest -m "slow and not cluster" -q --durations=10 ;;
     smoke) stage smoke invoke smoke && stage smoke-warm invoke smoke --expect-warm ;;
     cluster) stage cluster bash ci/cluster.sh ;;
     *) echo "unknown stage '$s'; choose from: system lint unit fresh-clone integration smoke cluster" >&2; exit 2 ;;

@@ -153,7 +153,7 @@ class Cluster:
     def logs(self, trial_id: int) -> str:
         from determined.common.experimental.trial import Trial
 
-        return "\n".join(line.rstrip("\n") for line in Trial(trial_id, self.session).logs())
+        return "\n".join(line.rstrip("\n") for line in Trial(trial_id, self.session).iter_logs())
 
     def logs_tail(self, exp_id: int, lines: int = 40) -> str:
         text = "\n".join(self.logs(t.id) for t in self.trials(exp_id))

@@ -8,7 +8,7 @@ master's bbox_mAP; the trial's log shows the startup hook staging the data."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
+import tarfile
 
 import pytest
 import yaml
@@ -37,8 +37,9 @@ def test_experiment_completes_with_metrics_checkpoint_and_export(
 
     exp = real_cluster.sdk.get_experiment(exp_id)
     assert _progress(real_cluster, exp_id) == 1.0  # report_progress reached the master
-    code = Path(exp.download_code(str(tmp_path / "code")))  # what the master holds and ran
-    held = {str(p.relative_to(code)) for p in code.rglob("*") if p.is_file()}
+    archive = exp.download_code(str(tmp_path / "code"))  # what the master holds and ran: a .tar.gz
+    with tarfile.open(archive) as tar:
+        held = {m.name.removeprefix("./") for m in tar.getmembers() if m.isfile()}
     assert {"startup-hook.sh", "trial/__main__.py", "errors.py", "common.py"} <= held
     assert not any(f.startswith(("bench/", "trial/testing/", "staging/testing/")) for f in held)
 
