@@ -45,6 +45,7 @@ def test_experiment_completes_with_metrics_checkpoint_and_export(
 
     logs = real_cluster.logs(trial.id)
     assert "startup-hook: staging data from" in logs
+    assert f"trial finished at step {MAX_ITERS}; bbox_mAP" in logs  # its summary saw the validation
     assert "is deprecated in Determined" not in logs  # the master's own defaults are not the user's
     checkpoints = real_cluster.sdk.get_experiment(exp_id).list_checkpoints()
     assert checkpoints, "no checkpoint registered"

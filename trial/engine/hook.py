@@ -83,6 +83,7 @@ class DetCoreHook(Hook):
         self.before_save = before_save  # called on every rank first (BufferSyncHook.sync)
         self.preempted = False
         self.last_checkpoint: str | None = None
+        self.last_validation: dict[str, Any] = {}  # what rank 0 last reported
         self._last_saved_step = -1
         self._last_train_report = -1
         self._last_val_report = -1
@@ -142,8 +143,9 @@ class DetCoreHook(Hook):
         train_loss = self._mean_train_loss(runner, since)
         if train_loss is not None:
             extra["train_loss"] = train_loss
+        self.last_validation = {**det_metrics, **extra}
         self.core.train.report_validation_metrics(
-            steps_completed=steps, metrics={**det_metrics, **extra}
+            steps_completed=steps, metrics=self.last_validation
         )
 
     @staticmethod

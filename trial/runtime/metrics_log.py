@@ -22,7 +22,6 @@ class MetricsLog:
         self._path = Path(path)
         self._rank = rank  # recorded with every report: only rank 0 reports
         self._path.parent.mkdir(parents=True, exist_ok=True)
-        self.last_validation: dict[str, float] = {}
 
     def report_training_metrics(
         self, *, steps_completed: int, metrics: dict, **kwargs: Any
@@ -35,7 +34,6 @@ class MetricsLog:
     def report_validation_metrics(
         self, *, steps_completed: int, metrics: dict, **kwargs: Any
     ) -> None:
-        self.last_validation = dict(metrics)
         self._append("validation", steps_completed, metrics)
         self._inner.report_validation_metrics(
             steps_completed=steps_completed, metrics=metrics, **kwargs

@@ -103,8 +103,7 @@ def train(core_context: Any, request: RunRequest, *, world_size: int = 1) -> Run
         plot_curves(
             read_metrics_log(request.metrics_log), request.metrics_log.with_name(CURVES_FILE)
         )
-    validation = getattr(core_context.train, "last_validation", {})
-    return RunResult(runner.iter, hook.preempted, hook.last_checkpoint, validation)
+    return RunResult(runner.iter, hook.preempted, hook.last_checkpoint, hook.last_validation)
 
 
 def _ranks_setup(cfg: Any, *, timeout_s: int | None) -> str:
