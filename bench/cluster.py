@@ -105,7 +105,7 @@ class _Sides:
     def __init__(self, up: dict, data: Path, tmp: Path) -> None:
         from determined.experimental import Determined
 
-        from devcluster import master_api
+        from devcluster import master_api, podman
         from devcluster.cluster import local_cpu_image
 
         self.master, self.data, self.tmp = up["master"], data, tmp
@@ -114,6 +114,8 @@ class _Sides:
         self.sdk = Determined._from_session(self.session)
         self.first_step: list[float] = []
         self.credentials = {"DET_USER": up["user"], "DET_PASS": up["password"]}
+        self.containers_conf = tmp / "containers.conf"  # the rlimits, runtime, network of agents
+        self.containers_conf.write_text(podman.containers_conf())
 
     def plain(self, index: int) -> float:
         """Runner.from_cfg(cfg).train() in a container of the cpu image."""
@@ -126,10 +128,8 @@ class _Sides:
             "python3", "-m", "bench.cluster_plain", DATA_MOUNT,
             yaml.safe_dump({**HPARAMS, "optim_wrapper.optimizer": OPTIMIZER}),
         )  # fmt: skip
-        conf = self.tmp / "containers.conf"  # the rlimits, runtime and network the agents use
-        conf.write_text(podman.containers_conf())
         proc = subprocess.run(argv, capture_output=True, text=True, timeout=1800,
-                              env=podman.podman_env(conf))  # fmt: skip
+                              env=podman.podman_env(self.containers_conf))  # fmt: skip
         if proc.returncode != 0:
             raise RuntimeError(f"plain run {index} failed: {proc.stderr[-2000:]}")
         return _median_time(proc.stdout + proc.stderr)

@@ -7,7 +7,6 @@ first)."""
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,6 +14,7 @@ import pytest
 from cluster_helpers import Cluster, cluster_cli, free_port, local_image
 
 from devcluster import master_api, podman
+from staging.testing.servers import environment
 
 
 @pytest.fixture(scope="session")
@@ -47,16 +47,10 @@ def real_cluster(tmp_path_factory, cpu_image) -> Iterator[Cluster]:
         master=env["DET_MASTER"], user=env["DET_USER"], password=env["DET_PASS"],
         state_dir=state_dir, args=args, session=session, image=cpu_image,
     )  # fmt: skip
-    saved = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)  # `invoke train --cluster` logs in with DET_USER / DET_PASS
     try:
-        yield cluster
+        with environment(env):  # `invoke train --cluster` logs in with DET_USER / DET_PASS
+            yield cluster
     finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
         down = cluster_cli("down", state=state_dir)
         assert down.returncode == 0, down.stderr[-1500:]
 

@@ -78,13 +78,11 @@ func main() {
 
 // rewriteCreate copies a create's ExposedPorts into a label and adds the cluster's label.
 func rewriteCreate(out *http.Request, extraKey, extraValue string) {
-	body, err := io.ReadAll(out.Body)
-	_ = out.Body.Close()
+	body, err := readAll(out.Body)
 	if err != nil {
 		return
 	}
-	var create map[string]any
-	if json.Unmarshal(body, &create) == nil {
+	body = editJSON(body, func(create map[string]any) bool {
 		labels, _ := create["Labels"].(map[string]any)
 		if labels == nil {
 			labels = map[string]any{}
@@ -97,13 +95,9 @@ func rewriteCreate(out *http.Request, extraKey, extraValue string) {
 			labels[extraKey] = extraValue
 		}
 		create["Labels"] = labels
-		if rewritten, err := json.Marshal(create); err == nil {
-			body = rewritten
-		}
-	}
-	out.Body = io.NopCloser(bytes.NewReader(body))
-	out.ContentLength = int64(len(body))
-	out.Header.Set("Content-Length", strconv.Itoa(len(body)))
+		return true
+	})
+	out.Body, out.ContentLength = setBody(out.Header, body)
 }
 
 // restoreExposedPorts puts the labelled ports back into a container inspect that lost them.
@@ -112,29 +106,47 @@ func restoreExposedPorts(resp *http.Response) error {
 		resp.StatusCode != http.StatusOK {
 		return nil
 	}
-	body, err := io.ReadAll(resp.Body)
-	_ = resp.Body.Close()
+	body, err := readAll(resp.Body)
 	if err != nil {
 		return err
 	}
-	var inspect map[string]any
-	if json.Unmarshal(body, &inspect) == nil {
-		if config, ok := inspect["Config"].(map[string]any); ok {
-			labels, _ := config["Labels"].(map[string]any)
-			kept, _ := labels[label].(string)
-			current, _ := config["ExposedPorts"].(map[string]any)
-			var ports map[string]any
-			if kept != "" && len(current) == 0 && json.Unmarshal([]byte(kept), &ports) == nil {
-				config["ExposedPorts"] = ports
-				if rewritten, err := json.Marshal(inspect); err == nil {
-					body = rewritten
-				}
-			}
+	body = editJSON(body, func(inspect map[string]any) bool {
+		config, _ := inspect["Config"].(map[string]any)
+		labels, _ := config["Labels"].(map[string]any)
+		kept, _ := labels[label].(string)
+		current, _ := config["ExposedPorts"].(map[string]any)
+		var ports map[string]any
+		if config == nil || kept == "" || len(current) > 0 || json.Unmarshal([]byte(kept), &ports) != nil {
+			return false
 		}
-	}
-	resp.Body = io.NopCloser(bytes.NewReader(body))
-	resp.ContentLength = int64(len(body))
-	resp.Header.Set("Content-Length", strconv.Itoa(len(body)))
+		config["ExposedPorts"] = ports
+		return true
+	})
+	resp.Body, resp.ContentLength = setBody(resp.Header, body)
 	resp.Header.Del("Transfer-Encoding")
 	return nil
+}
+
+func readAll(body io.ReadCloser) ([]byte, error) {
+	defer func() { _ = body.Close() }()
+	return io.ReadAll(body)
+}
+
+// editJSON applies edit to the JSON object in body; body unchanged when it is not one, or when
+// edit reports no change.
+func editJSON(body []byte, edit func(map[string]any) bool) []byte {
+	var object map[string]any
+	if json.Unmarshal(body, &object) != nil || object == nil || !edit(object) {
+		return body
+	}
+	if rewritten, err := json.Marshal(object); err == nil {
+		return rewritten
+	}
+	return body
+}
+
+// setBody returns body as a message body and its length, and sets its Content-Length header.
+func setBody(header http.Header, body []byte) (io.ReadCloser, int64) {
+	header.Set("Content-Length", strconv.Itoa(len(body)))
+	return io.NopCloser(bytes.NewReader(body)), int64(len(body))
 }
